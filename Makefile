@@ -1,0 +1,46 @@
+# Two entry points for a fresh machine (see README): `make demo` and `make test`.
+# Both build the virtual environment at .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Strict editable mode installs a link tree, so edgeglm.converters and
+# edgeglm.tui resolve to ./converters and ./tui for mypy and pytest alike.
+EDITABLE := --config-settings editable_mode=strict
+
+.PHONY: install demo test check lint typecheck reference fixtures demo-model clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(EDITABLE)
+
+demo: install
+	$(BIN)/edgeglm demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check edgeglm converters tui tests scripts benchmarks
+	$(BIN)/ruff format --check edgeglm converters tui tests scripts benchmarks
+
+typecheck: install
+	$(BIN)/mypy -p edgeglm -p edgeglm.converters -p edgeglm.tui
+
+# The contributor's one-line check: lint, types, tests.
+check: lint typecheck test
+
+# torch + transformers, only for regenerating fixtures and the demo model.
+reference: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,reference]' $(EDITABLE)
+
+fixtures: reference
+	$(BIN)/python tests/fixtures/make_fixtures.py
+
+demo-model: reference
+	$(BIN)/python scripts/train_demo_model.py
+
+clean:
+	rm -rf *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,292 @@
+"""HF safetensors -> GGUF in one pass: map, quantize and write tensor by tensor.
+
+No full-precision intermediate file: each tensor is read (memory-mapped),
+reshaped by its family, quantized in process by ggml and appended to a
+temporary file beside the target, which is renamed into place only when
+complete. An error, Ctrl-C or kill leaves nothing at the final path, and the
+inputs are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from edgeglm.converters.gguf import ggml
+from edgeglm.converters.gguf.base import Family, OutTensor
+from edgeglm.converters.gguf.imatrix import Imatrix
+from edgeglm.converters.gguf.policy import PlannedTensor, choose_types, requires_imatrix
+from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
+from edgeglm.converters.gguf.registry import family_for
+from edgeglm.converters.gguf.vocab import load_vocab
+from gguf import GGML_QUANT_SIZES, GGUFWriter
+from gguf import GGMLQuantizationType as T
+
+from edgeglm import __version__
+from edgeglm.checkpoint.hf import HFCheckpoint, resolve_checkpoint
+from edgeglm.errors import ConversionError, InsufficientDiskError, QuantizationError, UsageError
+from edgeglm.hardware import usable_threads
+
+# Called after each tensor: (tensor name, tensors done, tensors total, bytes done, bytes total).
+Progress = Callable[[str, int, int, int, int], None]
+_TMP_MARK = ".edgeglm-tmp-"
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    quant: str
+    architecture: str
+    bytes: int
+    parameters: int
+    bits_per_weight: float
+    tensor_types: dict[str, int]
+    sha256: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "output": str(self.output),
+            "quant": self.quant,
+            "architecture": self.architecture,
+            "bytes": self.bytes,
+            "parameters": self.parameters,
+            "bits_per_weight": round(self.bits_per_weight, 4),
+            "tensor_types": self.tensor_types,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class Plan:
+    """Everything decided before a byte is written."""
+
+    family: Family
+    scheme: QuantScheme
+    tensors: list[OutTensor]
+    types: dict[str, T]
+    warnings: list[str]
+
+    def nbytes(self, t: OutTensor) -> int:
+        qtype = self.types[t.name]
+        block, size = GGML_QUANT_SIZES[qtype]
+        return int(np.prod(t.shape)) // block * size
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.nbytes(t) for t in self.tensors)
+
+    @property
+    def parameters(self) -> int:
+        return sum(int(np.prod(t.shape)) for t in self.tensors)
+
+
+def plan_conversion(ckpt: HFCheckpoint, quant: str, imatrix: Imatrix | None) -> Plan:
+    fam = family_for(ckpt.architecture)(ckpt)
+    sch = scheme(quant)
+    tensors = list(fam.tensors())
+    fam.check(tensors)
+    planned = [
+        PlannedTensor(
+            t.name, tuple(reversed(t.shape)), T.BF16 if t.source_dtype == "BF16" else T.F16
+        )
+        for t in tensors
+    ]
+    types = choose_types(planned, sch, fam.model_shape(), has_imatrix=imatrix is not None)
+    warnings: list[str] = []
+    for t in tensors:
+        if t.force_f32:
+            types[t.name] = T.F32
+        elif imatrix is None and requires_imatrix(t.name, types[t.name], sch):
+            raise QuantizationError(
+                f"{sch.name} quantizes {t.name} to {types[t.name].name}, which needs an "
+                "importance matrix: pass --imatrix FILE or --calibrate TEXT_FILE"
+            )
+    if imatrix is not None:
+        for name, experts in sorted(imatrix.unseen_experts.items()):
+            warnings.append(
+                f"imatrix: {name}: experts {experts} never fired on the calibration text; "
+                "they are quantized with uniform weights"
+            )
+    return Plan(fam, sch, tensors, types, warnings)
+
+
+def _check_paths(ckpt: HFCheckpoint, out: Path) -> None:
+    if out.exists() and out.is_dir():
+        raise UsageError(f"{out}: is a directory; give a .gguf file path")
+    target = out.resolve()
+    for f in ckpt.files:
+        if f.resolve() == target:
+            raise UsageError(f"{out}: would overwrite the input checkpoint")
+    if not out.parent.exists():
+        raise UsageError(f"{out.parent}: output folder does not exist")
+
+
+def _clean_stale_temps(out: Path) -> None:
+    """Remove temp files of earlier conversions to this target that were killed."""
+    for stale in out.parent.glob(f".{out.name}{_TMP_MARK}*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def convert(
+    src: str | Path,
+    out: Path,
+    quant: str,
+    *,
+    imatrix: Imatrix | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> ConvertResult:
+    t0 = time.perf_counter()
+    root = resolve_checkpoint(str(src))
+    ckpt = HFCheckpoint(root)
+    try:
+        _check_paths(ckpt, out)
+        plan = plan_conversion(ckpt, quant, imatrix)
+        fam = plan.family
+        vocab = load_vocab(root, int(fam.cfg.need("vocab_size")), fam.special_tokens())
+        need = plan.total_bytes + (16 << 20)
+        free = shutil.disk_usage(out.parent).free
+        if free < need:
+            raise InsufficientDiskError(
+                f"{out.parent}: {free / 2**30:.2f} GiB free, the GGUF needs {need / 2**30:.2f} GiB"
+            )
+        _clean_stale_temps(out)
+        tmp = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}"
+        try:
+            digest = _write(plan, vocab, tmp, root, imatrix, threads, progress)
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        ckpt.close()
+    counts = Counter(plan.types[t.name].name for t in plan.tensors)
+    size = out.stat().st_size
+    return ConvertResult(
+        output=out,
+        quant=plan.scheme.name,
+        architecture=fam.gguf_arch,
+        bytes=size,
+        parameters=plan.parameters,
+        bits_per_weight=plan.total_bytes * 8 / max(plan.parameters, 1),
+        tensor_types=dict(sorted(counts.items())),
+        sha256=digest,
+        seconds=time.perf_counter() - t0,
+        warnings=plan.warnings,
+    )
+
+
+def _write(
+    plan: Plan,
+    vocab: object,
+    tmp: Path,
+    root: Path,
+    imatrix: Imatrix | None,
+    threads: int | None,
+    progress: Progress | None,
+) -> str:
+    from edgeglm.converters.gguf.vocab import Vocab
+
+    assert isinstance(vocab, Vocab)
+    fam = plan.family
+    w = GGUFWriter(tmp, fam.gguf_arch)
+    _write_general(w, plan, root, imatrix)
+    fam.write_hparams(w)
+    vocab.write(w)
+    for t in plan.tensors:
+        qtype = plan.types[t.name]
+        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), plan.nbytes(t), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    total = plan.total_bytes
+    done = 0
+    n_threads = threads or usable_threads()
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for i, t in enumerate(plan.tensors):
+            data = _encode(t, plan.types[t.name], imatrix, pool)
+            w.write_tensor_data(data)
+            done += plan.nbytes(t)
+            if progress is not None:
+                progress(t.name, i + 1, len(plan.tensors), done, total)
+    assert w.fout is not None
+    for f in w.fout:
+        f.flush()
+        os.fsync(f.fileno())
+    w.close()
+    h = hashlib.sha256()
+    with open(tmp, "rb") as fin:
+        while chunk := fin.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _encode(
+    t: OutTensor, qtype: T, imatrix: Imatrix | None, pool: ThreadPoolExecutor
+) -> npt.NDArray[np.generic]:
+    data = t.load()
+    if data.shape != t.shape:
+        raise ConversionError(f"{t.name}: produced shape {data.shape}, planned {t.shape}")
+    if qtype == T.F32:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise ConversionError(f"{t.name}: contains NaN or Inf values ({', '.join(t.sources)})")
+    weights = None
+    if imatrix is not None:
+        n_mat = t.shape[0] if len(t.shape) == 3 else 1
+        weights = imatrix.get(t.name, t.shape[-1], n_mat)
+    return ggml.quantize(data, qtype, imatrix=weights, pool=pool)
+
+
+def _write_general(w: GGUFWriter, plan: Plan, root: Path, imatrix: Imatrix | None) -> None:
+    cfg = plan.family.cfg
+    name = str(cfg.get("_name_or_path", default="") or root.name).rstrip("/").split("/")[-1]
+    w.add_type("model")
+    w.add_name(name or root.name)
+    w.add_quantized_by(f"EdgeGLM {__version__}")
+    w.add_file_type(int(plan.scheme.ftype))
+    w.add_quantization_version(2)
+    repo = _hf_repo_id(root)
+    if repo:
+        w.add_source_repo_url(f"https://huggingface.co/{repo}")
+        w.add_string("general.source.huggingface.repository", repo)
+    else:
+        w.add_source_url(root.resolve().as_uri())
+    if imatrix is not None:
+        w.add_string("quantize.imatrix.dataset", ",".join(imatrix.datasets))
+        w.add_int32("quantize.imatrix.entries_count", len(imatrix.weights))
+        w.add_int32("quantize.imatrix.chunks_count", imatrix.chunks)
+
+
+def _hf_repo_id(root: Path) -> str | None:
+    """org/name for a folder inside the Hugging Face cache (models--org--name/snapshots/rev)."""
+    parts = root.resolve().parts
+    for p in parts:
+        if p.startswith("models--"):
+            return p[len("models--") :].replace("--", "/", 1)
+    return None

@@ -1,0 +1,1 @@
+"""One module per GLM family; each registers its Hugging Face architecture names."""

@@ -1,0 +1,113 @@
+"""Glm4MoeLiteForCausalLM (``glm4_moe_lite``): GLM-4.7-Flash. llama.cpp arch ``deepseek2``.
+
+DeepSeek-style multi-head latent attention (MLA) under GLM MoE. llama.cpp
+runs MLA in its absorbed form: ``kv_b_proj`` is split per head into
+``attn_k_b`` (transposed) and ``attn_v_b``, and the KV cache holds the latent
+(one "KV head" of width kv_lora_rank + rope dims).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from edgeglm.converters.gguf.base import F32Array, OutTensor
+from edgeglm.converters.gguf.families.glm4_moe import MOE_TENSORS, MoEFamily
+from edgeglm.converters.gguf.registry import register
+from gguf import GGUFWriter
+
+from edgeglm.errors import CheckpointError
+
+MLA_TENSORS = {
+    **MOE_TENSORS,
+    "model.layers.{bid}.self_attn.q_proj.weight": "blk.{bid}.attn_q.weight",
+    "model.layers.{bid}.self_attn.q_a_proj.weight": "blk.{bid}.attn_q_a.weight",
+    "model.layers.{bid}.self_attn.q_a_layernorm.weight": "blk.{bid}.attn_q_a_norm.weight",
+    "model.layers.{bid}.self_attn.q_b_proj.weight": "blk.{bid}.attn_q_b.weight",
+    "model.layers.{bid}.self_attn.kv_a_proj_with_mqa.weight": "blk.{bid}.attn_kv_a_mqa.weight",
+    "model.layers.{bid}.self_attn.kv_a_layernorm.weight": "blk.{bid}.attn_kv_a_norm.weight",
+    "model.layers.{bid}.post_attention_layernorm.weight": "blk.{bid}.ffn_norm.weight",
+}
+
+
+class MLAFamily(MoEFamily):
+    gguf_arch = "deepseek2"
+    tensor_map = MLA_TENSORS
+
+    @property
+    def n_head_kv(self) -> int:
+        return 1  # the latent cache is a single shared "head"
+
+    @property
+    def rope_dims(self) -> int:
+        return int(self.cfg.need("qk_rope_head_dim"))
+
+    def write_hparams(self, w: GGUFWriter) -> None:
+        super().write_hparams(w)
+        c = self.cfg
+        nope, rope = int(c.need("qk_nope_head_dim")), int(c.need("qk_rope_head_dim"))
+        kv_lora = int(c.need("kv_lora_rank"))
+        if c.get("q_lora_rank") is not None:
+            w.add_q_lora_rank(int(c.get("q_lora_rank")))
+        w.add_kv_lora_rank(kv_lora)
+        w.add_key_length(kv_lora + rope)
+        w.add_value_length(kv_lora)
+        w.add_key_length_mla(nope + rope)
+        w.add_value_length_mla(int(c.need("v_head_dim")))
+        w.add_rope_dimension_count(self.rope_dims)
+        self.write_moe_hparams(w)
+
+    def special_tokens(self) -> dict[str, str]:
+        return {**super().special_tokens(), "bos": "[gMASK]"}
+
+    def map_tensor(self, hf_name: str) -> Iterator[OutTensor]:
+        if hf_name.endswith("self_attn.kv_b_proj.weight"):
+            yield from self._split_kv_b(hf_name)
+        else:
+            yield from super().map_tensor(hf_name)
+
+    def _split_kv_b(self, hf_name: str) -> Iterator[OutTensor]:
+        c = self.cfg
+        heads = self.n_head
+        nope, v_dim = int(c.need("qk_nope_head_dim")), int(c.need("v_head_dim"))
+        kv_lora = int(c.need("kv_lora_rank"))
+        info = self.ckpt.info(hf_name)
+        if info.shape != (heads * (nope + v_dim), kv_lora):
+            raise CheckpointError(
+                f"{self.cfg.where}: {hf_name} has shape {list(info.shape)}, expected "
+                f"[num_attention_heads*(qk_nope_head_dim+v_head_dim), kv_lora_rank] = "
+                f"[{heads * (nope + v_dim)}, {kv_lora}]"
+            )
+        block = hf_name.split(".")[2]
+
+        def per_head() -> F32Array:
+            return self.ckpt.load(hf_name).astype(np.float32).reshape(heads, nope + v_dim, kv_lora)
+
+        def k_b() -> F32Array:
+            return np.ascontiguousarray(per_head()[:, :nope, :].transpose(0, 2, 1))
+
+        def v_b() -> F32Array:
+            return np.ascontiguousarray(per_head()[:, nope:, :])
+
+        yield OutTensor(
+            f"blk.{block}.attn_k_b.weight",
+            (heads, kv_lora, nope),
+            k_b,
+            info.dtype,
+            sources=(hf_name,),
+        )
+        yield OutTensor(
+            f"blk.{block}.attn_v_b.weight",
+            (heads, v_dim, kv_lora),
+            v_b,
+            info.dtype,
+            sources=(hf_name,),
+        )
+
+    def expected_dims(self, gguf_name: str) -> dict[str, tuple[int, int]]:
+        return {}  # MLA shapes are checked where the tensors are split
+
+
+@register("Glm4MoeLiteForCausalLM")
+class Glm4MoeLite(MLAFamily):
+    gguf_arch = "deepseek2"

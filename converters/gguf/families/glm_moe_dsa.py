@@ -1,0 +1,46 @@
+"""GlmMoeDsaForCausalLM (``glm_moe_dsa``): GLM-5.x. llama.cpp arch ``glm-dsa``.
+
+GLM-4.7-Flash's MLA + MoE, plus DeepSeek sparse attention: a lightning
+indexer per block picks the top-k keys each query attends to.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from edgeglm.converters.gguf.families.glm4_moe_lite import MLA_TENSORS, MLAFamily
+from edgeglm.converters.gguf.registry import register
+from gguf import GGUFWriter
+
+
+@register("GlmMoeDsaForCausalLM")
+class GlmMoeDsa(MLAFamily):
+    gguf_arch = "glm-dsa"
+    tensor_map: ClassVar[dict[str, str]] = {
+        **MLA_TENSORS,
+        "model.layers.{bid}.self_attn.indexer.wq_b.weight": "blk.{bid}.indexer.attn_q_b.weight",
+        "model.layers.{bid}.self_attn.indexer.wk.weight": "blk.{bid}.indexer.attn_k.weight",
+        "model.layers.{bid}.self_attn.indexer.k_norm.weight": "blk.{bid}.indexer.k_norm.weight",
+        "model.layers.{bid}.self_attn.indexer.k_norm.bias": "blk.{bid}.indexer.k_norm.bias",
+        "model.layers.{bid}.self_attn.indexer.weights_proj.weight": "blk.{bid}.indexer.proj.weight",
+    }
+    # llama.cpp reads the indexer's head weights in F32.
+    f32_suffixes: ClassVar[tuple[str, ...]] = (
+        *MLAFamily.f32_suffixes,
+        "indexer.proj.weight",
+    )
+
+    @property
+    def rope_dims(self) -> int:
+        factor = float(self.cfg.rope_get("partial_rotary_factor", 1.0))
+        return int(int(self.cfg.need("qk_rope_head_dim")) * factor)
+
+    def write_hparams(self, w: GGUFWriter) -> None:
+        super().write_hparams(w)
+        c = self.cfg
+        w.add_indexer_head_count(int(c.need("index_n_heads")))
+        w.add_indexer_key_length(int(c.need("index_head_dim")))
+        w.add_indexer_top_k(int(c.need("index_topk")))
+        types = c.get("indexer_types")
+        if isinstance(types, list):
+            w.add_array(f"{self.gguf_arch}.attention.indexer.types", [t == "full" for t in types])

@@ -1,0 +1,1 @@
+"""Backends run converted models. Each implements the small protocol in ``base``."""

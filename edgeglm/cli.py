@@ -1,0 +1,137 @@
+"""The ``edgeglm`` command. Only this module prints and exits: libraries raise
+``EdgeGLMError`` subclasses, mapped here to documented exit codes. Data goes
+to stdout, progress and diagnostics to stderr."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from edgeglm import __version__
+from edgeglm.errors import EdgeGLMError, ExitCode
+
+app = typer.Typer(
+    name="edgeglm",
+    help="Convert, plan and run GLM-family models on local hardware.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(e: EdgeGLMError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    raise typer.Exit(int(e.exit_code))
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so temp files are removed on the way out."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def convert(
+    src: Annotated[
+        str, typer.Argument(help="Hugging Face model folder, or a repo id in the local HF cache.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .gguf path.")],
+    quant: Annotated[
+        str,
+        typer.Option(
+            "--quant",
+            "-q",
+            help="llama.cpp type: F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q2_K, ...",
+        ),
+    ] = "Q4_K_M",
+    imatrix: Annotated[
+        Path | None,
+        typer.Option("--imatrix", help="llama.cpp imatrix file (.gguf or legacy .dat)."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", "-t", help="Quantization threads (default: all usable cores)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+) -> None:
+    """Convert a Hugging Face GLM checkpoint to GGUF in one pass."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgeglm.converters.gguf.convert import convert as run_convert
+    from edgeglm.converters.gguf.imatrix import read_imatrix
+
+    _sigterm_as_interrupt()
+    try:
+        im = read_imatrix(imatrix) if imatrix is not None else None
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[tensors]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task(f"{quant.upper()}", total=None, tensors="")
+
+            def progress(name: str, i: int, n: int, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, tensors=f"{i}/{n} tensors")
+
+            result = run_convert(src, output, quant, imatrix=im, threads=threads, progress=progress)
+    except EdgeGLMError as e:
+        _fail(e)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        types = ", ".join(f"{k}×{v}" for k, v in result.tensor_types.items())
+        out.print(
+            f"wrote {result.output} ({result.bytes / 2**20:.1f} MiB, "
+            f"{result.bits_per_weight:.2f} bpw, {result.parameters / 1e6:.1f} M params) "
+            f"in {result.seconds:.1f} s\n  tensors: {types}\n  sha256: {result.sha256}",
+            highlight=False,
+        )
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where converted artifacts go.")] = Path("out/demo"),
+) -> None:
+    """Run the whole pipeline on the bundled demo GLM model."""
+    from edgeglm.demo import run_demo
+
+    try:
+        run_demo(workdir, out, err)
+    except EdgeGLMError as e:
+        _fail(e)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of EdgeGLM and its engines."""
+    import llama_cpp
+
+    print(f"edgeglm {__version__}\nllama-cpp-python {llama_cpp.__version__}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))
