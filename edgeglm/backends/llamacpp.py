@@ -93,7 +93,7 @@ class LlamaCppModel:
 
     def score(self, tokens: list[int]) -> npt.NDArray[np.float32]:
         """Next-token logits after each position: [len(tokens), n_vocab]."""
-        if not self.llm.context_params.logits_all:
+        if not self.llm._logits_all:
             raise BackendError("score() needs the model loaded with logits_all=True")
         self.llm.reset()  # type: ignore[no-untyped-call]
         self.llm.eval(tokens)

@@ -17,7 +17,6 @@ from gguf import ExpertGatingFuncType, GGUFWriter
 
 from edgeglm.errors import CheckpointError
 
-
 MOE_TENSORS = {
     "model.embed_tokens.weight": "token_embd.weight",
     "model.norm.weight": "output_norm.weight",

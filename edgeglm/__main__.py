@@ -1,0 +1,3 @@
+from edgeglm.cli import main
+
+main()

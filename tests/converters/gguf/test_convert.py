@@ -1,0 +1,70 @@
+"""The GGUF converter against the reference: transformers' logits and tokenizer,
+measured through the real llama.cpp (in a child process, as the CLI does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from edgeglm.converters.gguf.convert import convert
+from edgeglm.converters.gguf.registry import supported_architectures
+from gguf import GGUFReader
+from helpers import HF_FIXTURES, fixture_names, llama_probe, load_reference
+
+from edgeglm.backends.isolated import run_isolated
+from edgeglm.metrics import kl_divergence
+
+FIXTURES = fixture_names()
+
+
+def test_every_registered_architecture_has_a_fixture() -> None:
+    covered = {
+        json.loads((HF_FIXTURES / n / "config.json").read_text())["architectures"][0]
+        for n in FIXTURES
+    }
+    assert set(supported_architectures()) <= covered
+
+
+@pytest.fixture(scope="module")
+def f32_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("f32")
+    return {n: convert(HF_FIXTURES / n, out / f"{n}.gguf", "F32").output for n in FIXTURES}
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_f32_reproduces_transformers_logits(name: str, f32_ggufs: dict[str, Path]) -> None:
+    tokens, ref_logits, text = load_reference(HF_FIXTURES / name)
+    probe = run_isolated(llama_probe, str(f32_ggufs[name]), tokens, text)
+    kl = kl_divergence(ref_logits, probe["logits"])
+    assert kl.mean() < 1e-5, f"{name}: mean KL {kl.mean():.3g}"
+    assert (ref_logits.argmax(-1) == probe["logits"].argmax(-1)).all()
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_tokenization_matches_hugging_face(name: str, f32_ggufs: dict[str, Path]) -> None:
+    tokens, _, text = load_reference(HF_FIXTURES / name)
+    probe = run_isolated(llama_probe, str(f32_ggufs[name]), tokens[:4], text)
+    assert probe["tokens"] == tokens
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_chat_metadata(name: str, f32_ggufs: dict[str, Path]) -> None:
+    r = GGUFReader(f32_ggufs[name])
+    fields = {f.name: f for f in r.fields.values()}
+    tokens = [str(bytes(fields["tokenizer.ggml.tokens"].parts[i]), "utf-8")
+              for i in fields["tokenizer.ggml.tokens"].data]  # fmt: skip
+
+    def tok(key: str) -> str:
+        return tokens[int(fields[key].contents())]
+
+    assert fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert fields["tokenizer.ggml.pre"].contents() in ("glm4", "chatglm-bpe")
+    assert tok("tokenizer.ggml.eos_token_id") == "<|endoftext|>"
+    assert tok("tokenizer.ggml.eot_token_id") == "<|user|>"
+    assert tok("tokenizer.ggml.eom_token_id") == "<|observation|>"
+    tcfg = json.loads((HF_FIXTURES / name / "tokenizer_config.json").read_text())
+    assert fields["tokenizer.chat_template"].contents() == tcfg["chat_template"]
+    cfg = json.loads((HF_FIXTURES / name / "config.json").read_text())
+    arch = fields["general.architecture"].contents()
+    assert fields[f"{arch}.context_length"].contents() == cfg["max_position_embeddings"]

@@ -1,0 +1,19 @@
+"""The core and converters never import Textual (checked in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_core_and_converters_do_not_import_textual() -> None:
+    code = (
+        "import sys, edgeglm.cli, edgeglm.demo, edgeglm.converters.gguf.convert\n"
+        "from edgeglm.converters.gguf.registry import supported_architectures\n"
+        "supported_architectures()\n"
+        "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.')))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
+    )
+    assert r.stdout.strip() == "[]"
