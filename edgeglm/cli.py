@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from edgeglm import __version__
-from edgeglm.errors import EdgeGLMError, ExitCode
+from edgeglm.errors import EdgeGLMError, ExitCode, UsageError
 
 app = typer.Typer(
     name="edgeglm",
@@ -59,6 +59,12 @@ def convert(
         Path | None,
         typer.Option("--imatrix", help="llama.cpp imatrix file (.gguf or legacy .dat)."),
     ] = None,
+    calibrate: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibrate", help="Text file to compute an importance matrix on (runs the model)."
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", "-t", help="Quantization threads (default: all usable cores)."),
@@ -70,12 +76,20 @@ def convert(
     """Convert a Hugging Face GLM checkpoint to GGUF in one pass."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from edgeglm.checkpoint.hf import resolve_checkpoint
     from edgeglm.converters.gguf.convert import convert as run_convert
     from edgeglm.converters.gguf.imatrix import read_imatrix
 
     _sigterm_as_interrupt()
     try:
+        if imatrix is not None and calibrate is not None:
+            raise UsageError("give --imatrix or --calibrate, not both")
         im = read_imatrix(imatrix) if imatrix is not None else None
+        if calibrate is not None:
+            from edgeglm.converters.gguf.calibrate import calibrate as run_calibration
+
+            err.print(f"calibrating on {calibrate} …")
+            im = run_calibration(resolve_checkpoint(src), calibrate)
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

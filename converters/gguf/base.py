@@ -29,14 +29,49 @@ _BLOCK = re.compile(r"\.(\d+)\.")
 
 @dataclass
 class OutTensor:
-    """One GGUF tensor, produced on demand so only one lives in RAM at a time."""
+    """One GGUF tensor, produced on demand in row chunks.
+
+    ``rows(r0, r1)`` returns rows [r0, r1) of the tensor seen as 2-D
+    ``[nrows, n_per_row]`` in float32, so the pipeline can stream a tensor
+    through the quantizer without ever holding it whole.
+    """
 
     name: str
     shape: tuple[int, ...]  # numpy order (the reverse of ggml's ne)
-    load: Callable[[], F32Array]
+    rows: Callable[[int, int], F32Array]
     source_dtype: str = "F32"
     force_f32: bool = False
     sources: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_per_row(self) -> int:
+        return self.shape[-1] if self.shape else 1
+
+    @property
+    def nrows(self) -> int:
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+    def load(self) -> F32Array:
+        return self.rows(0, self.nrows).reshape(self.shape)
+
+    @classmethod
+    def computed(
+        cls, name: str, shape: tuple[int, ...], compute: Callable[[], F32Array], **kw: Any
+    ) -> OutTensor:
+        """A tensor that must be built whole (a split or a transpose); small ones only."""
+        cache: list[F32Array] = []
+
+        def rows(r0: int, r1: int) -> F32Array:
+            if not cache:
+                cache.append(
+                    np.ascontiguousarray(compute(), dtype=np.float32).reshape(-1, shape[-1])
+                )
+            out = cache[0][r0:r1]
+            if r1 >= cache[0].shape[0]:
+                cache.clear()  # last chunk served: free it
+            return out
+
+        return cls(name, shape, rows, **kw)
 
 
 class Config:
@@ -163,7 +198,7 @@ class Family:
         return OutTensor(
             name=gguf_name,
             shape=info.shape,
-            load=lambda: self.ckpt.load(hf_name).astype(np.float32, copy=False),
+            rows=lambda r0, r1: self.ckpt.read_rows(hf_name, r0, r1).astype(np.float32, copy=False),
             source_dtype=info.dtype,
             force_f32=len(info.shape) < 2 or gguf_name.endswith(self.f32_suffixes),
             sources=(hf_name,),
@@ -244,13 +279,20 @@ def stack_experts(family: Family, names: list[str], gguf_name: str) -> OutTensor
                 f"{list(i.shape)}, others {list(shape0)}"
             )
 
-    def load() -> F32Array:
-        out = np.empty((len(names), *shape0), dtype=np.float32)
-        for k, n in enumerate(names):
-            out[k] = family.ckpt.load(n)
-        return out
+    rows_per_expert = int(np.prod(shape0[:-1], dtype=np.int64))
 
-    return OutTensor(gguf_name, (len(names), *shape0), load, infos[0].dtype, sources=tuple(names))
+    def rows(r0: int, r1: int) -> F32Array:
+        parts = []
+        while r0 < r1:
+            e, off = divmod(r0, rows_per_expert)
+            n = min(r1 - r0, rows_per_expert - off)
+            parts.append(
+                family.ckpt.read_rows(names[e], off, off + n).astype(np.float32, copy=False)
+            )
+            r0 += n
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    return OutTensor(gguf_name, (len(names), *shape0), rows, infos[0].dtype, sources=tuple(names))
 
 
 def group_experts(names: list[str]) -> dict[tuple[str, str], dict[int, str]]:

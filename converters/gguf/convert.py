@@ -13,11 +13,13 @@ import hashlib
 import os
 import shutil
 import time
-from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +29,7 @@ from edgeglm.converters.gguf.imatrix import Imatrix
 from edgeglm.converters.gguf.policy import PlannedTensor, choose_types, requires_imatrix
 from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
 from edgeglm.converters.gguf.registry import family_for
-from edgeglm.converters.gguf.vocab import load_vocab
+from edgeglm.converters.gguf.vocab import Vocab, load_vocab
 from gguf import GGML_QUANT_SIZES, GGUFWriter
 from gguf import GGMLQuantizationType as T
 
@@ -201,18 +203,20 @@ def convert(
     )
 
 
+# Elements per work item: big enough to amortize a ggml call, small enough
+# that a few in flight per thread keep memory flat and cores busy.
+_CHUNK_ELEMS = 1 << 20
+
+
 def _write(
     plan: Plan,
-    vocab: object,
+    vocab: Vocab,
     tmp: Path,
     root: Path,
     imatrix: Imatrix | None,
     threads: int | None,
     progress: Progress | None,
 ) -> str:
-    from edgeglm.converters.gguf.vocab import Vocab
-
-    assert isinstance(vocab, Vocab)
     fam = plan.family
     w = GGUFWriter(tmp, fam.gguf_arch)
     _write_general(w, plan, root, imatrix)
@@ -224,20 +228,23 @@ def _write(
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    total = plan.total_bytes
-    done = 0
-    n_threads = threads or usable_threads()
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for i, t in enumerate(plan.tensors):
-            data = _encode(t, plan.types[t.name], imatrix, pool)
-            w.write_tensor_data(data)
-            done += plan.nbytes(t)
-            if progress is not None:
-                progress(t.name, i + 1, len(plan.tensors), done, total)
     assert w.fout is not None
-    for f in w.fout:
-        f.flush()
-        os.fsync(f.fileno())
+    fout = w.fout[0]
+    n_threads = threads or usable_threads()
+    total, done = plan.total_bytes, 0
+    # Work items stream through a bounded window: tensor data is read, converted
+    # and quantized chunk by chunk in the pool, and written strictly in order.
+    window: deque[tuple[int, bool, bool, Future[bytes]]] = deque()
+    tasks = _chunk_tasks(plan, imatrix)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for idx, first, last, fn in tasks:
+            window.append((idx, first, last, pool.submit(fn)))
+            if len(window) > 2 * n_threads + 2:
+                done += _drain_one(window, w, fout, plan, done, total, progress)
+        while window:
+            done += _drain_one(window, w, fout, plan, done, total, progress)
+    fout.flush()
+    os.fsync(fout.fileno())
     w.close()
     h = hashlib.sha256()
     with open(tmp, "rb") as fin:
@@ -246,21 +253,67 @@ def _write(
     return h.hexdigest()
 
 
-def _encode(
-    t: OutTensor, qtype: T, imatrix: Imatrix | None, pool: ThreadPoolExecutor
-) -> npt.NDArray[np.generic]:
-    data = t.load()
-    if data.shape != t.shape:
-        raise ConversionError(f"{t.name}: produced shape {data.shape}, planned {t.shape}")
+def _drain_one(
+    window: deque[tuple[int, bool, bool, Future[bytes]]],
+    w: GGUFWriter,
+    fout: BinaryIO,
+    plan: Plan,
+    done: int,
+    total: int,
+    progress: Progress | None,
+) -> int:
+    """Write the oldest finished chunk; returns tensor bytes completed by it."""
+    idx, first, last, fut = window.popleft()
+    data = fut.result()
+    t = plan.tensors[idx]
+    if first:
+        w.write_padding(fout, fout.tell())  # every tensor starts aligned
+    fout.write(data)
+    if not last:
+        return 0
+    nbytes = plan.nbytes(t)
+    w.write_padding(fout, nbytes)
+    if progress is not None:
+        progress(t.name, idx + 1, len(plan.tensors), done + nbytes, total)
+    return nbytes
+
+
+def _chunk_tasks(
+    plan: Plan, imatrix: Imatrix | None
+) -> Iterator[tuple[int, bool, bool, Callable[[], bytes]]]:
+    """(tensor index, first chunk?, last chunk?, work) for every chunk, in file order."""
+    for idx, t in enumerate(plan.tensors):
+        qtype = plan.types[t.name]
+        n_per_row, nrows = t.n_per_row, t.nrows
+        # Stacked experts: each expert has its own importance row, so a chunk
+        # never spans two experts.
+        n_mat = t.shape[0] if len(t.shape) == 3 else 1
+        weights = None
+        if imatrix is not None and qtype != T.F32:
+            weights = imatrix.get(t.name, n_per_row, n_mat)
+        per_group = nrows // n_mat
+        step = max(1, min(per_group, _CHUNK_ELEMS // max(n_per_row, 1)))
+        spans = [
+            (g, r0, min(r0 + step, (g + 1) * per_group))
+            for g in range(n_mat)
+            for r0 in range(g * per_group, (g + 1) * per_group, step)
+        ]
+        for k, (g, r0, r1) in enumerate(spans):
+            row_w = weights[g] if weights is not None else None
+            yield idx, k == 0, k == len(spans) - 1, partial(_encode_chunk, t, qtype, r0, r1, row_w)
+
+
+def _encode_chunk(
+    t: OutTensor, qtype: T, r0: int, r1: int, weights: npt.NDArray[np.float32] | None
+) -> bytes:
+    data = t.rows(r0, r1)
+    if data.shape != (r1 - r0, t.n_per_row):
+        raise ConversionError(f"{t.name}: rows {r0}:{r1} came out as {data.shape}")
     if qtype == T.F32:
-        return np.ascontiguousarray(data, dtype=np.float32)
+        return np.ascontiguousarray(data, dtype=np.float32).tobytes()
     if not np.isfinite(data).all():
         raise ConversionError(f"{t.name}: contains NaN or Inf values ({', '.join(t.sources)})")
-    weights = None
-    if imatrix is not None:
-        n_mat = t.shape[0] if len(t.shape) == 3 else 1
-        weights = imatrix.get(t.name, t.shape[-1], n_mat)
-    return ggml.quantize(data, qtype, imatrix=weights, pool=pool)
+    return ggml.quantize(data, qtype, imatrix=weights).tobytes()
 
 
 def _write_general(w: GGUFWriter, plan: Plan, root: Path, imatrix: Imatrix | None) -> None:

@@ -10,7 +10,9 @@ types" is what routes weights to it, so on AMX machines we turn those off.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +30,37 @@ def extra_buffers_safe() -> bool:
     return not any(f.startswith("amx") for f in probe_cpu().flags)
 
 
-def _model_params_patch(use_extra_bufts: bool) -> Any:
-    """llama_cpp.Llama builds model params internally; wrap the default factory."""
+@contextmanager
+def _default_params(*, use_extra_bufts: bool, cb_eval: Any = None) -> Iterator[None]:
+    """llama_cpp.Llama builds its model and context params from the library
+    defaults and exposes neither field; wrap the two default factories while
+    the model loads."""
     import llama_cpp
-    import llama_cpp.llama as llama_mod
 
-    orig = llama_cpp.llama_model_default_params
+    mod: Any = sys.modules["llama_cpp.llama"]
+    orig_model, orig_ctx = (
+        llama_cpp.llama_model_default_params,
+        llama_cpp.llama_context_default_params,
+    )
 
-    def params() -> Any:
-        p = orig()
+    def model_params() -> Any:
+        p = orig_model()
         p.use_extra_bufts = use_extra_bufts
         return p
 
-    return llama_mod, orig, params
+    def ctx_params() -> Any:
+        p = orig_ctx()
+        if cb_eval is not None:
+            p.cb_eval = cb_eval
+        return p
+
+    mod.llama_cpp.llama_model_default_params = model_params
+    mod.llama_cpp.llama_context_default_params = ctx_params
+    try:
+        yield
+    finally:
+        mod.llama_cpp.llama_model_default_params = orig_model
+        mod.llama_cpp.llama_context_default_params = orig_ctx
 
 
 class LlamaCppModel:
@@ -57,28 +77,27 @@ class LlamaCppModel:
         n_gpu_layers: int = 0,
         logits_all: bool = False,
         seed: int = 0,
+        cb_eval: Any = None,
     ) -> None:
+        """``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller)."""
         import llama_cpp
 
         if not path.is_file():
             raise BackendError(f"{path}: no such GGUF file")
-        llama_mod, orig, patched = _model_params_patch(extra_buffers_safe())
-        llama_mod.llama_cpp.llama_model_default_params = patched
         try:
-            self.llm = llama_cpp.Llama(
-                str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads or usable_threads(),
-                n_threads_batch=n_threads or usable_threads(),
-                n_gpu_layers=n_gpu_layers,
-                logits_all=logits_all,
-                seed=seed,
-                verbose=False,
-            )
+            with _default_params(use_extra_bufts=extra_buffers_safe(), cb_eval=cb_eval):
+                self.llm = llama_cpp.Llama(
+                    str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads or usable_threads(),
+                    n_threads_batch=n_threads or usable_threads(),
+                    n_gpu_layers=n_gpu_layers,
+                    logits_all=logits_all,
+                    seed=seed,
+                    verbose=False,
+                )
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             raise BackendError(f"{path}: llama.cpp could not load it ({e})") from e
-        finally:
-            llama_mod.llama_cpp.llama_model_default_params = orig
         self.path = path
 
     @property

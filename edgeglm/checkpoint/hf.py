@@ -109,6 +109,9 @@ class HFCheckpoint:
             raise CheckpointError(f"{self.root}: tensor {name!r} not found") from None
         return st.load(name)
 
+    def read_rows(self, name: str, r0: int, r1: int) -> npt.NDArray[Any]:
+        return self._where[name].read_rows(name, r0, r1)
+
     @property
     def files(self) -> list[Path]:
         return list(self._files)

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import mmap
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class SafetensorsFile:
         self.path = path
         self.tensors, self.metadata, self._data_start = _read_header(path)
         self._mmap: mmap.mmap | None = None
+        self._fd: int | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
@@ -104,7 +106,32 @@ class SafetensorsFile:
             return bf16_to_f32(arr)
         return arr
 
+    def read_rows(self, name: str, r0: int, r1: int) -> npt.NDArray[Any]:
+        """Rows [r0, r1) of the tensor seen as 2-D [rows, last dim], read with pread.
+
+        Unlike the memory map, a read copy is freed as soon as the caller drops
+        it, so streaming a large checkpoint keeps resident memory flat. Safe to
+        call from several threads (pread has no shared file position).
+        """
+        info = self.tensors[name]
+        np_dtype, esize = _DTYPES[info.dtype]
+        row = info.shape[-1] if info.shape else 1
+        start = info.start + r0 * row * esize
+        nbytes = (r1 - r0) * row * esize
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        buf = os.pread(self._fd, nbytes, start)
+        if len(buf) != nbytes:
+            raise CheckpointError(f"{self.path}: short read in tensor {name!r} (file changed?)")
+        arr = np.frombuffer(buf, dtype=np_dtype).reshape(r1 - r0, row)
+        if info.dtype == "BF16":
+            return bf16_to_f32(arr)
+        return arr
+
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._mmap is not None:
             # numpy views still alive keep the map open; the OS reclaims it.
             with contextlib.suppress(BufferError):

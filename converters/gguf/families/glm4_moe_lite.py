@@ -89,18 +89,18 @@ class MLAFamily(MoEFamily):
         def v_b() -> F32Array:
             return np.ascontiguousarray(per_head()[:, nope:, :])
 
-        yield OutTensor(
+        yield OutTensor.computed(
             f"blk.{block}.attn_k_b.weight",
             (heads, kv_lora, nope),
             k_b,
-            info.dtype,
+            source_dtype=info.dtype,
             sources=(hf_name,),
         )
-        yield OutTensor(
+        yield OutTensor.computed(
             f"blk.{block}.attn_v_b.weight",
             (heads, v_dim, kv_lora),
             v_b,
-            info.dtype,
+            source_dtype=info.dtype,
             sources=(hf_name,),
         )
 

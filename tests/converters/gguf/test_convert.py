@@ -38,7 +38,11 @@ def test_f32_reproduces_transformers_logits(name: str, f32_ggufs: dict[str, Path
     probe = run_isolated(llama_probe, str(f32_ggufs[name]), tokens, text)
     kl = kl_divergence(ref_logits, probe["logits"])
     assert kl.mean() < 1e-5, f"{name}: mean KL {kl.mean():.3g}"
-    assert (ref_logits.argmax(-1) == probe["logits"].argmax(-1)).all()
+    # Same greedy token everywhere, except where the reference itself is a tie.
+    ours, ref = probe["logits"].argmax(-1), ref_logits.argmax(-1)
+    rows = np.flatnonzero(ours != ref)
+    gaps = ref_logits[rows, ref[rows]] - ref_logits[rows, ours[rows]]
+    assert (gaps < 1e-3).all(), f"{name}: greedy token differs at positions {rows[gaps >= 1e-3]}"
 
 
 @pytest.mark.parametrize("name", FIXTURES)

@@ -1,0 +1,127 @@
+"""Synthetic GLM checkpoints with real shapes and random bf16 weights.
+
+Benchmarks need a checkpoint the size of a real edge model without a model
+hub. The default is shaped like GLM-Edge-1.5B (GlmForCausalLM: hidden 2048,
+16 heads, 4 KV heads, head_dim 128, FFN 6144, vocab 59264), with 24 blocks
+and tied embeddings so it lands at the ~1.3 B parameters / 2.6 GB the
+conversion benchmark specifies. Tensors are generated and written one at a
+time, in two shards with an index, so generating it needs little memory.
+
+    .venv/bin/python benchmarks/synthetic.py OUT_DIR [--layers 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from edgeglm.models import DEMO_MODEL
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def glm_edge_config(layers: int) -> dict[str, object]:
+    return {
+        "architectures": ["GlmForCausalLM"],
+        "model_type": "glm",
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "partial_rotary_factor": 0.5,
+        "vocab_size": 59264,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "attention_bias": True,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "dtype": "bfloat16",
+    }
+
+
+def tensor_shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
+    h, ff, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    q = cfg["num_attention_heads"] * cfg["head_dim"]
+    kv = cfg["num_key_value_heads"] * cfg["head_dim"]
+    out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (v, h))]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out += [
+            (p + "input_layernorm.weight", (h,)),
+            (p + "self_attn.q_proj.weight", (q, h)),
+            (p + "self_attn.q_proj.bias", (q,)),
+            (p + "self_attn.k_proj.weight", (kv, h)),
+            (p + "self_attn.k_proj.bias", (kv,)),
+            (p + "self_attn.v_proj.weight", (kv, h)),
+            (p + "self_attn.v_proj.bias", (kv,)),
+            (p + "self_attn.o_proj.weight", (h, q)),
+            (p + "post_attention_layernorm.weight", (h,)),
+            (p + "mlp.gate_up_proj.weight", (2 * ff, h)),
+            (p + "mlp.down_proj.weight", (h, ff)),
+        ]
+    out.append(("model.norm.weight", (h,)))
+    return out
+
+
+def _write_shard(
+    path: Path, tensors: list[tuple[str, tuple[int, ...]]], rng: np.random.Generator
+) -> None:
+    header: dict[str, object] = {}
+    offset = 0
+    for name, shape in tensors:
+        n = int(np.prod(shape)) * 2
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head)
+        for _name, shape in tensors:
+            if len(shape) == 1:
+                x = (1.0 + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+            else:
+                x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+            f.write((x.view(np.uint32) >> 16).astype("<u2").tobytes())
+
+
+def make(out: Path, layers: int = 24, seed: int = 0) -> Path:
+    if (out / "model.safetensors.index.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = glm_edge_config(layers)
+    tensors = tensor_shapes(cfg)  # type: ignore[arg-type]
+    half = len(tensors) // 2
+    shards = {
+        "model-00001-of-00002.safetensors": tensors[:half],
+        "model-00002-of-00002.safetensors": tensors[half:],
+    }
+    rng = np.random.default_rng(seed)
+    weight_map = {}
+    for fname, part in shards.items():
+        _write_shard(out / fname, part, rng)
+        weight_map.update({n: fname for n, _ in part})
+    for f in TOKENIZER_FILES:
+        shutil.copy(DEMO_MODEL / f, out / f)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--layers", type=int, default=24)
+    args = ap.parse_args()
+    print(make(args.out, args.layers))
