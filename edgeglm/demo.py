@@ -13,11 +13,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.converters.gguf.convert import ConvertResult, convert
 from edgeglm.hardware import probe
 from edgeglm.metrics import kl_divergence
 from edgeglm.models import default_model
+from edgeglm.runtime import chat, verify_gguf
 
 # Text the demo model never saw in training (written for this check), used
 # to compare each quant's next-token distributions with the F32 reference.
@@ -64,17 +66,33 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
     out.rule("3. plan")
     out.print("[dim]not built yet: the hardware planner lands with the runtime (issue 4)[/]")
 
-    out.rule("4. generate (Q4_K_M, llama.cpp, greedy)")
+    out.rule("4. chat (Q4_K_M, llama.cpp, greedy)")
+    verify_gguf(results["Q4_K_M"].output)
     m = LlamaCppModel(results["Q4_K_M"].output, n_ctx=1024)
-    prompt = "What does the with statement do?"
-    out.print(f"[bold]user:[/] {prompt}\n[bold]assistant:[/] ", end="")
-    t0 = time.perf_counter()
-    n = 0
-    for piece in m.chat_stream([{"role": "user", "content": prompt}], max_tokens=48):
-        out.print(piece, end="", highlight=False, markup=False)
-        n += 1
-    dt = time.perf_counter() - t0
-    out.print(f"\n[dim]{n} chunks in {dt:.2f} s[/]")
+    messages: list[dict[str, str]] = []
+    for question in (
+        "What does the with statement do?",
+        "And how do I write my own context manager?",
+    ):
+        messages.append({"role": "user", "content": question})
+        out.print(f"[bold]user:[/] {question}\n[bold]assistant:[/] ", end="")
+        stream = chat(m, messages, SamplingParams(max_tokens=64))
+        parts = []
+        while True:
+            try:
+                piece = next(stream)
+            except StopIteration as stop:
+                done: Completion = stop.value
+                break
+            parts.append(piece.text)
+            out.print(piece.text, end="", highlight=False, markup=False)
+        messages.append({"role": "assistant", "content": "".join(parts)})
+        t = done.timings
+        out.print(
+            f"\n[dim]{t.prompt_tokens} prompt tokens, {t.completion_tokens} generated "
+            f"({done.finish_reason}); first token {t.time_to_first_token * 1000:.0f} ms, "
+            f"decode {t.decode_tokens_per_second:.0f} tok/s[/]"
+        )
     m.close()
 
     out.rule("5. latency against quality (llama.cpp, this machine)")

@@ -89,3 +89,33 @@ def gguf_tensors(path: Path) -> dict[str, tuple[str, bytes]]:
     return {
         t.name: (t.tensor_type.name, bytes(np.asarray(t.data).view(np.uint8))) for t in r.tensors
     }
+
+
+# Functions run in child processes by tests (spawned children import them from here).
+
+
+def child_segfault() -> None:
+    os.kill(os.getpid(), 11)
+
+
+def child_abort() -> None:
+    os.abort()  # what GGML_ASSERT does
+
+
+def child_usage_error() -> None:
+    from edgeglm.errors import UsageError
+
+    raise UsageError("bad input")
+
+
+def child_double(x: int) -> int:
+    return x * 2
+
+
+def child_decode_with_extra_buffers(path: str) -> None:
+    """Decode with llama.cpp's extra buffer types forced on (AMX kernels on AMX CPUs)."""
+    from edgeglm.backends.llamacpp import LlamaCppModel
+
+    os.environ["EDGEGLM_LLAMA_EXTRA_BUFTS"] = "1"
+    m = LlamaCppModel(Path(path), n_ctx=64)
+    m.llm.eval(m.tokenize("hello world, this is a test")[:8])

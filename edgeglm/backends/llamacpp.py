@@ -9,9 +9,11 @@ types" is what routes weights to it, so on AMX machines we turn those off.
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeglm.errors import BackendError
+from edgeglm.backends.base import (
+    Capabilities,
+    Chunk,
+    Completion,
+    SamplingParams,
+    StopStrings,
+    Timings,
+)
+from edgeglm.errors import BackendError, UsageError
 from edgeglm.hardware import probe_cpu, usable_threads
 
 
@@ -64,7 +74,7 @@ def _default_params(*, use_extra_bufts: bool, cb_eval: Any = None) -> Iterator[N
 
 
 class LlamaCppModel:
-    """A GGUF loaded in llama.cpp: tokenize, generate, score."""
+    """A GGUF loaded in llama.cpp, behind the Backend protocol (see base.py)."""
 
     name = "llama.cpp"
 
@@ -76,14 +86,28 @@ class LlamaCppModel:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         logits_all: bool = False,
+        flash_attn: bool | None = None,
+        type_k: int | None = None,
+        type_v: int | None = None,
+        tensor_overrides: str | None = None,
         seed: int = 0,
         cb_eval: Any = None,
     ) -> None:
-        """``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller)."""
+        """``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller);
+        ``tensor_overrides``: llama.cpp ``--override-tensor`` patterns (MoE expert placement)."""
         import llama_cpp
 
         if not path.is_file():
             raise BackendError(f"{path}: no such GGUF file")
+        kwargs: dict[str, Any] = {}
+        if flash_attn is not None:
+            kwargs["flash_attn"] = flash_attn
+        if type_k is not None:
+            kwargs["type_k"] = type_k
+        if type_v is not None:
+            kwargs["type_v"] = type_v
+        if tensor_overrides:
+            kwargs["override_tensor"] = tensor_overrides
         try:
             with _default_params(use_extra_bufts=extra_buffers_safe(), cb_eval=cb_eval):
                 self.llm = llama_cpp.Llama(
@@ -95,14 +119,27 @@ class LlamaCppModel:
                     logits_all=logits_all,
                     seed=seed,
                     verbose=False,
+                    **kwargs,
                 )
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             raise BackendError(f"{path}: llama.cpp could not load it ({e})") from e
         self.path = path
+        offload = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        self.capabilities = Capabilities(
+            logits=logits_all, gpu_offload=offload, device="gpu" if offload else "cpu"
+        )
+        self._vocab = self.llm._model.vocab
 
     @property
     def metadata(self) -> dict[str, str]:
         return dict(self.llm.metadata)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.llm.n_ctx())
+
+    def chat_template(self) -> str | None:
+        return self.llm.metadata.get("tokenizer.chat_template")
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
@@ -114,30 +151,64 @@ class LlamaCppModel:
         """Next-token logits after each position: [len(tokens), n_vocab]."""
         if not self.llm._logits_all:
             raise BackendError("score() needs the model loaded with logits_all=True")
+        if len(tokens) > self.n_ctx:
+            raise UsageError(f"{len(tokens)} tokens do not fit the {self.n_ctx}-token context")
         self.llm.reset()  # type: ignore[no-untyped-call]
         self.llm.eval(tokens)
         return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
 
-    def chat_stream(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int = 64,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> Iterator[str]:
-        """Stream the assistant's reply, using the GGUF's own chat template."""
-        stream = self.llm.create_chat_completion(
-            messages=messages,  # type: ignore[arg-type]
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            stream=True,
-        )
-        for chunk in stream:
-            delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
-            if delta.get("content"):
-                yield str(delta["content"])
+    def generate(
+        self, prompt: list[int], params: SamplingParams
+    ) -> Generator[Chunk, None, Completion]:
+        import llama_cpp
+
+        if len(prompt) >= self.n_ctx:
+            raise UsageError(
+                f"the prompt ({len(prompt)} tokens) fills the {self.n_ctx}-token context"
+            )
+        self.llm.set_seed(params.seed)
+        stops = StopStrings(params.stop)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out_tokens: list[int] = []
+        text_parts: list[str] = []
+        timings = Timings(prompt_tokens=len(prompt))
+        finish = "length"
+        budget = min(params.max_tokens, self.n_ctx - len(prompt))
+        t0 = time.perf_counter()
+        t_first = t0
+        for tok in self.llm.generate(
+            prompt,
+            temp=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            repeat_penalty=params.repeat_penalty,
+            reset=True,
+        ):
+            if not out_tokens:
+                t_first = time.perf_counter()
+                timings.time_to_first_token = timings.prompt_seconds = t_first - t0
+            if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                finish = "stop"
+                break
+            out_tokens.append(int(tok))
+            piece = utf8.decode(self.llm.detokenize([tok]))
+            emit, stopped = stops.feed(piece)
+            if emit:
+                text_parts.append(emit)
+                yield Chunk(emit, [int(tok)])
+            if stopped:
+                finish = "stop"
+                break
+            if len(out_tokens) >= budget:
+                break
+        tail = stops.flush() + utf8.decode(b"", final=True)
+        if tail:
+            text_parts.append(tail)
+            yield Chunk(tail, [])
+        timings.completion_tokens = len(out_tokens)
+        timings.decode_seconds = time.perf_counter() - t_first if out_tokens else 0.0
+        return Completion("".join(text_parts), out_tokens, finish, timings)
 
     def close(self) -> None:
         self.llm.close()

@@ -1,0 +1,151 @@
+"""From a model reference to a running backend.
+
+``MODEL`` on the command line may be a GGUF file, an ONNX folder, a Hugging
+Face folder or a repo id in the local HF cache; none means the bundled demo
+model. Hugging Face checkpoints are converted once into EdgeGLM's cache.
+Every GGUF is first loaded in a child process (once per file version), since
+llama.cpp aborts the whole process on some malformed models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
+from edgeglm.backends.isolated import run_isolated
+from edgeglm.chat import render
+from edgeglm.errors import BackendError, UsageError
+from edgeglm.models import default_model
+from edgeglm.paths import cache_dir
+
+Kind = Literal["gguf", "onnx", "hf"]
+DEFAULT_QUANT = "Q4_K_M"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: Kind
+    path: Path
+
+
+def resolve(ref: str | None) -> Artifact:
+    if ref is None:
+        return Artifact("hf", default_model())
+    p = Path(ref).expanduser()
+    if p.is_file():
+        with open(p, "rb") as f:
+            if f.read(4) == b"GGUF":
+                return Artifact("gguf", p)
+        raise UsageError(
+            f"{p}: not a GGUF file (expected a .gguf, an ONNX folder or a model folder)"
+        )
+    if p.is_dir():
+        if (p / "genai_config.json").is_file() or any(p.glob("*.onnx")):
+            return Artifact("onnx", p)
+        if (p / "config.json").is_file():
+            return Artifact("hf", p)
+        raise UsageError(f"{p}: neither a Hugging Face model folder nor an ONNX folder")
+    from edgeglm.checkpoint.hf import resolve_checkpoint
+
+    return Artifact("hf", resolve_checkpoint(ref))
+
+
+def _fingerprint(folder: Path) -> str:
+    """Changes whenever the checkpoint's files do (names, sizes, mtimes)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def ensure_gguf(hf_folder: Path, quant: str = DEFAULT_QUANT) -> Path:
+    """The GGUF of a Hugging Face checkpoint, converting it on first use."""
+    from edgeglm.converters.gguf.convert import convert
+
+    out_dir = cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{quant.upper()}.gguf"
+    if not out.exists():
+        convert(hf_folder, out, quant)
+    return out
+
+
+def _probe(path: str) -> str:
+    from edgeglm.backends.llamacpp import LlamaCppModel
+
+    m = LlamaCppModel(Path(path), n_ctx=64)
+    try:  # a load and a short decode exercise the graph llama.cpp builds
+        m.llm.eval(m.tokenize("Hello, GLM.")[:8] or [0])
+    finally:
+        m.close()
+    return "ok"
+
+
+def verify_gguf(path: Path) -> None:
+    """Load the GGUF in a child first; remember files that passed."""
+    st = path.stat()
+    key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    verdicts = cache_dir() / "verified-gguf.json"
+    try:
+        known: dict[str, str] = json.loads(verdicts.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if known.get(key) == "ok":
+        return
+    run_isolated(_probe, str(path), what=f"llama.cpp loading {path.name}")
+    known[key] = "ok"
+    tmp = verdicts.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known))
+    tmp.replace(verdicts)
+
+
+def open_backend(
+    ref: str | None,
+    *,
+    backend: str = "auto",
+    n_ctx: int = 2048,
+    logits: bool = False,
+    quant: str = DEFAULT_QUANT,
+    **kwargs: Any,
+) -> Backend:
+    art = resolve(ref)
+    if backend not in ("auto", "llama.cpp", "onnx"):
+        raise UsageError(f"unknown backend {backend!r}; choose auto, llama.cpp or onnx")
+    if art.kind == "onnx" or backend == "onnx":
+        if art.kind != "onnx":
+            raise UsageError(
+                f"{art.path}: the onnx backend needs an ONNX folder (edgeglm convert --format onnx)"
+            )
+        try:
+            from edgeglm.backends.onnx import OnnxModel  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise BackendError("the ONNX Runtime backend is not available in this build") from e
+        model: Backend = OnnxModel(art.path, **kwargs)
+        return model
+    path = ensure_gguf(art.path, quant) if art.kind == "hf" else art.path
+    verify_gguf(path)
+    from edgeglm.backends.llamacpp import LlamaCppModel
+
+    return LlamaCppModel(path, n_ctx=n_ctx, logits_all=logits, **kwargs)
+
+
+def chat(
+    model: Backend, messages: Sequence[Mapping[str, Any]], params: SamplingParams
+) -> Generator[Chunk, None, Completion]:
+    """Stream the assistant's reply to ``messages`` using the model's own template."""
+    prompt = model.tokenize(render(messages, model.chat_template()), special=True)
+    return (yield from model.generate(prompt, params))
+
+
+def generate_text(
+    model: Backend, text: str, params: SamplingParams
+) -> Generator[Chunk, None, Completion]:
+    """Plain continuation of ``text`` (no chat template)."""
+    return (yield from model.generate(model.tokenize(text), params))
