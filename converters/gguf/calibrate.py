@@ -137,7 +137,9 @@ def collect(gguf: str, text: str, chunk: int = CHUNK) -> tuple[dict[str, Any], d
     ]
     collector = _Collector(lib)
     callback = llama_cpp.ggml_backend_sched_eval_callback(collector)
-    model = LlamaCppModel(Path(gguf), n_ctx=chunk, cb_eval=callback)
+    # Every position must produce output (as llama-imatrix asks), or llama.cpp
+    # prunes the last block to the final token and its FFN goes unmeasured.
+    model = LlamaCppModel(Path(gguf), n_ctx=chunk, logits_all=True, cb_eval=callback)
     tokens = model.tokenize(text)
     n_chunks = len(tokens) // chunk
     for c in range(n_chunks):

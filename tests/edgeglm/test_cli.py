@@ -69,3 +69,37 @@ def test_user_mistakes_get_one_line_and_an_exit_code(tmp_path: Path) -> None:
         assert "Traceback" not in r.stderr
         assert r.stdout == ""
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_run_streams_text_and_json_reports_timings(tmp_path: Path) -> None:
+    model = str(HF_FIXTURES / "glm4")
+    r = edgeglm("run", model, "-p", "Hello", "-n", "8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "tok/s decode" in r.stderr
+    r = edgeglm("run", model, "-p", "Hello", "-n", "8", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["backend"] == "llama.cpp" and data["finish_reason"] in ("stop", "length")
+    assert data["timings"]["completion_tokens"] <= 8
+    assert data["timings"]["prompt_tokens"] > 0
+
+
+def test_score_saves_tokens_and_logits(tmp_path: Path) -> None:
+    import numpy as np
+
+    text = tmp_path / "t.txt"
+    text.write_text("def f(x):\n    return x + 1\n", encoding="utf-8")
+    gguf = tmp_path / "m.gguf"
+    assert (
+        edgeglm(
+            "convert", str(HF_FIXTURES / "glm4"), "-o", str(gguf), "-q", "F32", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    r = edgeglm(
+        "score", str(gguf), "--text", str(text), "-o", str(tmp_path / "s.npz"), cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    data = np.load(tmp_path / "s.npz")
+    assert data["tokens"].dtype == np.int32 and data["logits"].dtype == np.float32
+    assert data["logits"].shape == (len(data["tokens"]), 1024)
