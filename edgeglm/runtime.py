@@ -124,7 +124,7 @@ def open_backend(
                 f"{art.path}: the onnx backend needs an ONNX folder (edgeglm convert --format onnx)"
             )
         try:
-            from edgeglm.backends.onnx import OnnxModel  # type: ignore[import-not-found]
+            from edgeglm.backends.onnx import OnnxModel
         except ImportError as e:
             raise BackendError("the ONNX Runtime backend is not available in this build") from e
         model: Backend = OnnxModel(art.path, **kwargs)

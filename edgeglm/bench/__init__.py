@@ -1,0 +1,1 @@
+"""Latency against quality, measured together and reproducibly (``edgeglm bench``)."""

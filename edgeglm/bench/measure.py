@@ -1,0 +1,96 @@
+"""What runs inside the child process for one artifact: speed, memory, logits.
+
+A fresh process per artifact gives an honest peak resident memory (nothing
+left over from the previous model) and keeps a llama.cpp crash contained.
+Decode is timed the way llama-bench does it: greedy tokens fed back one at a
+time, a fixed count, no early stop at end-of-text.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROMPT_TOKENS = 512
+DECODE_TOKENS = 128
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory.
+
+    Linux: VmHWM, which starts afresh at exec. (ru_maxrss survives execve, so
+    a spawned child would report its parent's peak if that was larger.)
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
+
+
+def greedy_next(llm: Any) -> int:
+    """Argmax of the last output row, read in place (no copy of the logits)."""
+    import llama_cpp
+
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))))
+
+
+def measure_llamacpp(
+    path: str,
+    prompt: list[int],
+    eval_tokens: list[int],
+    repeat: int,
+    threads: int | None,
+    decode_tokens: int = DECODE_TOKENS,
+) -> dict[str, Any]:
+    from edgeglm.backends.llamacpp import LlamaCppModel
+
+    n_ctx = len(prompt) + decode_tokens + 8
+    t0 = time.perf_counter()
+    m = LlamaCppModel(Path(path), n_ctx=n_ctx, n_threads=threads)
+    load_s = time.perf_counter() - t0
+    llm = m.llm
+    # warm-up: first calls allocate buffers and page the weights in
+    llm.reset()  # type: ignore[no-untyped-call]
+    llm.eval(prompt[:32])
+    llm.eval([greedy_next(llm)])
+    ttft, prefill, decode = [], [], []
+    for _ in range(repeat):
+        llm.reset()  # type: ignore[no-untyped-call]
+        t = time.perf_counter()
+        llm.eval(prompt)
+        t_prefill = time.perf_counter() - t
+        tok = greedy_next(llm)
+        ttft.append(time.perf_counter() - t)
+        prefill.append(len(prompt) / t_prefill)
+        t = time.perf_counter()
+        for _ in range(decode_tokens):
+            llm.eval([tok])
+            tok = greedy_next(llm)
+        decode.append(decode_tokens / (time.perf_counter() - t))
+    device = m.capabilities.device
+    m.close()
+    # The peak of load + inference, taken before scoring allocates its
+    # all-positions logits buffer.
+    peak = peak_rss_bytes()
+    scorer = LlamaCppModel(
+        Path(path), n_ctx=len(eval_tokens) + 8, n_threads=threads, logits_all=True
+    )
+    logits = scorer.score(eval_tokens)
+    scorer.close()
+    return {
+        "load_s": load_s,
+        "ttft_s": ttft,
+        "prefill_tps": prefill,
+        "decode_tps": decode,
+        "peak_rss_bytes": peak,
+        "logits": logits,
+        "device": device,
+    }

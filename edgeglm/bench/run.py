@@ -1,0 +1,310 @@
+"""``edgeglm bench``: every artifact measured for speed and quality in one run.
+
+For each model, the artifacts are its GGUF quants (converted on first use)
+plus the highest-precision one, whose logits are the quality reference.
+Each artifact is measured in its own child process (measure.py); quality is
+KL divergence of next-token distributions against the reference on a
+held-out text, computed here in float64.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGUFReader
+
+from edgeglm import __version__
+from edgeglm.backends.isolated import run_isolated
+from edgeglm.bench.measure import DECODE_TOKENS, PROMPT_TOKENS, measure_llamacpp
+from edgeglm.bench.report import BenchReport, BenchRow, Spread
+from edgeglm.errors import UsageError
+from edgeglm.metrics import kl_divergence, log_softmax
+from edgeglm.runtime import ensure_gguf, resolve, verify_gguf
+
+HELDOUT = Path(__file__).with_name("heldout.txt")
+# Precision order for choosing the reference artifact (best first).
+_PRECISION = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M"]
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    label: str
+    model: str
+    quant: str
+    backend: str
+    path: Path
+
+
+def _file_quant(path: Path) -> str:
+    from gguf import LlamaFileType
+
+    r = GGUFReader(path)
+    field = r.get_field("general.file_type")
+    if field is None:
+        return "unknown"
+    name = LlamaFileType(int(field.contents())).name
+    return name.removeprefix("MOSTLY_").replace("ALL_F32", "F32")
+
+
+def artifacts_for(
+    models: list[str | None], quants: list[str], backends: list[str]
+) -> list[list[Artifact]]:
+    """Per model: its artifacts, the reference (highest precision) first."""
+    if any(b not in ("llama.cpp", "auto") for b in backends):
+        raise UsageError(
+            "bench measures the llama.cpp backend in this version (--backends llama.cpp)"
+        )
+    groups = []
+    for ref in models:
+        art = resolve(ref)
+        name = art.path.stem if art.kind == "gguf" else art.path.name
+        if art.kind == "gguf":
+            items = [Artifact(f"{name}", str(ref), _file_quant(art.path), "llama.cpp", art.path)]
+        elif art.kind == "hf":
+            wanted = [q.upper() for q in quants]
+            if not any(q in ("F32", "BF16", "F16") for q in wanted):
+                wanted.insert(0, "F32")  # the quality reference
+            items = [
+                Artifact(
+                    f"{name} {q}", str(ref or "demo"), q, "llama.cpp", ensure_gguf(art.path, q)
+                )
+                for q in wanted
+            ]
+        else:
+            raise UsageError(f"{art.path}: ONNX artifacts are not benchmarked in this version")
+        items.sort(
+            key=lambda a: _PRECISION.index(a.quant) if a.quant in _PRECISION else len(_PRECISION)
+        )
+        groups.append(items)
+    return groups
+
+
+def fingerprint() -> dict[str, Any]:
+    import llama_cpp
+
+    from edgeglm.hardware import probe
+
+    hw = probe()
+    fp: dict[str, Any] = {
+        "cpu": hw.cpu.model,
+        "cores": hw.cpu.physical_cores,
+        "threads": hw.cpu.logical_cores,
+        "isa": hw.cpu.flags,
+        "ram_bytes": hw.memory.total_bytes,
+        "os": hw.os,
+        "python": platform.python_version(),
+        "edgeglm": __version__,
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp_system": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        "numpy": np.__version__,
+    }
+    for attr in ("gpus", "memory_bandwidth_gbps"):
+        if hasattr(hw, attr):
+            fp[attr] = getattr(hw, attr)
+    try:
+        import onnxruntime
+
+        fp["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        fp["onnxruntime"] = None
+    return fp
+
+
+def bytes_per_token(path: Path) -> int:
+    """Weight bytes one decode step reads: all but the embedding table (one row
+    is gathered), and for MoE only the routed experts' share in use."""
+    r = GGUFReader(path)
+    arch = str(r.get_field("general.architecture").contents())  # type: ignore[union-attr]
+    n_exp = r.get_field(f"{arch}.expert_count")
+    n_used = r.get_field(f"{arch}.expert_used_count")
+    share = int(n_used.contents()) / int(n_exp.contents()) if n_exp and n_used else 1.0
+    total = 0.0
+    for t in r.tensors:
+        if t.name == "token_embd.weight":
+            continue
+        total += int(t.n_bytes) * (share if "_exps." in t.name else 1.0)
+    return int(total)
+
+
+def _bandwidth() -> float | None:
+    """Measured memory bandwidth in bytes/s, from the hardware probe's cache."""
+    try:
+        from edgeglm.hardware import probe_cpu, probe_memory
+        from edgeglm.planner.bandwidth import memory_bandwidth
+
+        gbps, _ = memory_bandwidth(probe_cpu(), probe_memory())
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return gbps * 1e9 if gbps else None
+
+
+def _tokens(backend_path: Path, text: str) -> list[int]:
+    from edgeglm.backends.llamacpp import LlamaCppModel
+
+    m = LlamaCppModel(backend_path, n_ctx=64)
+    try:
+        return m.tokenize(text)
+    finally:
+        m.close()
+
+
+def run_bench(
+    models: list[str | None],
+    quants: list[str],
+    backends: list[str],
+    text: Path | None,
+    repeat: int,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
+    prompt_tokens: int = PROMPT_TOKENS,
+    decode_tokens: int = DECODE_TOKENS,
+) -> BenchReport:
+    if repeat < 1:
+        raise UsageError("--repeat must be at least 1")
+    text_path = text or HELDOUT
+    try:
+        heldout = text_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{text_path}: cannot read ({e})") from e
+    settings = {
+        "prompt_tokens": prompt_tokens,
+        "decode_tokens": decode_tokens,
+        "repeat": repeat,
+        "threads": threads,
+        "text": str(text_path),
+        "sampling": "greedy",
+        "warmup": True,
+    }
+    report = BenchReport(fingerprint(), settings)
+    groups = artifacts_for(models, quants, backends)
+    total = sum(len(g) for g in groups)
+    bandwidth = _bandwidth()
+    done = 0
+    try:
+        for group in groups:
+            tokens = _tokens(group[0].path, heldout)
+            eval_tokens = tokens[:1024]
+            if len(eval_tokens) < 16:
+                raise UsageError(
+                    f"{text_path}: too short to measure quality ({len(tokens)} tokens)"
+                )
+            prompt = (tokens * (prompt_tokens // max(len(tokens), 1) + 1))[:prompt_tokens]
+            ref_logits = None
+            for art in group:
+                if should_stop is not None and should_stop():
+                    raise KeyboardInterrupt
+                if progress is not None:
+                    progress(f"{art.label}", done / total)
+                verify_gguf(art.path)
+                res = run_isolated(
+                    measure_llamacpp,
+                    str(art.path),
+                    prompt,
+                    eval_tokens,
+                    repeat,
+                    threads,
+                    decode_tokens,
+                    what=f"llama.cpp benchmarking {art.label}",
+                )
+                report.rows.append(_row(art, res, ref_logits, eval_tokens, bandwidth))
+                if ref_logits is None:
+                    ref_logits = res["logits"]
+                done += 1
+        if progress is not None:
+            progress("done", 1.0)
+    except KeyboardInterrupt:
+        report.complete = False
+    return report
+
+
+def _row(
+    art: Artifact,
+    res: dict[str, Any],
+    ref_logits: Any,
+    eval_tokens: list[int],
+    bandwidth: float | None,
+) -> BenchRow:
+    logits = res["logits"]
+    lp = log_softmax(logits[:-1])
+    nll = -lp[np.arange(len(eval_tokens) - 1), eval_tokens[1:]]
+    row = BenchRow(
+        label=art.label,
+        model=art.model,
+        quant=art.quant,
+        backend=art.backend,
+        device=res["device"],
+        file_bytes=art.path.stat().st_size,
+        bits_per_weight=_bpw(art.path),
+        load_s=res["load_s"],
+        ttft_s=Spread.of(res["ttft_s"]),
+        prefill_tps=Spread.of(res["prefill_tps"]),
+        decode_tps=Spread.of(res["decode_tps"]),
+        peak_rss_bytes=int(res["peak_rss_bytes"]),
+        ppl=float(np.exp(nll.mean())),
+        bytes_per_token=bytes_per_token(art.path),
+        reference=ref_logits is None,
+    )
+    if ref_logits is not None:
+        kl = kl_divergence(ref_logits, logits)
+        row.kl_mean = float(kl.mean())
+        row.kl_p99 = float(np.percentile(kl, 99))
+        row.top1 = float((ref_logits.argmax(-1) == logits.argmax(-1)).mean())
+    if bandwidth and row.bytes_per_token:
+        row.decode_efficiency = row.bytes_per_token * row.decode_tps.median / bandwidth
+    return row
+
+
+def _bpw(path: Path) -> float:
+    r = GGUFReader(path)
+    n = sum(int(np.prod([int(d) for d in t.shape])) for t in r.tensors)
+    return sum(int(t.n_bytes) for t in r.tensors) * 8 / max(n, 1)
+
+
+def main_table(report: BenchReport) -> Any:
+    """A rich Table for the terminal."""
+    from rich.table import Table
+
+    from edgeglm.bench.report import pareto_front
+
+    front = {id(r) for r in pareto_front(report.rows)}
+    t = Table(
+        title="latency against quality" + ("" if report.complete else " (interrupted: partial)")
+    )
+    cols = ["artifact", "MiB", "bpw", "load s", "TTFT ms", "prefill t/s", "decode t/s"]
+    cols += ["RSS MiB", "mean KL", "p99 KL", "top-1", "PPL", "roofline"]
+    for col in cols:
+        t.add_column(col, justify="left" if col == "artifact" else "right")
+    for r in report.rows:
+        spread = (r.decode_tps.max - r.decode_tps.min) / 2
+        quality = (
+            ["ref", "", ""]
+            if r.reference
+            else [f"{r.kl_mean:.5f}", f"{r.kl_p99:.4f}", f"{r.top1:.3f}"]
+        )
+        t.add_row(
+            r.label + (" *" if id(r) in front else ""),
+            f"{r.file_bytes / 2**20:.1f}",
+            f"{r.bits_per_weight or 0:.2f}",
+            f"{r.load_s:.2f}",
+            f"{r.ttft_s.median * 1000:.0f}",
+            f"{r.prefill_tps.median:.0f}",
+            f"{r.decode_tps.median:.1f} ±{spread:.1f}",
+            f"{r.peak_rss_bytes / 2**20:.0f}",
+            *quality,
+            f"{r.ppl:.2f}" if r.ppl else "–",
+            f"{r.decode_efficiency * 100:.0f}%" if r.decode_efficiency else "–",
+        )
+    return t
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: edgeglm bench")

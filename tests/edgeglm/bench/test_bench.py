@@ -1,0 +1,129 @@
+"""The benchmark's numbers against direct measurements: honest or not at all."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgeglm.converters.gguf.convert import convert
+from helpers import HF_FIXTURES, child_raw_llama_decode
+
+from edgeglm.backends.isolated import run_isolated
+from edgeglm.bench.compare import compare
+from edgeglm.bench.measure import measure_llamacpp
+from edgeglm.bench.plot import to_svg
+from edgeglm.bench.report import BenchReport, BenchRow, Spread, pareto_front
+from edgeglm.bench.run import run_bench
+from edgeglm.metrics import log_softmax
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEGLM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> BenchReport:
+    import os
+
+    os.environ["EDGEGLM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    return run_bench(
+        [str(HF_FIXTURES / "glm4")], ["Q8_0", "Q4_K_M"], ["llama.cpp"], None, repeat=2,
+        prompt_tokens=128, decode_tokens=32,
+    )  # fmt: skip
+
+
+def test_report_has_every_figure(report: BenchReport) -> None:
+    assert [r.quant for r in report.rows] == ["F32", "Q8_0", "Q4_K_M"]
+    ref, q8, q4 = report.rows
+    assert ref.reference and ref.kl_mean is None
+    for r in (q8, q4):
+        assert r.kl_mean is not None and r.kl_p99 is not None and r.top1 is not None
+        assert (
+            len(r.decode_tps.runs) == 2
+            and r.decode_tps.min <= r.decode_tps.median <= r.decode_tps.max
+        )
+        assert r.peak_rss_bytes > 0 and r.load_s > 0 and r.ttft_s.median > 0
+    assert q8.kl_mean < q4.kl_mean  # more bits, closer to the reference
+    assert report.fingerprint["llama_cpp_python"] and report.fingerprint["cpu"]
+    assert report.schema_version == 1 and report.settings["repeat"] == 2
+
+
+def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
+    report: BenchReport, tmp_path: Path
+) -> None:
+    """Score both artifacts independently (as `edgeglm score` does) and recompute KL by hand."""
+    from edgeglm.backends.llamacpp import LlamaCppModel
+    from edgeglm.runtime import ensure_gguf
+
+    text = (Path(__file__).parents[3] / "edgeglm" / "bench" / "heldout.txt").read_text()
+    logits = {}
+    for q in ("F32", "Q4_K_M"):
+        m = LlamaCppModel(ensure_gguf(HF_FIXTURES / "glm4", q), n_ctx=1100, logits_all=True)
+        tokens = m.tokenize(text)[:1024]
+        np.savez(tmp_path / f"{q}.npz", logits=m.score(tokens))
+        m.close()
+        logits[q] = np.load(tmp_path / f"{q}.npz")["logits"].astype(np.float64)
+    p, q = logits["F32"], logits["Q4_K_M"]
+    p = np.exp(p - p.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    q = np.exp(q - q.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    direct = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1)))
+    assert report.rows[2].kl_mean == pytest.approx(direct, rel=1e-6)
+    assert log_softmax(np.zeros((1, 4)))[0, 0] == pytest.approx(-np.log(4))
+
+
+def test_decode_speed_matches_llama_cpp_python_timed_directly(tmp_path: Path) -> None:
+    gguf = str(convert(HF_FIXTURES / "glm4", tmp_path / "q8.gguf", "Q8_0").output)
+    prompt = list(range(100, 228))
+    ours, raw = [], []
+    for _ in range(3):  # interleaved, so machine noise hits both alike
+        ours.append(
+            statistics.median(
+                run_isolated(measure_llamacpp, gguf, prompt, prompt[:64], 1, 1, 64)["decode_tps"]
+            )
+        )
+        raw.append(run_isolated(child_raw_llama_decode, gguf, prompt, 64, 1))
+    ratio = statistics.median(ours) / statistics.median(raw)
+    assert 0.95 <= ratio <= 1.05, f"bench {ours} vs direct {raw}"
+
+
+def _row(label: str, tps: float, kl: float | None) -> BenchRow:
+    s = Spread.of([tps])
+    return BenchRow(
+        label,
+        "m",
+        label,
+        "llama.cpp",
+        "cpu",
+        1,
+        4.0,
+        0.1,
+        s,
+        s,
+        s,
+        1,
+        kl_mean=kl,
+        reference=kl is None,
+    )
+
+
+def test_pareto_front() -> None:
+    rows = [_row("ref", 10, None), _row("a", 20, 0.01), _row("b", 15, 0.02), _row("c", 30, 0.1)]
+    assert [r.label for r in pareto_front(rows)] == ["ref", "a", "c"]  # b is beaten by a on both
+
+
+def test_exports_and_compare(report: BenchReport, tmp_path: Path) -> None:
+    (tmp_path / "r.json").write_text(report.to_json())
+    again = BenchReport.load(tmp_path / "r.json")
+    assert again.to_dict() == report.to_dict()
+    assert report.to_csv().splitlines()[0].startswith("label,model,quant")
+    assert report.to_markdown().count("\n|") >= 4
+    svg = to_svg(report)
+    assert svg.startswith("<svg") and "Pareto front" in svg and "glm4 Q4_K_M" in svg
+    result = compare([report, again], ["dev1", "dev2"])
+    row = next(e for e in result["rows"] if e["artifact"].endswith("Q4_K_M"))
+    assert row["dev2"]["decode_vs_first"] == pytest.approx(1.0)
