@@ -6,34 +6,17 @@ nothing here prints a number it did not measure.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
+from edgeglm.bench.run import main_table, run_bench
 from edgeglm.converters.gguf.convert import ConvertResult, convert
 from edgeglm.hardware import probe
-from edgeglm.metrics import kl_divergence
 from edgeglm.models import default_model
 from edgeglm.runtime import chat, verify_gguf
-
-# Text the demo model never saw in training (written for this check), used
-# to compare each quant's next-token distributions with the F32 reference.
-HELDOUT = """\
-The context manager protocol lets a class decide what happens when a block
-of code starts and ends. A file opened in a with statement is closed when the
-block finishes, even if an exception was raised inside it. To write your own,
-define __enter__ and __exit__, or decorate a generator with
-contextlib.contextmanager and yield once.
-
-def read_lines(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\\n") for line in f]
-"""
 
 QUANTS = ("F32", "Q8_0", "Q4_K_M")
 
@@ -95,54 +78,10 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
         )
     m.close()
 
-    out.rule("5. latency against quality (llama.cpp, this machine)")
-    table = Table(
-        "quant",
-        "MiB",
-        "bpw",
-        "load s",
-        "prefill tok/s",
-        "decode tok/s",
-        "mean KL vs F32",
-        "top-1 agree",
+    out.rule("5. latency against quality (edgeglm bench, llama.cpp, this machine)")
+    report = run_bench([str(results[q].output) for q in QUANTS], [], ["llama.cpp"], None, repeat=3)
+    out.print(main_table(report))
+    out.print(
+        "[dim]* Pareto front. Quality: KL divergence of next-token distributions "
+        "against F32 on a held-out text.[/]"
     )
-    ref_logits = None
-    for q in QUANTS:
-        r = results[q]
-        t0 = time.perf_counter()
-        m = LlamaCppModel(r.output, n_ctx=1024, logits_all=True)
-        load_s = time.perf_counter() - t0
-        tokens = m.tokenize(HELDOUT)
-        t0 = time.perf_counter()
-        logits = m.score(tokens)
-        prefill = len(tokens) / (time.perf_counter() - t0)
-        decode = _decode_speed(m, tokens[:16], 64)
-        if ref_logits is None:
-            ref_logits = logits
-        kl = kl_divergence(ref_logits, logits)
-        agree = float((ref_logits.argmax(-1) == logits.argmax(-1)).mean())
-        table.add_row(
-            q,
-            f"{r.bytes / 2**20:.2f}",
-            f"{r.bits_per_weight:.2f}",
-            f"{load_s:.2f}",
-            f"{prefill:.0f}",
-            f"{decode:.0f}",
-            f"{kl.mean():.5f}",
-            f"{agree:.3f}",
-        )
-        m.close()
-    out.print(table)
-    out.print(f"[dim]KL over {len(tokens)} held-out tokens; artifacts in {workdir}[/]")
-
-
-def _decode_speed(m: LlamaCppModel, prompt: list[int], n: int) -> float:
-    """Greedy decode n tokens after the prompt; tokens per second of decode only."""
-    llm = m.llm
-    llm.reset()  # type: ignore[no-untyped-call]
-    llm.eval(prompt)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([tok])
-    return n / (time.perf_counter() - t0)

@@ -54,25 +54,38 @@ def _file_quant(path: Path) -> str:
     return name.removeprefix("MOSTLY_").replace("ALL_F32", "F32")
 
 
+def _gguf_identity(path: Path) -> tuple[str, str]:
+    r = GGUFReader(path)
+    fields = {n: r.get_field(n) for n in ("general.architecture", "general.name")}
+    return tuple(str(f.contents()) if f is not None else "" for f in fields.values())  # type: ignore[return-value]
+
+
 def artifacts_for(
     models: list[str | None], quants: list[str], backends: list[str]
 ) -> list[list[Artifact]]:
-    """Per model: its artifacts, the reference (highest precision) first."""
+    """Groups of artifacts of one model each, the reference (highest precision) first.
+
+    A Hugging Face model yields one artifact per quant (converted on first
+    use) plus a full-precision reference; GGUF files of the same model (same
+    architecture and general.name) given together form one group.
+    """
     if any(b not in ("llama.cpp", "auto") for b in backends):
         raise UsageError(
             "bench measures the llama.cpp backend in this version (--backends llama.cpp)"
         )
-    groups = []
+    groups: dict[tuple[str, ...], list[Artifact]] = {}
     for ref in models:
         art = resolve(ref)
-        name = art.path.stem if art.kind == "gguf" else art.path.name
         if art.kind == "gguf":
-            items = [Artifact(f"{name}", str(ref), _file_quant(art.path), "llama.cpp", art.path)]
+            key = ("gguf", *_gguf_identity(art.path))
+            a = Artifact(art.path.stem, str(ref), _file_quant(art.path), "llama.cpp", art.path)
+            groups.setdefault(key, []).append(a)
         elif art.kind == "hf":
             wanted = [q.upper() for q in quants]
             if not any(q in ("F32", "BF16", "F16") for q in wanted):
                 wanted.insert(0, "F32")  # the quality reference
-            items = [
+            name = art.path.name
+            groups[("hf", str(art.path))] = [
                 Artifact(
                     f"{name} {q}", str(ref or "demo"), q, "llama.cpp", ensure_gguf(art.path, q)
                 )
@@ -80,11 +93,8 @@ def artifacts_for(
             ]
         else:
             raise UsageError(f"{art.path}: ONNX artifacts are not benchmarked in this version")
-        items.sort(
-            key=lambda a: _PRECISION.index(a.quant) if a.quant in _PRECISION else len(_PRECISION)
-        )
-        groups.append(items)
-    return groups
+    rank = {q: i for i, q in enumerate(_PRECISION)}
+    return [sorted(g, key=lambda a: rank.get(a.quant, len(rank))) for g in groups.values()]
 
 
 def fingerprint() -> dict[str, Any]:
