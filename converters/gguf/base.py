@@ -139,6 +139,10 @@ class Family:
         return int(self.cfg.get("num_key_value_heads", default=self.n_head))
 
     @property
+    def vocab_size(self) -> int:
+        return int(self.cfg.need("vocab_size"))
+
+    @property
     def head_dim(self) -> int:
         return int(self.cfg.get("head_dim", default=self.cfg.need("hidden_size") // self.n_head))
 
@@ -167,7 +171,7 @@ class Family:
         w.add_head_count_kv(self.n_head_kv)
         w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", default=1e-5)))
         w.add_rope_freq_base(float(c.rope_get("rope_theta", 10000.0)))
-        w.add_vocab_size(int(c.need("vocab_size")))
+        w.add_vocab_size(self.vocab_size)
 
     # -- tokenizer --------------------------------------------------------
 
@@ -224,7 +228,7 @@ class Family:
         """Config and tensors must agree; llama.cpp would fail later and less clearly."""
         c = self.cfg
         hidden = int(c.need("hidden_size"))
-        vocab = int(c.need("vocab_size"))
+        vocab = self.vocab_size
         by_name = {t.name: t for t in planned}
         emb = by_name.get("token_embd.weight")
         if emb is None:

@@ -170,7 +170,7 @@ def convert(
         _check_paths(ckpt, out)
         plan = plan_conversion(ckpt, quant, imatrix)
         fam = plan.family
-        vocab = load_vocab(root, int(fam.cfg.need("vocab_size")), fam.special_tokens())
+        vocab = load_vocab(root, fam.vocab_size, fam.special_tokens())
         need = plan.total_bytes + (16 << 20)
         free = shutil.disk_usage(out.parent).free
         if free < need:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type[Family]] = {}
 # Modules holding the families, imported on first lookup (keeps `import` cheap).
-_FAMILY_MODULES = ("glm", "glm4", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa")
+_FAMILY_MODULES = ("chatglm", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa")
 
 F = TypeVar("F", bound="type[Family]")
 
