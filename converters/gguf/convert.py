@@ -206,6 +206,7 @@ def convert(
 # Elements per work item: big enough to amortize a ggml call, small enough
 # that a few in flight per thread keep memory flat and cores busy.
 _CHUNK_ELEMS = 1 << 20
+_F16_MAX = 65504.0
 
 
 def _write(
@@ -313,6 +314,13 @@ def _encode_chunk(
         return np.ascontiguousarray(data, dtype=np.float32).tobytes()
     if not np.isfinite(data).all():
         raise ConversionError(f"{t.name}: contains NaN or Inf values ({', '.join(t.sources)})")
+    if qtype == T.F16 and (peak := float(np.abs(data).max(initial=0.0))) > _F16_MAX:
+        # Some GLM checkpoints hold weights beyond float16's range; they would
+        # silently become inf. BF16 keeps float32's range.
+        raise ConversionError(
+            f"{t.name}: |values| up to {peak:.4g} exceed float16's range ({_F16_MAX:g}); "
+            "use --quant BF16 or F32 for this model"
+        )
     return ggml.quantize(data, qtype, imatrix=weights).tobytes()
 
 

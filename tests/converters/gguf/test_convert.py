@@ -77,3 +77,15 @@ def test_chat_metadata(name: str, f32_ggufs: dict[str, Path]) -> None:
     cfg = json.loads((HF_FIXTURES / name / "config.json").read_text())
     arch = fields["general.architecture"].contents()
     assert fields[f"{arch}.context_length"].contents() == cfg["max_position_embeddings"]
+
+
+def test_glm4_moe_keeps_the_mtp_block_as_llama_cpp_expects(f32_ggufs: dict[str, Path]) -> None:
+    r = GGUFReader(f32_ggufs["glm4_moe"])
+    names = {t.name for t in r.tensors}
+    cfg = json.loads((HF_FIXTURES / "glm4_moe" / "config.json").read_text())
+    mtp = cfg["num_hidden_layers"]  # the NextN block comes after the trunk
+    assert {f"blk.{mtp}.nextn.eh_proj.weight", f"blk.{mtp}.nextn.enorm.weight",
+            f"blk.{mtp}.nextn.hnorm.weight", f"blk.{mtp}.ffn_gate_exps.weight"} <= names  # fmt: skip
+    fields = {f.name: f for f in r.fields.values()}
+    assert fields["glm4moe.nextn_predict_layers"].contents() == 1
+    assert fields["glm4moe.block_count"].contents() == mtp + 1

@@ -156,3 +156,21 @@ def test_output_paths(tmp_path: Path) -> None:
     src = _copy(tmp_path)
     with pytest.raises(UsageError, match="overwrite the input"):
         convert(src, src / "model.safetensors", "F16")
+
+
+def test_float16_overflow_is_refused_not_silently_inf(tmp_path: Path) -> None:
+    import numpy as np
+    from helpers import write_safetensors
+
+    from edgeglm.checkpoint.hf import HFCheckpoint
+    from edgeglm.errors import ConversionError
+
+    src = _copy(tmp_path)
+    ck = HFCheckpoint(src)
+    tensors = {n: np.array(ck.load(n)) for n in ck}
+    ck.close()
+    tensors["model.layers.0.mlp.down_proj.weight"][0, 0] = 1e5
+    write_safetensors(src / "model.safetensors", tensors)
+    with pytest.raises(ConversionError, match="float16's range"):
+        convert(src, tmp_path / "m.gguf", "F16")
+    assert convert(src, tmp_path / "m.gguf", "BF16").output.exists()
