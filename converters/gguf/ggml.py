@@ -12,10 +12,8 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -82,14 +80,12 @@ def quantize(
     qtype: GGMLQuantizationType,
     *,
     imatrix: npt.NDArray[np.float32] | None = None,
-    pool: ThreadPoolExecutor | None = None,
-    rows_per_task: int = 0,
 ) -> npt.NDArray[np.uint8]:
-    """Quantize a float32 tensor (rows along the last axis) to raw ggml bytes.
+    """Quantize float32 rows (the last axis) to raw ggml bytes, ``[..., row_bytes]``.
 
-    ``imatrix`` holds one importance weight per column (shape ``[n_per_row]``)
-    or, for stacked experts, one row of them per expert (``[n_expert, n_per_row]``).
-    Returns a uint8 array of shape ``[..., row_bytes]``, the layout GGUF stores.
+    ``imatrix``: one importance weight per column, applied to every row; for
+    stacked experts call once per expert with that expert's weights. Thread
+    safe: the convert pipeline calls it from several threads on disjoint rows.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     n_per_row = int(data.shape[-1])
@@ -103,47 +99,17 @@ def quantize(
         if int(qtype) not in _initialized:
             lib.ggml_quantize_init(int(qtype))
             _initialized.add(int(qtype))
-
-    # For 3-D stacked experts each expert has its own importance vector, so a
-    # task never spans two experts.
-    n_groups = 1
+    weights = None
     if imatrix is not None:
         imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
-        if imatrix.shape[-1] != n_per_row:
+        if imatrix.shape != (n_per_row,):
             raise QuantizationError(
-                f"imatrix has {imatrix.shape[-1]} columns, tensor rows have {n_per_row}"
+                f"imatrix has shape {imatrix.shape}, tensor rows have {n_per_row} columns"
             )
-        n_groups = int(imatrix.size // n_per_row)
-        if nrows % n_groups:
-            raise QuantizationError("imatrix expert count does not divide the tensor's rows")
-    rows_per_group = nrows // n_groups
-    if rows_per_task <= 0:
-        # Big enough to amortize the call, small enough to balance threads.
-        rows_per_task = max(1, min(rows_per_group, (1 << 20) // max(n_per_row, 1)))
-
-    src_base = data.ctypes.data
-    dst_base = out.ctypes.data
-    tasks: list[tuple[int, int, Any]] = []
-    for g in range(n_groups):
-        imat_ptr = None
-        if imatrix is not None:
-            imat_ptr = ctypes.cast(imatrix.ctypes.data + g * n_per_row * 4, _F32P)
-        for r0 in range(g * rows_per_group, (g + 1) * rows_per_group, rows_per_task):
-            n = min(rows_per_task, (g + 1) * rows_per_group - r0)
-            tasks.append((r0, n, imat_ptr))
-
-    def run(task: tuple[int, int, Any]) -> int:
-        r0, n, imat_ptr = task
-        # ggml_quantize_chunk writes at dst + start_row * row_size itself, and
-        # reads src from start; we pass offset pointers so it sees start=0.
-        src = ctypes.cast(src_base + r0 * n_per_row * 4, _F32P)
-        dst = ctypes.c_void_p(dst_base + r0 * rsize)
-        return int(lib.ggml_quantize_chunk(int(qtype), src, dst, 0, n, n_per_row, imat_ptr))
-
-    written = (
-        sum(pool.map(run, tasks))
-        if pool is not None and len(tasks) > 1
-        else sum(run(t) for t in tasks)
+        weights = imatrix.ctypes.data_as(_F32P)
+    src = data.ctypes.data_as(_F32P)
+    written = int(
+        lib.ggml_quantize_chunk(int(qtype), src, out.ctypes.data, 0, nrows, n_per_row, weights)
     )
     if written != nrows * rsize:
         raise QuantizationError(
