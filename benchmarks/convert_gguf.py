@@ -39,7 +39,7 @@ def llama_cpp_tree(cache: Path) -> Path:
     with tempfile.TemporaryDirectory() as d:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", LLAMA_CPP_PYTHON, "-d", d],
+             LLAMA_CPP_PYTHON, "-d", d],
             check=False, capture_output=True,
         )  # fmt: skip
         sdists = list(Path(d).glob("llama_cpp_python-*.tar.gz"))
