@@ -9,6 +9,7 @@ import sys
 def test_core_and_converters_do_not_import_textual() -> None:
     code = (
         "import sys, edgeglm.cli, edgeglm.demo, edgeglm.converters.gguf.convert\n"
+        "edgeglm.cli._register()\n"
         "from edgeglm.converters.gguf.registry import supported_architectures\n"
         "supported_architectures()\n"
         "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.')))"

@@ -1,0 +1,123 @@
+"""``edgeglm bench``: latency against quality, and ``bench compare``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgeglm.cli import _fail, app, err, out
+from edgeglm.errors import EdgeGLMError, UsageError
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def bench(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Models (GGUF, HF folder, repo id; default: the demo model), or: compare REPORT..."
+        ),
+    ] = None,
+    quants: Annotated[
+        str, typer.Option("--quants", help="Comma-separated quants for HF models.")
+    ] = "Q8_0,Q4_K_M",
+    backends: Annotated[
+        str, typer.Option("--backends", help="Comma-separated backends.")
+    ] = "llama.cpp",
+    text: Annotated[
+        Path | None, typer.Option("--text", help="Held-out text for quality (default: bundled).")
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="Timed runs per artifact (median reported).")
+    ] = 3,
+    threads: Annotated[int | None, typer.Option("--threads", "-t")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Report path: writes .json, .csv, .md and .svg"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report on stdout.")
+    ] = False,
+) -> None:
+    """Measure latency against quality: speed, memory and KL divergence per artifact."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeglm.bench.report import BenchReport
+
+    args = models or []
+    try:
+        if args and args[0] == "compare":
+            _bench_compare([Path(a) for a in args[1:]], as_json)
+            return
+        from edgeglm.bench.run import main_table, run_bench
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task("bench", total=1.0)
+
+            def progress(label: str, fraction: float) -> None:
+                bar.update(task, description=label, completed=fraction)
+
+            report: BenchReport = run_bench(
+                [a for a in args] or [None],
+                [q.strip() for q in quants.split(",") if q.strip()],
+                [b.strip() for b in backends.split(",") if b.strip()],
+                text,
+                repeat,
+                progress=progress,
+                threads=threads,
+            )
+    except EdgeGLMError as e:
+        _fail(e)
+    if not report.complete:
+        err.print("[yellow]interrupted: the report holds the artifacts that finished[/]")
+    if output is not None:
+        _write_report(report, output)
+    if as_json:
+        print(report.to_json())
+    else:
+        if not out.is_terminal:
+            out.width = max(out.width, 160)  # a report table, not a terminal layout
+        out.print(main_table(report))
+        out.print(
+            "[dim]* on the Pareto front (no artifact is both faster and closer to the reference)[/]"
+        )
+
+
+def _write_report(report: Any, output: Path) -> None:
+    from edgeglm.bench.plot import to_svg
+
+    stem = output.with_suffix("")
+    for suffix, text in (
+        (".json", report.to_json()),
+        (".csv", report.to_csv()),
+        (".md", report.to_markdown()),
+        (".svg", to_svg(report)),
+    ):
+        path = stem.with_suffix(suffix)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    err.print(f"report: {stem}.json (+ .csv .md .svg)")
+
+
+def _bench_compare(paths: list[Path], as_json: bool) -> None:
+    from edgeglm.bench.compare import compare, to_rich
+    from edgeglm.bench.report import BenchReport
+
+    if len(paths) < 1:
+        raise UsageError("bench compare needs at least one report")
+    reports = [BenchReport.load(p) for p in paths]
+    result = compare(reports, [p.stem for p in paths])
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        out.print(to_rich(result))

@@ -1,0 +1,93 @@
+"""``edgeglm convert``: Hugging Face checkpoints to GGUF."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeglm.cli import _fail, _sigterm_as_interrupt, app, err, out
+from edgeglm.errors import EdgeGLMError, UsageError
+
+
+@app.command()
+def convert(
+    src: Annotated[
+        str, typer.Argument(help="Hugging Face model folder, or a repo id in the local HF cache.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .gguf path.")],
+    quant: Annotated[
+        str,
+        typer.Option(
+            "--quant",
+            "-q",
+            help="llama.cpp type: F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q2_K, ...",
+        ),
+    ] = "Q4_K_M",
+    imatrix: Annotated[
+        Path | None,
+        typer.Option("--imatrix", help="llama.cpp imatrix file (.gguf or legacy .dat)."),
+    ] = None,
+    calibrate: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibrate", help="Text file to compute an importance matrix on (runs the model)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", "-t", help="Quantization threads (default: all usable cores)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+) -> None:
+    """Convert a Hugging Face GLM checkpoint to GGUF in one pass."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgeglm.checkpoint.hf import resolve_checkpoint
+    from edgeglm.converters.gguf.convert import convert as run_convert
+    from edgeglm.converters.gguf.imatrix import read_imatrix
+
+    _sigterm_as_interrupt()
+    try:
+        if imatrix is not None and calibrate is not None:
+            raise UsageError("give --imatrix or --calibrate, not both")
+        im = read_imatrix(imatrix) if imatrix is not None else None
+        if calibrate is not None:
+            from edgeglm.converters.gguf.calibrate import calibrate as run_calibration
+
+            err.print(f"calibrating on {calibrate} …")
+            im = run_calibration(resolve_checkpoint(src), calibrate)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[tensors]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task(f"{quant.upper()}", total=None, tensors="")
+
+            def progress(name: str, i: int, n: int, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, tensors=f"{i}/{n} tensors")
+
+            result = run_convert(src, output, quant, imatrix=im, threads=threads, progress=progress)
+    except EdgeGLMError as e:
+        _fail(e)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        types = ", ".join(f"{k}×{v}" for k, v in result.tensor_types.items())
+        out.print(
+            f"wrote {result.output} ({result.bytes / 2**20:.1f} MiB, "
+            f"{result.bits_per_weight:.2f} bpw, {result.parameters / 1e6:.1f} M params) "
+            f"in {result.seconds:.1f} s\n  tensors: {types}\n  sha256: {result.sha256}",
+            highlight=False,
+        )

@@ -1,0 +1,146 @@
+"""``edgeglm run`` and ``edgeglm score``: use a model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeglm.cli import _fail, app, err
+from edgeglm.errors import EdgeGLMError, UsageError
+
+
+@app.command()
+def run(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="GGUF file, ONNX folder, HF folder or cached repo id (default: the demo model)."
+        ),
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option("-p", "--prompt", help="The user message (or raw text with --raw).")
+    ] = ...,  # type: ignore[assignment]
+    n: Annotated[int, typer.Option("-n", "--max-tokens", help="Maximum new tokens.")] = 256,
+    backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
+    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Continue the text as is, without the chat template.")
+    ] = False,
+    temperature: Annotated[float, typer.Option("--temp", help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k")] = 0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ctx: Annotated[int, typer.Option("--ctx", help="Context size in tokens.")] = 2048,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the text and timings as JSON instead of streaming."),
+    ] = False,
+) -> None:
+    """Generate a reply, streaming tokens to stdout."""
+    from edgeglm.backends.base import SamplingParams
+    from edgeglm.chat import split_thinking
+    from edgeglm.runtime import chat, generate_text, open_backend
+
+    params = SamplingParams(
+        max_tokens=n, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+    )
+    try:
+        m = open_backend(model, backend=backend, n_ctx=ctx)
+        try:
+            if raw:
+                stream = generate_text(m, prompt, params)
+            else:
+                messages = ([{"role": "system", "content": system}] if system else []) + [
+                    {"role": "user", "content": prompt}
+                ]
+                stream = chat(m, messages, params)
+            while True:
+                try:
+                    piece = next(stream)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if not as_json:
+                    sys.stdout.write(piece.text)
+                    sys.stdout.flush()
+        finally:
+            m.close()
+    except EdgeGLMError as e:
+        _fail(e)
+    t = result.timings
+    if as_json:
+        reply = split_thinking(result.text)
+        print(
+            json.dumps(
+                {
+                    "model": model or "demo",
+                    "backend": m.name,
+                    "device": m.capabilities.device,
+                    "text": result.text,
+                    "content": reply.content,
+                    "reasoning": reply.reasoning,
+                    "finish_reason": result.finish_reason,
+                    "timings": {
+                        "prompt_tokens": t.prompt_tokens,
+                        "completion_tokens": t.completion_tokens,
+                        "time_to_first_token_s": round(t.time_to_first_token, 4),
+                        "prefill_tokens_per_s": round(t.prefill_tokens_per_second, 2),
+                        "decode_tokens_per_s": round(t.decode_tokens_per_second, 2),
+                    },
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+    else:
+        sys.stdout.write("\n")
+        err.print(
+            f"[dim]{t.prompt_tokens} prompt tokens, {t.completion_tokens} generated; "
+            f"first token {t.time_to_first_token * 1000:.0f} ms, "
+            f"{t.decode_tokens_per_second:.1f} tok/s decode ({m.name}, {m.capabilities.device})[/]"
+        )
+
+
+@app.command()
+def score(
+    model: Annotated[
+        str | None, typer.Argument(help="Model reference (default: the demo model).")
+    ] = None,
+    text: Annotated[Path, typer.Option("--text", help="UTF-8 text file to score.")] = ...,  # type: ignore[assignment]
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Output .npz (tokens int32, logits float32).")
+    ] = ...,  # type: ignore[assignment]
+    backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
+) -> None:
+    """Save the model's next-token logits for every token of a text."""
+    import numpy as np
+
+    from edgeglm.runtime import open_backend
+
+    try:
+        try:
+            content = text.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{text}: cannot read as UTF-8 text ({e})") from e
+        if not output.parent.is_dir():
+            raise UsageError(f"{output.parent}: output folder does not exist")
+        probe = open_backend(model, backend=backend, n_ctx=64)
+        tokens = probe.tokenize(content)
+        probe.close()
+        if not tokens:
+            raise UsageError(f"{text}: no tokens to score")
+        m = open_backend(model, backend=backend, n_ctx=len(tokens) + 8, logits=True)
+        try:
+            logits = m.score(tokens)
+        finally:
+            m.close()
+        tmp = output.with_name(f".{output.name}.tmp.npz")
+        np.savez(tmp, tokens=np.asarray(tokens, dtype=np.int32), logits=logits.astype(np.float32))
+        tmp.replace(output)
+    except EdgeGLMError as e:
+        _fail(e)
+    err.print(f"scored {len(tokens)} tokens -> {output}")
