@@ -61,8 +61,8 @@ def test_tokenization_matches_hugging_face(name: str, f32_ggufs: dict[str, Path]
 def test_chat_metadata(name: str, f32_ggufs: dict[str, Path]) -> None:
     r = GGUFReader(f32_ggufs[name])
     fields = {f.name: f for f in r.fields.values()}
-    tokens = [str(bytes(fields["tokenizer.ggml.tokens"].parts[i]), "utf-8")
-              for i in fields["tokenizer.ggml.tokens"].data]  # fmt: skip
+    tok_field = fields["tokenizer.ggml.tokens"]
+    tokens = [str(bytes(tok_field.parts[i]), "utf-8") for i in tok_field.data]
 
     def tok(key: str) -> str:
         return tokens[int(fields[key].contents())]
@@ -84,8 +84,13 @@ def test_glm4_moe_keeps_the_mtp_block_as_llama_cpp_expects(f32_ggufs: dict[str, 
     names = {t.name for t in r.tensors}
     cfg = json.loads((HF_FIXTURES / "glm4_moe" / "config.json").read_text())
     mtp = cfg["num_hidden_layers"]  # the NextN block comes after the trunk
-    assert {f"blk.{mtp}.nextn.eh_proj.weight", f"blk.{mtp}.nextn.enorm.weight",
-            f"blk.{mtp}.nextn.hnorm.weight", f"blk.{mtp}.ffn_gate_exps.weight"} <= names  # fmt: skip
+    expected = (
+        "nextn.eh_proj.weight",
+        "nextn.enorm.weight",
+        "nextn.hnorm.weight",
+        "ffn_gate_exps.weight",
+    )
+    assert {f"blk.{mtp}.{leaf}" for leaf in expected} <= names
     fields = {f.name: f for f in r.fields.values()}
     assert fields["glm4moe.nextn_predict_layers"].contents() == 1
     assert fields["glm4moe.block_count"].contents() == mtp + 1
