@@ -26,7 +26,12 @@ import numpy.typing as npt
 from edgeglm.converters.gguf import ggml
 from edgeglm.converters.gguf.base import Family, OutTensor
 from edgeglm.converters.gguf.imatrix import Imatrix
-from edgeglm.converters.gguf.policy import PlannedTensor, choose_types, requires_imatrix
+from edgeglm.converters.gguf.policy import (
+    PlannedTensor,
+    allows_quantization,
+    choose_types,
+    requires_imatrix,
+)
 from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
 from edgeglm.converters.gguf.registry import family_for
 from edgeglm.converters.gguf.vocab import Vocab, load_vocab
@@ -100,16 +105,16 @@ def plan_conversion(ckpt: HFCheckpoint, quant: str, imatrix: Imatrix | None) -> 
     sch = scheme(quant)
     tensors = list(fam.tensors())
     fam.check(tensors)
+    # Tensors llama.cpp's converter writes in F32 enter the mix as F32: kept so
+    # by float schemes, quantized like any weight where llama-quantize would.
     planned = [
-        PlannedTensor(
-            t.name, tuple(reversed(t.shape)), T.BF16 if t.source_dtype == "BF16" else T.F16
-        )
+        PlannedTensor(t.name, tuple(reversed(t.shape)), T.F32 if t.force_f32 else _float_type(t))
         for t in tensors
     ]
     types = choose_types(planned, sch, fam.model_shape(), has_imatrix=imatrix is not None)
     warnings: list[str] = []
     for t in tensors:
-        if t.force_f32:
+        if t.force_f32 and (sch.is_float or not allows_quantization(t.name, t.shape)):
             types[t.name] = T.F32
         elif imatrix is None and requires_imatrix(t.name, types[t.name], sch):
             raise QuantizationError(
@@ -123,6 +128,10 @@ def plan_conversion(ckpt: HFCheckpoint, quant: str, imatrix: Imatrix | None) -> 
                 "they are quantized with uniform weights"
             )
     return Plan(fam, sch, tensors, types, warnings)
+
+
+def _float_type(t: OutTensor) -> T:
+    return T.BF16 if t.source_dtype == "BF16" else T.F16
 
 
 def _check_paths(ckpt: HFCheckpoint, out: Path) -> None:
