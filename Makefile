@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # edgeglm.tui resolve to ./converters and ./tui for mypy and pytest alike.
 EDITABLE := --config-settings editable_mode=strict
 
-.PHONY: install demo test check lint typecheck reference fixtures demo-model clean
+.PHONY: install tmux demo test check lint typecheck reference fixtures demo-model clean snapshots
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(BIN)/python
 demo: install
 	$(BIN)/edgeglm demo
 
-test: install
+# The TUI's end-to-end test drives the real app inside tmux; install it where
+# we can (CI runs as root), otherwise that one test skips and says why.
+tmux:
+	@command -v tmux >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq tmux) >/dev/null 2>&1; } || true
+
+test: install tmux
 	$(BIN)/pytest
 
 lint: install
@@ -41,6 +47,10 @@ fixtures: reference
 
 demo-model: reference
 	$(BIN)/python scripts/train_demo_model.py
+
+# Re-record the TUI's SVG snapshots after an intended UI change.
+snapshots: install
+	$(BIN)/pytest tests/tui --snapshot-update
 
 clean:
 	rm -rf *.egg-info .mypy_cache .pytest_cache .ruff_cache

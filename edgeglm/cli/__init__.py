@@ -42,7 +42,7 @@ def _sigterm_as_interrupt() -> None:
 
 def _register() -> None:
     """Command modules add themselves to ``app`` when imported, in help order."""
-    for name in ("convert", "run", "bench", "demo"):
+    for name in ("convert", "run", "bench", "tui", "demo"):
         importlib.import_module(f"edgeglm.cli.{name}")
 
     try:

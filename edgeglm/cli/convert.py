@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,15 +17,20 @@ def convert(
     src: Annotated[
         str, typer.Argument(help="Hugging Face model folder, or a repo id in the local HF cache.")
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .gguf path.")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="Output .gguf file (or folder with --format onnx)."),
+    ],
     quant: Annotated[
         str,
         typer.Option(
             "--quant",
             "-q",
-            help="llama.cpp type: F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q2_K, ...",
+            help="GGUF: llama.cpp type (F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q2_K, "
+            "...; default Q4_K_M). ONNX: fp32, fp16, int8, int4 (default int4).",
         ),
-    ] = "Q4_K_M",
+    ] = "",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="gguf or onnx.")] = "gguf",
     imatrix: Annotated[
         Path | None,
         typer.Option("--imatrix", help="llama.cpp imatrix file (.gguf or legacy .dat)."),
@@ -44,15 +49,19 @@ def convert(
         bool, typer.Option("--json", help="Print a JSON summary on stdout.")
     ] = False,
 ) -> None:
-    """Convert a Hugging Face GLM checkpoint to GGUF in one pass."""
+    """Convert a Hugging Face GLM checkpoint to GGUF (llama.cpp) or ONNX in one pass."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgeglm.checkpoint.hf import resolve_checkpoint
-    from edgeglm.converters.gguf.convert import convert as run_convert
     from edgeglm.converters.gguf.imatrix import read_imatrix
 
     _sigterm_as_interrupt()
     try:
+        if fmt not in ("gguf", "onnx"):
+            raise UsageError(f"unknown --format {fmt!r}; choose gguf or onnx")
+        if fmt == "onnx" and (imatrix or calibrate):
+            raise UsageError("--imatrix/--calibrate apply to GGUF only")
+        quant = quant or ("Q4_K_M" if fmt == "gguf" else "int4")
         if imatrix is not None and calibrate is not None:
             raise UsageError("give --imatrix or --calibrate, not both")
         im = read_imatrix(imatrix) if imatrix is not None else None
@@ -76,7 +85,16 @@ def convert(
             def progress(name: str, i: int, n: int, done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total, tensors=f"{i}/{n} tensors")
 
-            result = run_convert(src, output, quant, imatrix=im, threads=threads, progress=progress)
+            if fmt == "onnx":
+                from edgeglm.converters.onnx import convert as onnx_convert
+
+                result: Any = onnx_convert(src, output, quant, progress=progress)
+            else:
+                from edgeglm.converters.gguf.convert import convert as gguf_convert
+
+                result = gguf_convert(
+                    src, output, quant, imatrix=im, threads=threads, progress=progress
+                )
     except EdgeGLMError as e:
         _fail(e)
     for w in result.warnings:

@@ -1,0 +1,177 @@
+"""Precisions as data, and the numpy block quantizer behind MatMulNBits.
+
+MatMulNBits (com.microsoft) stores a linear layer's weight ``W`` [N, K] row
+by row, cut along K into blocks of ``block_size``: per block one scale and
+(optionally) one integer zero point, ``w = (q - zero_point) * scale``. The
+4-bit codes are packed two per byte, the even element in the low nibble;
+zero points are packed the same way across the blocks of a row. Without a
+zero-point input the kernel assumes ``2**(bits - 1)`` (symmetric). See the
+operator schema in onnxruntime's ContribOperators.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeglm.errors import QuantizationError, UsageError
+
+F32Array = npt.NDArray[np.float32]
+U8Array = npt.NDArray[np.uint8]
+
+
+class WeightFormat(enum.Enum):
+    F32 = "float32"
+    F16 = "float16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+    @property
+    def bits(self) -> int:
+        return {"float32": 32, "float16": 16, "int8": 8, "int4": 4}[self.value]
+
+    @property
+    def quantized(self) -> bool:
+        return self in (WeightFormat.INT8, WeightFormat.INT4)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How one ``--quant`` choice stores each kind of tensor and computes with it."""
+
+    name: str
+    # dtype of the matmul activations, attention and KV cache. Norms, the
+    # residual stream and the logits are float32 at every precision: GLM's
+    # residual stream carries outliers beyond float16's range (65504).
+    compute: type[np.floating]
+    linear: WeightFormat  # q/k/v/o, MLP and expert projections
+    head: WeightFormat  # lm_head: the logits are the most sensitive matmul
+    embedding: WeightFormat  # a Gather: its storage, never its speed, is at stake
+    # int4: asymmetric (min/max) blocks lose less than Q4_0-style ones. 8-bit blocks
+    # are always symmetric (Q8_0's rule), so a tied head and embedding share codes.
+    symmetric: bool = False
+    block_size: int = 32
+    # MatMulNBits on CPU: 4 = quantize activations to int8 per block and use
+    # integer dot products (what llama.cpp does for its Q4_0/Q8_0 matmuls).
+    accuracy_level: int = 4
+
+
+PRECISIONS: dict[str, Precision] = {
+    "fp32": Precision("fp32", np.float32, WeightFormat.F32, WeightFormat.F32, WeightFormat.F32),
+    "fp16": Precision("fp16", np.float16, WeightFormat.F16, WeightFormat.F16, WeightFormat.F16),
+    # Weight-only int8: symmetric 8-bit blocks are already near-lossless.
+    "int8": Precision(
+        "int8", np.float32, WeightFormat.INT8, WeightFormat.INT8, WeightFormat.INT8, symmetric=True
+    ),
+    # int4 body, 8-bit output head (as llama.cpp's Q4 mixes keep output.weight at Q6_K/Q8_0).
+    "int4": Precision("int4", np.float32, WeightFormat.INT4, WeightFormat.INT8, WeightFormat.INT8),
+}
+
+
+def precision(name: str) -> Precision:
+    try:
+        return PRECISIONS[name.lower()]
+    except KeyError:
+        raise UsageError(
+            f"--quant {name!r} is not an ONNX precision; choose one of {', '.join(PRECISIONS)}"
+        ) from None
+
+
+@dataclass
+class BlockQuantized:
+    """MatMulNBits inputs B, scales and zero_points for one weight."""
+
+    packed: U8Array  # [N, k_blocks, block_size * bits / 8]
+    scales: F32Array  # [N, k_blocks]
+    zero_points: U8Array | None  # [N, ceil(k_blocks * bits / 8)], None = symmetric
+    bits: int
+    block_size: int
+    k: int
+
+
+# Rows quantized at a time: bounds the float32 temporaries for a 150k-row head.
+_ROWS = 4096
+
+
+def quantize_blocks(
+    w: npt.NDArray[np.floating], bits: int, block_size: int, *, symmetric: bool
+) -> BlockQuantized:
+    """Round-to-nearest block quantization of ``w`` [N, K] along K.
+
+    Symmetric blocks follow llama.cpp's Q4_0/Q8_0 rule: the value of largest
+    magnitude maps to the most negative code, so the full code range is used.
+    Asymmetric blocks map [min, max] (widened to include 0) onto [0, 2^bits - 1].
+    """
+    if bits not in (4, 8):
+        raise QuantizationError(f"MatMulNBits: {bits}-bit weights are not supported here")
+    if w.ndim != 2:
+        raise QuantizationError(f"block quantization needs a 2-D weight, got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise QuantizationError("weight contains NaN or Inf values")
+    parts = [_quantize_rows(w[r : r + _ROWS], bits, block_size, symmetric)
+             for r in range(0, w.shape[0], _ROWS)]  # fmt: skip
+    packed = np.concatenate([p[0] for p in parts])
+    scales = np.concatenate([p[1] for p in parts])
+    zero = None if symmetric else _pack_zero_points(np.concatenate([p[2] for p in parts]), bits)
+    return BlockQuantized(packed, scales, zero, bits, block_size, w.shape[1])
+
+
+def _quantize_rows(
+    w: npt.NDArray[np.floating], bits: int, block_size: int, symmetric: bool
+) -> tuple[U8Array, F32Array, U8Array]:
+    """(packed codes, scales, unpacked zero points) for a slice of rows."""
+    n, k = w.shape
+    n_blocks = -(-k // block_size)
+    x = np.zeros((n, n_blocks * block_size), dtype=np.float32)
+    x[:, :k] = w  # zero padding quantizes exactly and meets no activation
+    x = x.reshape(n, n_blocks, block_size)
+    qmax = (1 << bits) - 1
+    if symmetric:
+        mid = 1 << (bits - 1)
+        idx = np.abs(x).argmax(axis=-1)[..., None]
+        scale = np.take_along_axis(x, idx, axis=-1)[..., 0] / -mid
+        zero = np.full(scale.shape, mid, dtype=np.float32)
+    else:
+        lo = np.minimum(x.min(axis=-1), 0.0)
+        hi = np.maximum(x.max(axis=-1), 0.0)
+        scale = (hi - lo) / qmax
+        zero = np.clip(np.round(-lo / np.where(scale == 0, 1.0, scale)), 0, qmax)
+    safe = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    q = np.clip(np.round(x / safe[..., None]) + zero[..., None], 0, qmax).astype(np.uint8)
+    packed = q if bits == 8 else _pack_nibbles(q)
+    return packed, scale.astype(np.float32), zero.astype(np.uint8)
+
+
+def dequantize_blocks(bq: BlockQuantized) -> F32Array:
+    """The weight MatMulNBits computes with (for tests and error reports)."""
+    n, n_blocks = bq.scales.shape
+    if bq.bits == 8:
+        q = bq.packed.astype(np.float32)
+    else:
+        q = np.empty((n, n_blocks, bq.block_size), dtype=np.float32)
+        q[..., 0::2] = bq.packed & 0x0F
+        q[..., 1::2] = bq.packed >> 4
+    if bq.zero_points is None:
+        zero = np.full((n, n_blocks), 1 << (bq.bits - 1), dtype=np.float32)
+    elif bq.bits == 8:
+        zero = bq.zero_points.astype(np.float32)
+    else:
+        both = np.stack([bq.zero_points & 0x0F, bq.zero_points >> 4], axis=-1)
+        zero = both.reshape(n, -1)[:, :n_blocks].astype(np.float32)
+    w = (q - zero[..., None]) * bq.scales[..., None]
+    return np.ascontiguousarray(w.reshape(n, -1)[:, : bq.k])
+
+
+def _pack_nibbles(q: U8Array) -> U8Array:
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
+def _pack_zero_points(zero: U8Array, bits: int) -> U8Array:
+    if bits == 8:
+        return zero
+    if zero.shape[1] % 2:
+        zero = np.concatenate([zero, np.zeros((zero.shape[0], 1), np.uint8)], axis=1)
+    return _pack_nibbles(zero)

@@ -1,0 +1,422 @@
+"""ONNX Runtime: run a folder made by ``edgeglm convert --format onnx``.
+
+The folder is onnxruntime-genai's layout (model.onnx, genai_config.json,
+tokenizer files); we drive the decoder ourselves: one prefill run, then one
+run per token with the KV cache kept in preallocated buffers that
+GroupQueryAttention updates in place (IO binding, on CPU and GPU alike).
+
+Two checks come before onnxruntime sees a file. External-data references
+must name a regular file inside the model folder (no absolute paths, no
+``..``, no symlinks): a model is data, and must not read /etc/passwd or
+another user's files. And ``onnxruntime-gpu`` lists CUDAExecutionProvider on
+machines without CUDA libraries, then silently runs on CPU; we report the
+provider the session actually got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import time
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+
+from edgeglm.backends.base import Capabilities, Chunk, Completion, SamplingParams, Timings
+from edgeglm.errors import BackendError, EdgeGLMError, UsageError
+from edgeglm.hardware import usable_threads
+from edgeglm.sampling import Sampler, check_params
+
+# Tried in this order; TensorRT is left out by default (minutes of engine builds).
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# OrtValue device names, for the KV cache buffers a provider reads in place.
+_DEVICES = {"CUDAExecutionProvider": "cuda"}
+
+
+# -- model files ------------------------------------------------------------------
+
+
+def check_external_data(
+    model: onnx.ModelProto, base_dir: Path, *, error: type[EdgeGLMError] = BackendError
+) -> None:
+    """Every external-data location must be a regular file under ``base_dir``."""
+    for t in _tensors(model.graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        posix, win = PurePosixPath(loc), PureWindowsPath(loc)
+        if not loc or posix.is_absolute() or win.is_absolute() or win.drive or "\\" in loc:
+            raise error(
+                f"{base_dir}: tensor {t.name!r}: external data path {loc!r} is not relative"
+            )
+        if ".." in posix.parts:
+            raise error(
+                f"{base_dir}: tensor {t.name!r}: external data path {loc!r} leaves the folder"
+            )
+        path = base_dir
+        for part in posix.parts:
+            path = path / part
+            if path.is_symlink():
+                raise error(f"{base_dir}: tensor {t.name!r}: external data {loc!r} is a symlink")
+        if not path.is_file():
+            raise error(f"{base_dir}: tensor {t.name!r}: external data file {loc!r} is missing")
+        try:
+            end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        except ValueError:
+            raise error(f"{base_dir}: tensor {t.name!r}: bad external data offset/length") from None
+        if end > path.stat().st_size:
+            raise error(f"{base_dir}: tensor {t.name!r}: {loc!r} is truncated (needs {end} bytes)")
+
+
+def _tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Initializers and constant tensors, subgraphs included."""
+    out = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                out.append(a.t)
+            out.extend(a.tensors)
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                out.extend(_tensors(sub))
+    return out
+
+
+def load_model_folder(path: Path) -> tuple[Path, dict[str, Any]]:
+    """(model.onnx path, genai config) of an ONNX model folder, checked."""
+    folder = path if path.is_dir() else path.parent
+    cfg_path = folder / "genai_config.json"
+    if not path.exists():
+        raise BackendError(f"{path}: no such ONNX model folder")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        decoder = cfg["model"]["decoder"]
+        filename = str(decoder["filename"])
+    except FileNotFoundError:
+        raise BackendError(
+            f"{folder}: no genai_config.json; not an ONNX model folder "
+            "(make one with `edgeglm convert --format onnx`)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BackendError(f"{cfg_path}: unreadable genai config ({e!r})") from e
+    if PurePosixPath(filename).name != filename or filename in ("", ".", ".."):
+        raise BackendError(f"{cfg_path}: decoder filename {filename!r} is not a plain file name")
+    model_file = folder / filename
+    if model_file.is_symlink() or not model_file.is_file():
+        raise BackendError(f"{model_file}: missing (or a symlink)")
+    try:
+        proto = onnx.load(str(model_file), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError, onnx's own: any means "not ONNX"
+        raise BackendError(f"{model_file}: not a valid ONNX model ({e})") from e
+    check_external_data(proto, folder)
+    _check_decoder_io(proto, cfg, model_file)
+    return model_file, cfg
+
+
+def _check_decoder_io(proto: onnx.ModelProto, cfg: dict[str, Any], where: Path) -> None:
+    """A foreign ONNX model (a classifier, another tool's decoder) fails here, by name."""
+    dec = cfg["model"]["decoder"]
+    n = int(dec.get("num_hidden_layers", 0))
+    names = dec.get("inputs", {}) | dec.get("outputs", {})
+    want_in = [names.get("input_ids", "input_ids"), names.get("attention_mask", "attention_mask")]
+    want_out = [names.get("logits", "logits")]
+    for key in ("past_key_names", "past_value_names", "present_key_names", "present_value_names"):
+        pattern = str(names.get(key, ""))
+        into = want_in if key.startswith("past") else want_out
+        into += [pattern % i for i in range(n)] if "%d" in pattern else []
+    have_in = {i.name for i in proto.graph.input}
+    have_out = {o.name for o in proto.graph.output}
+    missing = [x for x in want_in if x not in have_in] + [x for x in want_out if x not in have_out]
+    if n <= 0 or missing:
+        shown = ", ".join(missing[:4]) or "num_hidden_layers"
+        raise BackendError(
+            f"{where}: not a decoder with a KV cache as genai_config.json describes "
+            f"it (missing {shown})"
+        )
+
+
+# -- execution providers ------------------------------------------------------
+
+
+@functools.cache
+def usable_providers() -> tuple[str, ...]:
+    """Providers that really initialize here: a tiny session per candidate tells the truth."""
+    import onnxruntime as ort
+
+    g = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    probe = onnx.helper.make_model(
+        g, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 21)]
+    )
+    blob = probe.SerializeToString()
+    found = []
+    # A provider whose libraries are missing logs errors through ORT's global
+    # logger and prints a fallback notice; here that is an answer, not news.
+    ort.set_default_logger_severity(4)
+    try:
+        for p in PREFERRED_PROVIDERS:
+            if p == "CPUExecutionProvider" or p not in ort.get_available_providers():
+                continue
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    got = ort.InferenceSession(blob, providers=[p]).get_providers()[0]
+            except Exception:  # any failure to start means "not usable"
+                continue
+            if got == p:
+                found.append(p)
+    finally:
+        ort.set_default_logger_severity(2)  # ORT's default: warnings
+    return (*found, "CPUExecutionProvider")
+
+
+# -- the backend --------------------------------------------------------------------
+
+
+class OnnxModel:
+    """An ONNX model folder in ONNX Runtime: tokenize, generate, score."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        providers: Sequence[str] | None = None,
+        n_threads: int | None = None,
+        n_ctx: int | None = None,
+    ) -> None:
+        """``n_ctx`` caps prompt + generated tokens below the trained context (KV memory)."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_file, cfg = load_model_folder(path)
+        self.folder = model_file.parent
+        m = cfg["model"]
+        dec = m["decoder"]
+        self.n_layer = int(dec["num_hidden_layers"])
+        self.n_kv_head = int(dec["num_key_value_heads"])
+        self.head_dim = int(dec["head_size"])
+        self.context_length = min(int(m["context_length"]), n_ctx or 1 << 62)
+        self.io = dec["inputs"] | dec["outputs"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = n_threads or usable_threads()
+        so.log_severity_level = 3
+        wanted = list(providers or [p for p in PREFERRED_PROVIDERS if p in usable_providers()])
+        try:
+            self.session = ort.InferenceSession(str(model_file), so, providers=wanted)
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise BackendError(f"{model_file}: ONNX Runtime could not load it ({e})") from e
+        provider = self.session.get_providers()[0]
+        self.device_type = _DEVICES.get(provider, "cpu")
+        self.capabilities = Capabilities(
+            streaming=True, logits=True, gpu_offload=self.device_type != "cpu", device=provider
+        )
+        past = self.io["past_key_names"] % 0
+        kv_type = next(i.type for i in self.session.get_inputs() if i.name == past)
+        self.kv_dtype = np.float16 if kv_type == "tensor(float16)" else np.float32
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception on bad files
+            raise BackendError(f"{self.folder}/tokenizer.json: unusable ({e})") from e
+        gen_eos = self._json("generation_config.json").get("eos_token_id")
+        self.eos_ids = set(_ints(m.get("eos_token_id"))) | set(_ints(gen_eos))
+        self.n_vocab = int(m["vocab_size"])
+
+    # -- tokens -------------------------------------------------------------
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        # special=False: "<|user|>" in user text is text, not a control token
+        self.tokenizer.encode_special_tokens = not special
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=False))
+
+    def chat_template(self) -> str | None:
+        jinja = self.folder / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8")
+        tmpl = self._json("tokenizer_config.json").get("chat_template")
+        if isinstance(tmpl, list):  # named templates: [{"name": "default", "template": ...}]
+            tmpl = next((t.get("template") for t in tmpl if t.get("name") == "default"), None)
+        return tmpl if isinstance(tmpl, str) else None
+
+    # -- inference ------------------------------------------------------------
+
+    def score(self, tokens: list[int]) -> npt.NDArray[np.float32]:
+        """Next-token logits after every position, in one run from an empty cache."""
+        self._check_length(len(tokens))
+        empty = np.zeros((1, self.n_kv_head, 0, self.head_dim), dtype=self.kv_dtype)
+        feeds: dict[str, Any] = {
+            self.io["input_ids"]: np.asarray([tokens], dtype=np.int64),
+            self.io["attention_mask"]: np.ones((1, len(tokens)), dtype=np.int64),
+        }
+        for i in range(self.n_layer):
+            feeds[self.io["past_key_names"] % i] = empty
+            feeds[self.io["past_value_names"] % i] = empty
+        (logits,) = self.session.run([self.io["logits"]], feeds)
+        return np.asarray(logits[0], dtype=np.float32)
+
+    def generate(
+        self, prompt: list[int], params: SamplingParams
+    ) -> Generator[Chunk, None, Completion]:
+        check_params(params)
+        self._check_length(len(prompt))
+        timings = Timings(prompt_tokens=len(prompt))
+        if params.max_tokens == 0:
+            return Completion("", [], "length", timings)
+        sampler = Sampler(params)
+        stream = TextStream(self.detokenize, params.stop)
+        capacity = min(self.context_length, len(prompt) + params.max_tokens)
+        cache = self._new_cache(capacity)
+        t0 = time.perf_counter()
+        logits = self._step(prompt, 0, cache)
+        timings.prompt_seconds = time.perf_counter() - t0
+        history, out, pending = list(prompt), [], []
+        finish, t_first = "length", 0.0
+        while True:
+            token = sampler(logits, history)
+            timings.completion_tokens += 1
+            if timings.completion_tokens == 1:
+                t_first = time.perf_counter()
+                timings.time_to_first_token = t_first - t0
+            if token in self.eos_ids:
+                finish = "stop"
+                break
+            out.append(token)
+            history.append(token)
+            pending.append(token)
+            text, stopped = stream.push(token)
+            if text:
+                yield Chunk(text, pending)
+                pending = []
+            if stopped:
+                finish = "stop"
+                break
+            if len(out) >= params.max_tokens or len(history) >= capacity:
+                break
+            logits = self._step([token], len(history) - 1, cache)
+        timings.decode_seconds = time.perf_counter() - t_first
+        tail = "" if finish == "stop" and stream.stopped else stream.flush()
+        if tail or pending:
+            yield Chunk(tail, pending)
+        return Completion(stream.text, out, finish, timings)
+
+    def _check_length(self, n: int) -> None:
+        if n == 0:
+            raise UsageError("nothing to run: the token list is empty")
+        if n >= self.context_length:
+            raise UsageError(f"{n} tokens do not fit the context of {self.context_length}")
+
+    def _new_cache(self, capacity: int) -> list[Any]:
+        """One buffer per layer and K/V, [1, kv_heads, capacity, head_dim], on the device."""
+        import onnxruntime as ort
+
+        shape = [1, self.n_kv_head, capacity, self.head_dim]
+        if self.device_type == "cpu":
+            return [
+                ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self.kv_dtype))
+                for _ in range(2 * self.n_layer)
+            ]
+        return [
+            ort.OrtValue.ortvalue_from_shape_and_type(shape, self.kv_dtype, self.device_type, 0)
+            for _ in range(2 * self.n_layer)
+        ]
+
+    def _step(self, tokens: list[int], past: int, cache: list[Any]) -> npt.NDArray[np.float32]:
+        """Run ``tokens`` after ``past`` cached ones; the cache is updated in place."""
+        io = self.session.io_binding()
+        io.bind_cpu_input(self.io["input_ids"], np.asarray([tokens], dtype=np.int64))
+        io.bind_cpu_input(self.io["attention_mask"], np.ones((1, past + len(tokens)), np.int64))
+        io.bind_output(self.io["logits"], "cpu")  # bound first: get_outputs()[0]
+        for i in range(self.n_layer):
+            for j, kind in enumerate(("key", "value")):
+                buf = cache[2 * i + j]
+                io.bind_ortvalue_input(self.io[f"past_{kind}_names"] % i, buf)
+                io.bind_ortvalue_output(self.io[f"present_{kind}_names"] % i, buf)
+        try:
+            self.session.run_with_iobinding(io)
+        except Exception as e:
+            raise BackendError(f"ONNX Runtime failed to run the model ({e})") from e
+        logits: npt.NDArray[np.float32] = io.get_outputs()[0].numpy()[0, -1]
+        return logits
+
+    def _json(self, name: str) -> dict[str, Any]:
+        path = self.folder / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise BackendError(f"{path}: unreadable ({e})") from e
+        return data if isinstance(data, dict) else {}
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)
+
+
+def _ints(value: Any) -> list[int]:
+    return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int)]
+
+
+class TextStream:
+    """Token ids in, text out: whole characters only, stop strings cut and never streamed.
+
+    Byte-level BPE splits characters across tokens, so a token's text is known
+    only once the next ones complete it; text that might be the start of a stop
+    string is held back until it cannot be.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stops: Sequence[str]) -> None:
+        self.decode = decode
+        self.stops = [s for s in stops if s]
+        self.tokens: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+        self._prefix = self._read = 0  # tokens decoded as context / already in text
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """Add a token; returns (text now safe to show, whether a stop string ended it)."""
+        self.tokens.append(token)
+        before = self.decode(self.tokens[self._prefix : self._read])
+        after = self.decode(self.tokens[self._prefix :])
+        if after.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
+            return "", False
+        self.text += after[len(before) :]
+        self._prefix, self._read = self._read, len(self.tokens)
+        cut = self._first_stop()
+        if cut is not None:
+            self.text, self.stopped = self.text[:cut], True
+            return self._take(len(self.text)), True
+        return self._take(len(self.text) - self._held()), False
+
+    def flush(self) -> str:
+        """The rest, held-back and incomplete text included (generation ended otherwise)."""
+        self.text = self.decode(self.tokens) if self.tokens else ""
+        return self._take(len(self.text))
+
+    def _take(self, end: int) -> str:
+        out = self.text[self.emitted : max(end, self.emitted)]
+        self.emitted += len(out)
+        return out
+
+    def _first_stop(self) -> int | None:
+        start = max(0, self.emitted - max((len(s) for s in self.stops), default=0))
+        hits = [i for s in self.stops if (i := self.text.find(s, start)) >= 0]
+        return min(hits) if hits else None
+
+    def _held(self) -> int:
+        """Length of the longest text suffix that a stop string starts with."""
+        return max(
+            (k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])),
+            default=0,
+        )

@@ -1,0 +1,63 @@
+"""App-test fixtures: user state in a temp dir, the app built by the CLI's factory with fakes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # fake_backend and fakes, beside this file
+
+from edgeglm.tui.app import EdgeGLMApp, create_app
+from fake_backend import FakeBackend, FakeFactory
+from fakes import fake_services, write_gguf
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio; async tests carry pytestmark = anyio
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Conversations, artifacts and exports go to a fresh folder per test."""
+    d = tmp_path / "cache"
+    d.mkdir()
+    monkeypatch.setenv("EDGEGLM_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def artifacts(cache: Path) -> list[Path]:
+    return [
+        write_gguf(cache / "artifacts" / "glm4-tiny" / "Q4_K_M.gguf", "glm4", 15, "glm4-tiny"),
+        write_gguf(cache / "artifacts" / "glm4-tiny" / "Q8_0.gguf", "glm4", 7, "glm4-tiny"),
+    ]
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def make_app(backend: FakeBackend) -> Callable[..., EdgeGLMApp]:
+    """The app as the CLI builds it, with a fake backend and fake slow services."""
+
+    def make(
+        model: str | None = None,
+        *,
+        factory: FakeFactory | None = None,
+        **services: Any,
+    ) -> EdgeGLMApp:
+        return create_app(
+            model,
+            factory or FakeFactory(backend),
+            services=fake_services(**services),
+            cursor_blink=False,
+        )
+
+    return make

@@ -1,0 +1,232 @@
+"""Models, Bench and Hardware screens and the command palette, driven with Pilot."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from edgeglm.tui.screen_bench import BenchScreen
+from edgeglm.tui.screen_chat import ChatScreen
+from edgeglm.tui.screen_hardware import HardwareScreen
+from edgeglm.tui.screen_models import ModelsScreen
+from fake_backend import FakeFactory
+from fakes import FakeBench, no_plan
+from textual.widgets import DataTable, Input, ProgressBar, Static
+
+from edgeglm.errors import ConversionError, HardwareError
+
+pytestmark = pytest.mark.anyio  # Pilot tests run on asyncio (see conftest)
+
+
+async def settle(pilot: Any) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def text_of(screen: Any, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+async def test_models_lists_gguf_metadata(make_app, artifacts) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await settle(pilot)
+        assert isinstance(app.screen, ModelsScreen)
+        table = app.screen.query_one(DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert rows[0][:3] == ["glm4-tiny", "Q4_K_M", "glm4"]
+        assert rows[1][1] == "Q8_0"
+
+
+async def test_models_add_path_and_chat_with_it(make_app, tmp_path: Path) -> None:
+    from fakes import write_gguf
+
+    own = write_gguf(tmp_path / "mine" / "x.gguf", "glm4moe", 7, "mine")
+    factory = FakeFactory()
+    app = make_app(factory=factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await settle(pilot)
+        screen = app.screen
+        screen.query_one("#add", Input).value = str(own.parent)
+        screen.query_one("#add", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        table = screen.query_one(DataTable)
+        assert table.row_count == 1 and str(table.get_row_at(0)[2]) == "glm4moe"
+        table.focus()
+        await pilot.press("enter")  # chat with the highlighted model
+        await settle(pilot)
+        assert isinstance(app.screen, ChatScreen)
+    assert factory.calls[-1][0] == str(own.resolve())
+
+
+async def test_models_convert_with_progress(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await settle(pilot)
+        screen = app.screen
+        screen.query_one("#source", Input).value = "/models/glm4-fresh"
+        screen.query_one("#source", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert screen.query_one(ProgressBar).percentage == 1.0
+        assert "wrote" in text_of(screen, "#status")
+        assert str(screen.query_one(DataTable).get_row_at(0)[0]) == "glm4-fresh"
+
+
+async def test_models_convert_error_is_shown(make_app) -> None:
+    def broken(src: str, out: Path, quant: str, progress: Any) -> None:
+        raise ConversionError("not enough disk for the GGUF")
+
+    app = make_app(convert=broken)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await settle(pilot)
+        app.screen.query_one("#source", Input).value = "/models/x"
+        await pilot.press("ctrl+k")
+        await settle(pilot)
+        assert "not enough disk" in text_of(app.screen, "#status")
+
+
+async def test_bench_runs_shows_front_and_exports(make_app, cache: Path) -> None:
+    bench = FakeBench()
+    app = make_app("glm4-tiny", run_bench=bench)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        assert isinstance(app.screen, BenchScreen)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert bench.calls == [(["glm4-tiny"], ["Q8_0", "Q4_K_M"], ["llama.cpp"], None, 3)]
+        table = app.screen.query_one("#table", DataTable)
+        stars = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[0]) for i in range(5)}
+        assert stars["glm4-tiny Q4_K_M"] == "★" and stars["glm4-tiny Q4_0"] == ""
+        assert "Pareto front: Q4_K_M" in text_of(app.screen, "#caption")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    exported = sorted(p.suffix for p in (cache / "bench").iterdir())
+    assert exported == [".csv", ".json", ".md"]
+    data = json.loads(next((cache / "bench").glob("*.json")).read_text())
+    assert len(data["rows"]) == 5
+
+
+async def test_bench_escape_stops_the_run(make_app) -> None:
+    step = threading.Semaphore(0)
+    bench = FakeBench(steps=10, wait=lambda: step.acquire(timeout=10))
+    app = make_app(run_bench=bench)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        step.release()
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        for _ in range(10):
+            step.release()
+        await settle(pilot)
+        assert "stopped" in text_of(app.screen, "#status")
+
+
+async def test_bench_refuses_an_empty_selection(make_app) -> None:
+    bench = FakeBench()
+    app = make_app(run_bench=bench)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        app.screen.query_one("#backends").deselect_all()
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+    assert bench.calls == []
+    assert any("backend" in n.message for n in app._notifications)
+
+
+async def test_bench_module_missing_is_a_notice(make_app) -> None:
+    from edgeglm.tui.services import FeatureUnavailable
+
+    def missing(*args: Any) -> None:
+        raise FeatureUnavailable("the benchmark is not available in this build")
+
+    app = make_app(run_bench=missing)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        assert "not available" in text_of(app.screen, "#status")
+
+
+async def test_hardware_shows_doctor_and_plan_reasons(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("f4")
+        await settle(pilot)
+        assert isinstance(app.screen, HardwareScreen)
+        doctor = app.screen.query_one("#doctor", Static)
+        plan = app.screen.query_one("#plan", Static)
+        assert "AVX2" in _plain(doctor)
+        assert "libcudnn" in _plain(doctor)  # why CUDA does not work for ONNX Runtime
+        assert "why: Q4_K_M fits" in _plain(plan)
+
+
+async def test_hardware_without_planner_says_so(make_app) -> None:
+    app = make_app(plan=no_plan)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await settle(pilot)
+        assert "Plan not available" in _plain(app.screen.query_one("#plan", Static))
+
+
+async def test_hardware_probe_failure_is_shown(make_app) -> None:
+    def broken() -> None:
+        raise HardwareError("NVML crashed")
+
+    app = make_app(probe_hardware=broken)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await settle(pilot)
+        assert "NVML crashed" in _plain(app.screen.query_one("#doctor", Static))
+
+
+async def test_command_palette_switches_screens(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        for ch in "bench":
+            await pilot.press(ch)
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, BenchScreen)
+
+
+async def test_command_palette_runs_chat_actions(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        for ch in "settings":
+            await pilot.press(ch)
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert type(app.screen).__name__ == "SettingsModal"
+
+
+def _plain(widget: Static) -> str:
+    """All text a Static shows, wrapped as the screen wraps it."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(widget.content)
+    return console.export_text()

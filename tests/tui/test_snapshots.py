@@ -1,0 +1,107 @@
+"""SVG snapshots of every screen at 80x24 and at 120x36 (update: pytest --snapshot-update).
+
+The apps come from the CLI's factory with fakes whose numbers are fixed, and
+the cursor blink is frozen, so a snapshot changes only when the UI does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fake_backend import FakeBackend, FakeFactory
+from textual.widgets import Input
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
+
+
+async def settle(pilot: Any) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _chat(pilot: Any, text: str) -> Any:
+    async def run() -> None:
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt", Input).value = text
+        await pilot.press("enter")
+        await settle(pilot)
+
+    return run()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_empty(snap_compare, make_app, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_with_reply_and_thinking(snap_compare, make_app, size) -> None:
+    chunks = ["<think>The user greets me.", "</think>", "Hello! Here is a list:\n\n",
+              "- **bold** point\n", "- `code` point\n"]  # fmt: skip
+    app = make_app(factory=FakeFactory(FakeBackend(chunks)))
+    assert snap_compare(app, terminal_size=size, run_before=lambda p: _chat(p, "Hi GLM"))
+
+
+def test_chat_settings_modal(snap_compare, make_app) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
+
+
+def test_chat_model_picker(snap_compare, make_app, artifacts) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_models_screen(snap_compare, make_app, artifacts, size) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bench_setup(snap_compare, make_app, size) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f3")
+        await settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("tab", ["results", "plot-tab"])
+@pytest.mark.parametrize("size", SIZES)
+def test_bench_results(snap_compare, make_app, size, tab) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+        pilot.app.screen.query_one("#tabs").active = tab
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_hardware_screen(snap_compare, make_app, size) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f4")
+        await settle(pilot)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)

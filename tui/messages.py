@@ -1,0 +1,89 @@
+"""Messages worker threads post to the UI.
+
+Workers never touch widgets (Textual is not thread-safe); they post one of
+these, and a handler on the screen updates the display on the event loop.
+Each chat message carries the generation id it belongs to, so tokens from a
+cancelled generation that arrive late are recognised and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from edgeglm.backends.base import Completion
+
+from .session import ModelChoice
+
+
+@dataclass
+class ModelLoaded(Message):
+    choice: ModelChoice
+    name: str  # backend name, e.g. "llama.cpp"
+    device: str
+    n_ctx: int
+
+
+@dataclass
+class ModelFailed(Message):
+    choice: ModelChoice
+    error: str
+
+
+@dataclass
+class GenerationStarted(Message):
+    gen_id: int
+    prompt_tokens: int
+
+
+@dataclass
+class TokensStreamed(Message):
+    gen_id: int
+    text: str
+    n_tokens: int
+    elapsed: float  # seconds since the request; the worker measures, the UI only shows
+
+
+@dataclass
+class GenerationEnded(Message):
+    gen_id: int
+    completion: Completion | None  # None when stopped or failed
+    error: str | None = None
+
+
+@dataclass
+class ConvertProgress(Message):
+    tensor: str
+    index: int
+    count: int
+    done_bytes: int
+    total_bytes: int
+
+
+@dataclass
+class ConvertEnded(Message):
+    output: str | None
+    error: str | None = None
+
+
+@dataclass
+class BenchProgress(Message):
+    text: str
+    fraction: float
+
+
+@dataclass
+class BenchEnded(Message):
+    report: Any | None  # edgeglm.bench.report.BenchReport
+    error: str | None = None
+    stopped: bool = False
+
+
+@dataclass
+class HardwareReady(Message):
+    profile: Any | None  # edgeglm.hardware.HardwareProfile
+    plan: Any | None
+    error: str | None = None
+    plan_error: str | None = None

@@ -1,0 +1,94 @@
+"""Model picker: which model to chat with, on which backend, with how much context."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from .artifacts import ArtifactInfo, human_bytes
+from .session import ModelChoice
+
+BACKENDS = ("auto", "llama.cpp", "onnx")
+DEMO = "\0demo"  # option id of the bundled demo model (None is not a valid option id)
+
+
+class ModelPickerModal(ModalScreen[ModelChoice | None]):
+    DEFAULT_CSS = """
+    ModelPickerModal { align: center middle; }
+    ModelPickerModal > Vertical {
+        width: 76; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $accent; background: $surface; padding: 0 1;
+    }
+    ModelPickerModal OptionList { height: auto; max-height: 8; }
+    ModelPickerModal Grid {
+        grid-size: 4; grid-columns: 10 1fr 10 14; grid-rows: 1; grid-gutter: 0 1;
+        height: 1; margin: 1 0;
+    }
+    ModelPickerModal #errors { color: $error; height: auto; }
+    ModelPickerModal Horizontal { height: auto; align-horizontal: right; }
+    ModelPickerModal Button { margin-left: 2; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: ModelChoice, artifacts: list[ArtifactInfo]) -> None:
+        super().__init__()
+        self.current = current
+        self.artifacts = artifacts
+
+    def compose(self) -> ComposeResult:
+        options = [Option("Demo model (bundled)", id=DEMO)]
+        for a in self.artifacts:
+            detail = f"{a.quant or '?'} · {a.architecture or '?'} · {human_bytes(a.size_bytes)}"
+            options.append(Option(Text.assemble(a.label, (f"  {detail}", "dim")), id=str(a.path)))
+        with Vertical():
+            yield Label("[b]Choose a model[/]  (Enter loads it, Esc cancels)")
+            yield OptionList(*options, id="models")
+            yield Input(
+                self.current.ref or "",
+                placeholder="or a path: .gguf, ONNX folder, HF folder or cached repo id",
+                id="ref",
+            )
+            with Grid():
+                yield Label("Backend")
+                yield Select(
+                    [(b, b) for b in BACKENDS],
+                    value=self.current.backend,
+                    allow_blank=False,
+                    id="backend",
+                    compact=True,
+                )
+                yield Label("Context")
+                yield Input(str(self.current.n_ctx), type="integer", id="n_ctx", compact=True)
+            yield Static("", id="errors")
+            with Horizontal():
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Load", id="load", variant="primary", compact=True)
+
+    @on(OptionList.OptionSelected, "#models")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        ref = event.option.id
+        self.query_one("#ref", Input).value = "" if ref == DEMO or ref is None else ref
+        self.action_load()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#load")
+    def action_load(self) -> None:
+        raw_ctx = self.query_one("#n_ctx", Input).value.strip()
+        if not raw_ctx.isdigit() or int(raw_ctx) < 64:
+            self.query_one("#errors", Static).update("context must be a whole number ≥ 64")
+            return
+        ref = self.query_one("#ref", Input).value.strip() or None
+        backend = self.query_one("#backend", Select).value
+        self.dismiss(ModelChoice(ref, str(backend), int(raw_ctx)))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,207 @@
+"""Bench screen: pick models x quants x backends, run, read the table and the latency/KL plot.
+
+The run happens in a worker thread; Esc asks the benchmark to stop after the
+current measurement (``should_stop``), and the partial report is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Input,
+    Label,
+    ProgressBar,
+    SelectionList,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from edgeglm.paths import cache_dir
+
+from .bench_view import COLUMNS, cells, pareto
+from .messages import BenchEnded, BenchProgress
+from .services import Services
+from .widget_scatter import Scatter
+from .widgets_common import TopBar, describe_error
+
+DEFAULT_QUANTS = ("Q8_0", "Q4_K_M")
+
+
+class BenchScreen(Screen[None]):
+    DEFAULT_CSS = """
+    BenchScreen TabbedContent { height: 1fr; }
+    BenchScreen #setup { layout: horizontal; }
+    BenchScreen #quants { width: 24; height: 1fr; }
+    BenchScreen #side { width: 1fr; padding: 0 1; }
+    BenchScreen #side Label { margin: 0; color: $text-muted; }
+    BenchScreen #backends { height: auto; max-height: 4; }
+    BenchScreen #progress-row { height: 1; padding: 0 1; }
+    BenchScreen .hint { color: $text-muted; margin-top: 1; }
+    BenchScreen #progress-row ProgressBar { width: 36; }
+    BenchScreen #status { width: 1fr; color: $text-muted; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "run", "Run"),
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+s", "export", "Export"),
+    ]
+
+    def __init__(self, services: Services, model: str | None) -> None:
+        super().__init__()
+        self.services = services
+        self.model = model
+        self.report: Any | None = None
+        self.running = False
+        self._stop = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        quants = self.services.quants()
+        yield TopBar("bench")
+        with TabbedContent(id="tabs"):
+            with TabPane("Setup", id="setup"):
+                yield SelectionList[str](
+                    *((q, q, q in DEFAULT_QUANTS) for q in quants), id="quants"
+                )
+                with Vertical(id="side"):
+                    yield Label("Models (comma-separated; empty = demo model)")
+                    yield Input(self.model or "", id="models", compact=True)
+                    yield Label("Backends")
+                    yield SelectionList[str](
+                        *((b, b, i == 0) for i, b in enumerate(self.services.backends)),
+                        id="backends",
+                    )
+                    yield Label("Quality text (empty = built-in sample)")
+                    yield Input(placeholder="path to a UTF-8 .txt", id="text", compact=True)
+                    yield Label("Repeats per measurement")
+                    yield Input("3", type="integer", id="repeat", compact=True)
+                    yield Static("Ctrl+R runs · Esc stops · Ctrl+S exports", classes="hint")
+            with TabPane("Results", id="results"):
+                yield DataTable(zebra_stripes=True, cursor_type="row", id="table")
+            with TabPane("Plot", id="plot-tab"):
+                yield Scatter()
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(total=1.0, show_eta=False, show_percentage=False, id="progress")
+            yield Static("idle", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#table", DataTable).add_columns(*COLUMNS)
+
+    def _status(self, text: str) -> None:
+        self.query_one("#status", Static).update(Text(text))
+
+    def action_run(self) -> None:
+        if self.running:
+            self.notify("A benchmark is already running (Esc stops it)", severity="warning")
+            return
+        models: list[str | None] = [
+            m.strip() for m in self.query_one("#models", Input).value.split(",") if m.strip()
+        ] or [None]
+        quants = list(self.query_one("#quants", SelectionList).selected)
+        backends = list(self.query_one("#backends", SelectionList).selected)
+        text_raw = self.query_one("#text", Input).value.strip()
+        repeat_raw = self.query_one("#repeat", Input).value.strip()
+        problems = []
+        if not quants:
+            problems.append("choose at least one quant")
+        if not backends:
+            problems.append("choose at least one backend")
+        if not repeat_raw.isdigit() or int(repeat_raw) < 1:
+            problems.append("repeats must be a whole number ≥ 1")
+        text = Path(text_raw).expanduser() if text_raw else None
+        if text is not None and not text.is_file():
+            problems.append(f"{text}: no such text file")
+        if problems:
+            self.notify("; ".join(problems), title="Cannot run", severity="error")
+            return
+        self.running = True
+        self._stop.clear()
+        self.query_one("#progress", ProgressBar).update(total=1.0, progress=0.0)
+        self._status("starting…")
+        self.run_bench(models, quants, backends, text, int(repeat_raw))
+
+    @work(thread=True, exclusive=True)
+    def run_bench(
+        self,
+        models: list[str | None],
+        quants: list[str],
+        backends: list[str],
+        text: Path | None,
+        repeat: int,
+    ) -> None:
+        def progress(what: str, fraction: float) -> None:
+            self.post_message(BenchProgress(what, fraction))
+
+        try:
+            report = self.services.run_bench(
+                models, quants, backends, text, repeat, progress, self._stop.is_set
+            )
+        except Exception as e:
+            self.post_message(BenchEnded(None, describe_error(e)))
+            return
+        self.post_message(BenchEnded(report, stopped=self._stop.is_set()))
+
+    def on_bench_progress(self, m: BenchProgress) -> None:
+        fraction = max(0.0, min(1.0, m.fraction))
+        self.query_one("#progress", ProgressBar).update(progress=fraction)
+        self._status(f"{fraction:4.0%} {m.text}")
+
+    def on_bench_ended(self, m: BenchEnded) -> None:
+        self.running = False
+        if m.error is not None:
+            self._status(f"failed: {m.error}")
+            self.notify(m.error, title="Benchmark failed", severity="error")
+            return
+        self.report = m.report
+        rows = list(getattr(m.report, "rows", []))
+        front = {id(r) for r in pareto(rows)}
+        table = self.query_one("#table", DataTable)
+        table.clear()
+        for r in rows:
+            table.add_row(*cells(r, id(r) in front))
+        self.query_one(Scatter).show(rows)
+        self.query_one("#progress", ProgressBar).update(progress=1.0)
+        self._status(f"{'stopped' if m.stopped else 'done'}: {len(rows)} rows · ★ Pareto front")
+        self.query_one(TabbedContent).active = "results"
+
+    def action_stop(self) -> None:
+        if self.running:
+            self._stop.set()
+            self._status("stopping after the current measurement…")
+
+    def action_export(self) -> None:
+        if self.report is None:
+            self.notify("Nothing to export yet: run a benchmark first", severity="warning")
+            return
+        out = cache_dir() / "bench"
+        stem = out / time.strftime("bench-%Y%m%d-%H%M%S")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for ext, render in (
+                ("json", self.report.to_json),
+                ("csv", self.report.to_csv),
+                ("md", self.report.to_markdown),
+            ):
+                stem.with_suffix(f".{ext}").write_text(render(), encoding="utf-8")
+        except OSError as e:
+            self.notify(f"Export failed: {e}", severity="error")
+            return
+        self.notify(f"Saved {stem}.json, .csv and .md", title="Exported")
+
+    @on(TabbedContent.TabActivated)
+    def _tab(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "plot-tab" and self.report is not None:
+            self.query_one(Scatter).show(list(self.report.rows))

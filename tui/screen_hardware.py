@@ -1,0 +1,92 @@
+"""Hardware & plan screen: what this machine has, and what the planner recommends and why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from .hardware_view import doctor_view, plan_view
+from .messages import HardwareReady
+from .services import FeatureUnavailable, Services
+from .session import ModelChoice
+from .widgets_common import TopBar, describe_error
+
+
+class HardwareScreen(Screen[None]):
+    DEFAULT_CSS = """
+    HardwareScreen #panes { height: 1fr; }
+    HardwareScreen VerticalScroll { width: 1fr; padding: 0 1; border: round $primary; }
+    HardwareScreen #plan-pane { border: round $accent; }
+    HardwareScreen.-narrow #panes { layout: vertical; }
+    HardwareScreen.-narrow #doctor-pane { height: 3fr; }
+    HardwareScreen.-narrow #plan-pane { height: 2fr; }
+    HardwareScreen .muted { color: $text-muted; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+r", "refresh", "Re-probe")]
+    # side by side only where both panes stay readable; stacked in an 80-column terminal
+    # (no ClassVar: Textual declares it as ``ClassVar[...] | None``, an instance variable to mypy)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # noqa: RUF012
+
+    def __init__(self, services: Services, current: Callable[[], ModelChoice]) -> None:
+        super().__init__()
+        self.services = services
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield TopBar("hardware")
+        with Horizontal(id="panes"):
+            with VerticalScroll(id="doctor-pane") as v:
+                v.border_title = "Doctor"
+                yield Static("Probing this machine…", id="doctor", classes="muted")
+            with VerticalScroll(id="plan-pane") as v:
+                v.border_title = "Plan"
+                yield Static("Waiting for the hardware probe…", id="plan", classes="muted")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self.query_one("#doctor", Static).update("Probing this machine…")
+        self.probe(self.current())
+
+    @work(thread=True, exclusive=True)
+    def probe(self, choice: ModelChoice) -> None:
+        try:
+            profile = self.services.probe_hardware()
+        except Exception as e:
+            self.post_message(HardwareReady(None, None, error=describe_error(e)))
+            return
+        plan, plan_error = None, None
+        try:
+            plan = self.services.plan(choice.ref, profile)
+        except FeatureUnavailable as e:
+            plan_error = f"{e}. Run `edgeglm doctor` once the planner ships."
+        except Exception as e:
+            plan_error = describe_error(e)
+        self.post_message(HardwareReady(profile, plan, plan_error=plan_error))
+
+    def on_hardware_ready(self, m: HardwareReady) -> None:
+        doctor = self.query_one("#doctor", Static)
+        plan = self.query_one("#plan", Static)
+        if m.error is not None:
+            doctor.update(Text(f"Hardware probe failed: {m.error}"))
+            plan.update("No plan without a hardware profile.")
+            self.notify(m.error, title="Hardware probe failed", severity="error")
+            return
+        doctor.remove_class("muted")
+        doctor.update(doctor_view(m.profile))
+        if m.plan is not None:
+            plan.remove_class("muted")
+            plan.update(plan_view(m.plan))
+        else:
+            plan.add_class("muted")
+            plan.update(Text(f"Plan not available: {m.plan_error}"))

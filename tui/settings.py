@@ -1,0 +1,48 @@
+"""Chat settings the user edits in the settings modal: sampling and the system prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from edgeglm.backends.base import SamplingParams
+from edgeglm.chat import GLM_STOP_TOKENS
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    system: str = ""
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    max_tokens: int = 512
+    seed: int = 0
+
+    def sampling(self) -> SamplingParams:
+        # GLM's end-of-turn markers stop the reply even when a GGUF does not
+        # flag them as end-of-generation tokens
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=self.seed,
+            stop=GLM_STOP_TOKENS,
+        )
+
+    def problems(self) -> list[str]:
+        """Why these settings cannot be used (empty when they can)."""
+        out = []
+        if self.temperature < 0:
+            out.append("temperature must be ≥ 0")
+        if not 0 < self.top_p <= 1:
+            out.append("top-p must be in (0, 1]")
+        if self.top_k < 0:
+            out.append("top-k must be ≥ 0 (0 = off)")
+        if self.max_tokens < 1:
+            out.append("max tokens must be ≥ 1")
+        if self.seed < 0:
+            out.append("seed must be ≥ 0")
+        return out
+
+    def with_system(self, system: str) -> ChatSettings:
+        return replace(self, system=system)
