@@ -1,0 +1,219 @@
+"""Turn the MODEL argument of ``edgeglm plan`` into model facts.
+
+MODEL may be a GGUF file (its quant is fixed), a Hugging Face folder or cache
+entry (the planner picks the quant to convert to), or a bare config.json /
+folder holding only a config (a "virtual" model: sizes computed from shapes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeglm.errors import CheckpointError, EdgeGLMError, ModelNotFoundError
+from edgeglm.planner.model import ModelFacts, facts_from_metadata, quant_name
+
+if TYPE_CHECKING:  # the converter is imported only when a checkpoint is planned
+    from edgeglm.checkpoint.hf import HFCheckpoint
+    from edgeglm.converters.gguf.base import Family, OutTensor
+
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+@dataclass
+class ModelSource:
+    """A model the planner can ask for facts at a given quant.
+
+    GGUF sources have one quant (``fixed_quant``); checkpoint sources are
+    sized per candidate quant through the converter, and cached.
+    """
+
+    label: str
+    kind: str  # "gguf", "hf", "config"
+    path: Path
+    fixed_quant: str | None
+    config: dict[str, Any] | None = None
+    _gguf: ModelFacts | None = None
+    _family: Family | None = None
+    _tensors: list[OutTensor] = field(default_factory=list)
+    _cache: dict[str, ModelFacts] = field(default_factory=dict)
+
+    def facts(self, quant: str | None = None) -> ModelFacts:
+        """Facts at ``quant`` (ignored for a GGUF: its tensors are what they are)."""
+        if self._gguf is not None:
+            return self._gguf
+        from edgeglm.converters.gguf.quant_types import scheme
+
+        q = scheme(quant or "Q4_K_M").name
+        if q not in self._cache:
+            self._cache[q] = self._size(q)
+        return self._cache[q]
+
+    def _size(self, quant: str) -> ModelFacts:
+        """The GGUF ``edgeglm convert -q quant`` would write, without writing it.
+
+        Mirrors convert.plan_conversion (choose_types, then F32 where forced)
+        minus its refusal to go on without an imatrix: sizing an IQ quant
+        needs none, converting to it does (the plan says so). Hyperparameters
+        come from the family's own write_hparams into an in-memory writer, so
+        they are the GGUF keys a converted file would carry.
+        """
+        from gguf import GGML_QUANT_SIZES, GGUFWriter
+        from gguf import GGMLQuantizationType as T
+
+        from edgeglm.converters.gguf.policy import PlannedTensor, choose_types
+        from edgeglm.converters.gguf.quant_types import scheme
+
+        fam = self._family
+        assert fam is not None  # a checkpoint source always has its family
+        sch = scheme(quant)
+        tensors = self._tensors
+        planned = [
+            PlannedTensor(
+                t.name, tuple(reversed(t.shape)), T.BF16 if t.source_dtype == "BF16" else T.F16
+            )
+            for t in tensors
+        ]
+        types = choose_types(planned, sch, fam.model_shape(), has_imatrix=sch.needs_imatrix)
+        rows = []
+        for t in tensors:
+            qtype = T.F32 if t.force_f32 else types[t.name]
+            block, size = GGML_QUANT_SIZES[qtype]
+            n = 1
+            for d in t.shape:
+                n *= int(d)
+            rows.append((t.name, n, n // block * size, qtype.name))
+        w = GGUFWriter(None, fam.gguf_arch)
+        fam.write_hparams(w)
+        kv = {k: v.value for k, v in w.kv_data[0].items()}
+        cfg = self.config or {}
+        return facts_from_metadata(
+            kv,
+            rows,
+            name=self.label,
+            source=self.kind,
+            path=str(self.path),
+            quant=quant,
+            hf_architecture=fam.ckpt.architecture,
+            repo=_repo_of(cfg),
+        )
+
+
+def _repo_of(cfg: dict[str, Any]) -> str | None:
+    for key in ("_source", "_name_or_path"):
+        v = cfg.get(key)
+        if isinstance(v, str) and v.count("/") == 1 and not v.startswith((".", "/")):
+            return v
+    return None
+
+
+def open_model(spec: str) -> ModelSource:
+    """Resolve MODEL: a .gguf, a config .json, or an HF folder / cache entry."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return _gguf_source(path)
+        if path.suffix == ".json":
+            return _config_source(path, path.parent / path.stem)
+        raise ModelNotFoundError(f"{path}: not a .gguf file, a config .json or a model folder")
+    if path.is_dir() and (path / "config.json").is_file():
+        has_weights = any(path.glob("*.safetensors"))
+        if not has_weights and not (path / "model.safetensors.index.json").is_file():
+            return _config_source(path / "config.json", path)
+        return _checkpoint_source(path)
+    if path.is_dir():
+        raise ModelNotFoundError(f"{path}: no config.json and not a GGUF; nothing to plan")
+    from edgeglm.checkpoint.hf import resolve_checkpoint
+
+    return _checkpoint_source(resolve_checkpoint(spec))
+
+
+def _gguf_source(path: Path) -> ModelSource:
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable GGUF ({e})") from e
+    kv: dict[str, Any] = {}
+    for key, fld in reader.fields.items():
+        if key.startswith("tokenizer.ggml.") and key != "tokenizer.ggml.model":
+            continue  # vocab arrays: large and not needed for sizing
+        try:
+            kv[key] = fld.contents()
+        except (ValueError, IndexError):
+            continue
+    readers = [reader, *_split_siblings(path, kv)]
+    rows = [
+        (t.name, int(t.n_elements), int(t.n_bytes), GGMLQuantizationType(t.tensor_type).name)
+        for r in readers
+        for t in r.tensors
+    ]
+    repo = kv.get("general.source.huggingface.repository")
+    facts = facts_from_metadata(
+        kv,
+        rows,
+        name=str(kv.get("general.name") or path.stem),
+        source="gguf",
+        path=str(path),
+        quant=quant_name(kv.get("general.file_type")),
+        repo=str(repo) if repo else None,
+    )
+    return ModelSource(facts.name, "gguf", path, facts.quant, _gguf=facts)
+
+
+def _split_siblings(path: Path, kv: dict[str, Any]) -> list[Any]:
+    """Other files of a split GGUF (name-00001-of-00003.gguf): their tensors count too."""
+    from gguf import GGUFReader
+
+    count = int(kv.get("split.count") or 1)
+    m = _SPLIT.search(path.name)
+    if count <= 1 or m is None:
+        return []
+    out = []
+    for i in range(1, count + 1):
+        sib = path.with_name(_SPLIT.sub(f"-{i:05d}-of-{count:05d}.gguf", path.name))
+        if sib == path:
+            continue
+        if not sib.is_file():
+            raise CheckpointError(f"{path}: split GGUF part {sib.name} is missing")
+        out.append(GGUFReader(sib))
+    return out
+
+
+def _family_source(ckpt: HFCheckpoint, kind: str, label: str, path: Path) -> ModelSource:
+    from edgeglm.converters.gguf.registry import family_for
+
+    fam = family_for(ckpt.architecture)(ckpt)
+    tensors = list(fam.tensors())
+    if kind == "hf":
+        fam.check(tensors)  # a real checkpoint may disagree with its config: say so now
+    return ModelSource(label, kind, path, None, config=ckpt.config, _family=fam, _tensors=tensors)
+
+
+def _checkpoint_source(root: Path) -> ModelSource:
+    from edgeglm.checkpoint.hf import HFCheckpoint
+
+    ckpt = HFCheckpoint(root)
+    return _family_source(ckpt, "hf", root.name, root)
+
+
+def _config_source(config_path: Path, root: Path) -> ModelSource:
+    from edgeglm.planner.virtual import VirtualCheckpoint
+
+    try:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object")
+    label = str(
+        cfg.get("_name") or (root.name if config_path.name == "config.json" else config_path.stem)
+    )
+    try:
+        return _family_source(VirtualCheckpoint(cfg, root), "config", label, config_path)
+    except EdgeGLMError as e:
+        raise type(e)(f"{config_path}: {e}") from e
