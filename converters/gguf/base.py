@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from edgeglm.converters.gguf.policy import ModelShape
 from gguf import GGUFWriter
 
 from edgeglm.checkpoint.hf import HFCheckpoint
+from edgeglm.converters.gguf.policy import ModelShape
 from edgeglm.errors import CheckpointError
 
 F32Array = npt.NDArray[np.float32]

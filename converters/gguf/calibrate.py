@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from edgeglm.converters.gguf.imatrix import Imatrix, from_sums
 
 # Tokens per evaluated chunk (llama-imatrix's default context).
@@ -120,9 +121,9 @@ class _Collector:
 def collect(gguf: str, text: str, chunk: int = CHUNK) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Run in a child process: per-tensor sums of squared activations and counts."""
     import llama_cpp
-    from edgeglm.converters.gguf.ggml import _lib_dir
 
     from edgeglm.backends.llamacpp import LlamaCppModel
+    from edgeglm.converters.gguf.ggml import _lib_dir
 
     lib = ctypes.CDLL(str(_lib_dir() / "libggml-base.so"))
     lib.ggml_op_name.restype = ctypes.c_char_p
@@ -151,9 +152,8 @@ def collect(gguf: str, text: str, chunk: int = CHUNK) -> tuple[dict[str, Any], d
 
 def calibrate(src: Path, text_file: Path, *, chunk: int = CHUNK) -> Imatrix:
     """An importance matrix for the checkpoint at ``src`` from a calibration text."""
-    from edgeglm.converters.gguf.convert import convert
-
     from edgeglm.backends.isolated import run_isolated
+    from edgeglm.converters.gguf.convert import convert
     from edgeglm.errors import UsageError
 
     try:

@@ -23,6 +23,11 @@ from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
+from gguf import GGML_QUANT_SIZES, GGUFWriter
+from gguf import GGMLQuantizationType as T
+
+from edgeglm import __version__
+from edgeglm.checkpoint.hf import HFCheckpoint, resolve_checkpoint
 from edgeglm.converters.gguf import ggml
 from edgeglm.converters.gguf.base import Family, OutTensor
 from edgeglm.converters.gguf.imatrix import Imatrix
@@ -35,11 +40,6 @@ from edgeglm.converters.gguf.policy import (
 from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
 from edgeglm.converters.gguf.registry import family_for
 from edgeglm.converters.gguf.vocab import Vocab, load_vocab
-from gguf import GGML_QUANT_SIZES, GGUFWriter
-from gguf import GGMLQuantizationType as T
-
-from edgeglm import __version__
-from edgeglm.checkpoint.hf import HFCheckpoint, resolve_checkpoint
 from edgeglm.errors import ConversionError, InsufficientDiskError, QuantizationError, UsageError
 from edgeglm.hardware import usable_threads
 

@@ -13,9 +13,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeglm.converters.gguf.quant_types import QuantScheme
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
+
+from edgeglm.converters.gguf.quant_types import QuantScheme
 
 # Tensor categories, first match wins (src/llama-quant.cpp tensor_get_category).
 _CATEGORIES: tuple[tuple[str, str, bool], ...] = (

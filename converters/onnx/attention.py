@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from edgeglm.converters.onnx.graph import GraphBuilder
 from edgeglm.converters.onnx.spec import ModelSpec
 

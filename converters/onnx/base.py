@@ -21,6 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+
+from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.converters.onnx.attention import (
     PAST_KEY,
     PAST_VALUE,
@@ -41,8 +43,6 @@ from edgeglm.converters.onnx.ops import (
 )
 from edgeglm.converters.onnx.quant import Precision, WeightFormat
 from edgeglm.converters.onnx.spec import Config, ModelSpec
-
-from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.errors import CheckpointError
 
 F32Array = npt.NDArray[np.float32]

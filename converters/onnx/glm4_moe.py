@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from edgeglm.converters.onnx.base import F32Array, Family
 from edgeglm.converters.onnx.graph import GraphBuilder
 from edgeglm.converters.onnx.ops import make_linear
 from edgeglm.converters.onnx.quant import Precision, WeightFormat
 from edgeglm.converters.onnx.registry import register
-
 from edgeglm.errors import UnsupportedArchitectureError
 
 _F32 = WeightFormat.F32

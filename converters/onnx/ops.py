@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
 from edgeglm.converters.onnx.graph import GraphBuilder
 from edgeglm.converters.onnx.quant import Precision, WeightFormat, quantize_blocks
-
 from edgeglm.errors import ConversionError
 
 F32Array = npt.NDArray[np.float32]

@@ -13,9 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgeglm.converters.onnx.spec import Config, ModelSpec
-
 from edgeglm.checkpoint.hf import read_json
+from edgeglm.converters.onnx.spec import Config, ModelSpec
 from edgeglm.errors import CheckpointError, UsageError
 
 MODEL_FILE = "model.onnx"

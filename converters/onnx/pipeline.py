@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+
+from edgeglm import __version__
+from edgeglm.backends.onnx import check_external_data
+from edgeglm.checkpoint.hf import HFCheckpoint, resolve_checkpoint
 from edgeglm.converters.onnx.base import Family, Progress
 from edgeglm.converters.onnx.graph import GraphBuilder, TensorStore
 from edgeglm.converters.onnx.package import (
@@ -31,10 +35,6 @@ from edgeglm.converters.onnx.package import (
 )
 from edgeglm.converters.onnx.quant import Precision, WeightFormat, precision
 from edgeglm.converters.onnx.registry import family_for
-
-from edgeglm import __version__
-from edgeglm.backends.onnx import check_external_data
-from edgeglm.checkpoint.hf import HFCheckpoint, resolve_checkpoint
 from edgeglm.errors import ConversionError, InsufficientDiskError
 
 # Above this the weights go to an external data file: a protobuf message

@@ -11,9 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # fake_backend and fakes, beside this file
 
-from edgeglm.tui.app import EdgeGLMApp, create_app
 from fake_backend import FakeBackend, FakeFactory
 from fakes import fake_services, write_gguf
+
+from edgeglm.tui.app import EdgeGLMApp, create_app
 
 
 @pytest.fixture

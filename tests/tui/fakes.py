@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeglm.tui.services import FeatureUnavailable, Services
 
 from edgeglm.hardware import (
     CPUInfo,
@@ -19,6 +18,7 @@ from edgeglm.hardware import (
     MemoryInfo,
     OnnxRuntimeInfo,
 )
+from edgeglm.tui.services import FeatureUnavailable, Services
 
 
 def write_gguf(path: Path, arch: str, file_type: int, name: str) -> Path:

@@ -6,13 +6,13 @@ import threading
 from typing import Any
 
 import pytest
-from edgeglm.tui.screen_chat import ChatScreen
-from edgeglm.tui.store import ConversationStore
-from edgeglm.tui.widgets_chat import AssistantMessage, StatsBar, UserMessage
 from fake_backend import FakeBackend, FakeFactory
 from textual.widgets import Collapsible, Input, Markdown
 
 from edgeglm.errors import BackendError
+from edgeglm.tui.screen_chat import ChatScreen
+from edgeglm.tui.store import ConversationStore
+from edgeglm.tui.widgets_chat import AssistantMessage, StatsBar, UserMessage
 
 pytestmark = pytest.mark.anyio  # Pilot tests run on asyncio (see conftest)
 

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgeglm.tui.screen_bench import BenchScreen
-from edgeglm.tui.screen_chat import ChatScreen
-from edgeglm.tui.screen_hardware import HardwareScreen
-from edgeglm.tui.screen_models import ModelsScreen
 from fake_backend import FakeFactory
 from fakes import FakeBench, no_plan
 from textual.widgets import DataTable, Input, ProgressBar, Static
 
 from edgeglm.errors import ConversionError, HardwareError
+from edgeglm.tui.screen_bench import BenchScreen
+from edgeglm.tui.screen_chat import ChatScreen
+from edgeglm.tui.screen_hardware import HardwareScreen
+from edgeglm.tui.screen_models import ModelsScreen
 
 pytestmark = pytest.mark.anyio  # Pilot tests run on asyncio (see conftest)
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import bench_report, write_gguf
+
 from edgeglm.tui import artifacts
 from edgeglm.tui.bench_view import cells, latency_ms, pareto
 from edgeglm.tui.services import FeatureUnavailable, _optional
 from edgeglm.tui.settings import ChatSettings
 from edgeglm.tui.store import Conversation, ConversationStore, Turn
 from edgeglm.tui.thinking import ThinkSplitter
-from fakes import bench_report, write_gguf
 
 
 def split(pieces: list[str]) -> list[tuple[str, str]]:
@@ -110,10 +111,11 @@ def test_missing_feature_module_is_unavailable() -> None:
 
 
 def test_real_planner_plans_the_fixture_with_reasons(fixtures_dir: Path) -> None:
-    from edgeglm.tui.hardware_view import plan_view
-    from edgeglm.tui.services import plan_model
     from fakes import hardware
     from rich.console import Console
+
+    from edgeglm.tui.hardware_view import plan_view
+    from edgeglm.tui.services import plan_model
 
     plan = plan_model(str(fixtures_dir / "glm4"), hardware())
     console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115

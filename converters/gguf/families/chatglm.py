@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from gguf import GGUFWriter
+
 from edgeglm.converters.gguf.base import Family
 from edgeglm.converters.gguf.registry import register
-from gguf import GGUFWriter
 
 
 @register("ChatGLMModel", "ChatGLMForConditionalGeneration")

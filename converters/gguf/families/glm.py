@@ -8,9 +8,10 @@ the config's real context length, RMS epsilon and rope theta.
 
 from __future__ import annotations
 
+from gguf import GGUFWriter
+
 from edgeglm.converters.gguf.base import Family
 from edgeglm.converters.gguf.registry import register
-from gguf import GGUFWriter
 
 DENSE_GLM_TENSORS = {
     "model.embed_tokens.weight": "token_embd.weight",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import cached_property
 from typing import ClassVar
+
+from gguf import ExpertGatingFuncType, GGUFWriter
 
 from edgeglm.converters.gguf.base import Family, OutTensor, group_experts, stack_experts
 from edgeglm.converters.gguf.registry import register
-from gguf import ExpertGatingFuncType, GGUFWriter
-
 from edgeglm.errors import CheckpointError
 
 MOE_TENSORS = {
@@ -60,11 +61,13 @@ class MoEFamily(Family):
     def n_nextn(self) -> int:
         return int(self.cfg.get("num_nextn_predict_layers", default=0))
 
-    @property
+    @cached_property
     def block_count(self) -> int:
         # MTP blocks are in the checkpoint only if present; transformers'
-        # save_pretrained drops them. Count what is actually there.
-        if self.n_nextn and any(n.startswith(f"model.layers.{self.n_layer}.") for n in self.ckpt):
+        # save_pretrained drops them. Count what is actually there (once: a
+        # GLM-4.5 checkpoint has tens of thousands of tensor names).
+        prefix = f"model.layers.{self.n_layer}."
+        if self.n_nextn and any(n.startswith(prefix) for n in self.ckpt):
             return self.n_layer + self.n_nextn
         return self.n_layer
 
@@ -92,11 +95,12 @@ class MoEFamily(Family):
         names = [n for n in self.ckpt if not n.endswith(self.ignored_suffixes)]
         experts = group_experts([n for n in names if _EXPERT.match(n)])
         emitted: set[tuple[str, str]] = set()
+        beyond = f"model.layers.{self.block_count}."
         for hf_name in names:
             if _EXPERT.match(hf_name):
                 yield from self._expert_tensor(hf_name, experts, emitted)
                 continue
-            if hf_name.startswith(f"model.layers.{self.block_count}."):
+            if hf_name.startswith(beyond):
                 continue  # MTP blocks beyond what config declares: not loadable
             yield from self.map_tensor(hf_name)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+from gguf import GGUFWriter
+
 from edgeglm.converters.gguf.base import F32Array, OutTensor
 from edgeglm.converters.gguf.families.glm4_moe import MOE_TENSORS, MoEFamily
 from edgeglm.converters.gguf.registry import register
-from gguf import GGUFWriter
-
 from edgeglm.errors import CheckpointError
 
 MLA_TENSORS = {

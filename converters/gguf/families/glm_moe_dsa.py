@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from gguf import GGUFWriter
+
 from edgeglm.converters.gguf.families.glm4_moe_lite import MLA_TENSORS, MLAFamily
 from edgeglm.converters.gguf.registry import register
-from gguf import GGUFWriter
 
 
 @register("GlmMoeDsaForCausalLM")

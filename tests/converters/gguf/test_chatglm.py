@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES, llama_probe, load_reference, write_safetensors
 
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.checkpoint.hf import HFCheckpoint
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.metrics import kl_divergence
 
 SRC = HF_FIXTURES / "glm"

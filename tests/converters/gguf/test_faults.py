@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.gguf import convert as convert_mod
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES
 
+from edgeglm.converters.gguf import convert as convert_mod
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.errors import (
     CheckpointError,
     InsufficientDiskError,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeglm.converters.gguf.calibrate import calibrate
-from edgeglm.converters.gguf.convert import convert
-from edgeglm.converters.gguf.imatrix import read_imatrix
 from gguf import GGUFReader, GGUFWriter
 from helpers import HF_FIXTURES
 
+from edgeglm.converters.gguf.calibrate import calibrate
+from edgeglm.converters.gguf.convert import convert
+from edgeglm.converters.gguf.imatrix import read_imatrix
 from edgeglm.errors import CheckpointError
 
 

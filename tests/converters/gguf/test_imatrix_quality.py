@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.gguf.calibrate import calibrate
-from edgeglm.converters.gguf.convert import convert
 from helpers import llama_probe
 
 from edgeglm.backends.isolated import run_isolated
+from edgeglm.converters.gguf.calibrate import calibrate
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.metrics import kl_divergence
 from edgeglm.models import DEMO_MODEL
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.gguf.convert import convert
-from edgeglm.converters.gguf.policy import ModelShape, PlannedTensor, _use_more_bits, choose_types
-from edgeglm.converters.gguf.quant_types import scheme
 from gguf import GGMLQuantizationType as T
 from helpers import (
     HF_FIXTURES,
@@ -24,6 +21,9 @@ from helpers import (
 )
 
 from edgeglm.backends.isolated import run_isolated
+from edgeglm.converters.gguf.convert import convert
+from edgeglm.converters.gguf.policy import ModelShape, PlannedTensor, _use_more_bits, choose_types
+from edgeglm.converters.gguf.quant_types import scheme
 
 SCHEMES = [
     "Q8_0",

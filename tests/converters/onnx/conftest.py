@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.onnx import convert
 from helpers import HF_FIXTURES
+
+from edgeglm.converters.onnx import convert
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from edgeglm.converters.gguf.convert import convert as convert_gguf
-from edgeglm.converters.onnx import convert
-from edgeglm.converters.onnx.registry import supported_architectures
 from helpers import HF_FIXTURES, fixture_names, llama_probe, load_reference, write_safetensors
 
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.backends.onnx import OnnxModel
 from edgeglm.checkpoint.hf import HFCheckpoint
+from edgeglm.converters.gguf.convert import convert as convert_gguf
+from edgeglm.converters.onnx import convert
+from edgeglm.converters.onnx.registry import supported_architectures
 from edgeglm.errors import UnsupportedArchitectureError
 from edgeglm.metrics import kl_divergence
 

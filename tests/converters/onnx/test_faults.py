@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from edgeglm.converters.onnx import convert, pipeline
 from helpers import HF_FIXTURES, load_reference, write_safetensors
 
 from edgeglm.backends.onnx import OnnxModel, check_external_data
 from edgeglm.checkpoint.hf import HFCheckpoint
+from edgeglm.converters.onnx import convert, pipeline
 from edgeglm.errors import (
     BackendError,
     CheckpointError,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from edgeglm.converters.onnx.quant import (
     PRECISIONS,
     WeightFormat,
@@ -12,8 +14,6 @@ from edgeglm.converters.onnx.quant import (
     precision,
     quantize_blocks,
 )
-from onnx import TensorProto, helper, numpy_helper
-
 from edgeglm.errors import QuantizationError, UsageError
 
 

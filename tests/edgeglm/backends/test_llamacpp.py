@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES, child_decode_with_extra_buffers
 
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.backends.llamacpp import LlamaCppModel
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.errors import BackendError
 
 

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import numpy as np
 import onnxruntime as ort
 import pytest
-from edgeglm.converters.onnx import convert
 from helpers import HF_FIXTURES, load_reference
 
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.onnx import OnnxModel, TextStream, usable_providers
+from edgeglm.converters.onnx import convert
 from edgeglm.errors import UsageError
 from edgeglm.sampling import Sampler, min_p, repeat_penalty, top_k, top_p
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES, child_raw_llama_decode
 
 from edgeglm.backends.isolated import run_isolated
@@ -16,6 +15,7 @@ from edgeglm.bench.measure import measure_llamacpp
 from edgeglm.bench.plot import to_svg
 from edgeglm.bench.report import BenchReport, BenchRow, Spread, pareto_front
 from edgeglm.bench.run import run_bench
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.metrics import log_softmax
 
 

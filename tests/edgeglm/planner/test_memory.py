@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES
 
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.planner.memory import compute_buffer_bytes, kv_cache_bytes, padded_ctx
 from edgeglm.planner.model import ModelFacts
 from edgeglm.planner.sources import ModelSource, open_model

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES
 
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.models import DEMO_MODEL
 from edgeglm.planner.memory import cpu_only_estimate
 from edgeglm.planner.sources import open_model

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgeglm.converters.gguf.convert import convert
 from helpers import HF_FIXTURES
 
+from edgeglm.converters.gguf.convert import convert
 from edgeglm.errors import CheckpointError, ModelNotFoundError
 from edgeglm.planner.model import categorize
 from edgeglm.planner.sources import open_model
