@@ -33,13 +33,27 @@ def _machine(hardware: Path | None) -> HardwareProfile:
     return load_profile(hardware) if hardware is not None else probe()
 
 
-def doctor(hardware: HardwareOpt = None, as_json: JsonOpt = False) -> None:
+def doctor(
+    hardware: HardwareOpt = None,
+    as_json: JsonOpt = False,
+    remeasure: Annotated[
+        bool,
+        typer.Option(
+            "--remeasure", help="Measure memory bandwidth again instead of using the cache."
+        ),
+    ] = False,
+) -> None:
     """Show this machine: CPU and instruction sets, RAM and its bandwidth, GPUs,
     and what the installed llama.cpp and ONNX Runtime can really use."""
     from edgeglm.cli import _fail, out
     from edgeglm.planner.doctor_view import render_doctor
 
     try:
+        if remeasure and hardware is None:
+            from edgeglm.hardware import probe_cpu, probe_memory
+            from edgeglm.planner.bandwidth import forget
+
+            forget(probe_cpu(), probe_memory())
         hw = _machine(hardware)
     except EdgeGLMError as e:
         _fail(e)

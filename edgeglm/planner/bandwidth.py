@@ -21,24 +21,17 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeglm.hardware import CPUInfo, MemoryInfo, usable_threads
+from edgeglm.paths import cache_dir
 
 _BUFFER_BYTES = 256 << 20
 _BUDGET_S = 1.0
 _MAX_RUNS = 8
 _CACHE_FILE = "bandwidth.json"
-
-
-def cache_dir() -> Path:
-    if os.environ.get("EDGEGLM_CACHE_DIR"):
-        return Path(os.environ["EDGEGLM_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgeglm"
 
 
 def machine_key(cpu: CPUInfo, memory: MemoryInfo) -> str:
@@ -66,6 +59,13 @@ def memory_bandwidth(cpu: CPUInfo, memory: MemoryInfo) -> tuple[float | None, st
     }
     _write_cache(cache)
     return gbps, "measured"
+
+
+def forget(cpu: CPUInfo, memory: MemoryInfo) -> None:
+    """Drop this machine's cached figure (it was measured under load, say)."""
+    cache = _read_cache()
+    if cache.pop(machine_key(cpu, memory), None) is not None:
+        _write_cache(cache)
 
 
 def measure_copy_bandwidth(
