@@ -106,15 +106,28 @@ def verify_gguf(path: Path) -> None:
     tmp.replace(verdicts)
 
 
+def planned_settings(gguf: Path) -> dict[str, Any]:
+    """llama.cpp settings the planner chooses for this GGUF on this machine."""
+    from edgeglm.hardware import probe
+    from edgeglm.planner.planner import make_plan
+    from edgeglm.planner.sources import open_model
+
+    plan = make_plan(open_model(str(gguf)), probe(bandwidth=False))
+    return plan.llama_kwargs() if plan.fits else {}
+
+
 def open_backend(
     ref: str | None,
     *,
     backend: str = "auto",
-    n_ctx: int = 2048,
+    n_ctx: int | None = None,
     logits: bool = False,
     quant: str = DEFAULT_QUANT,
+    use_plan: bool = True,
     **kwargs: Any,
 ) -> Backend:
+    """Load ``ref`` with the planner's settings for this machine; explicit
+    keyword arguments (and ``n_ctx``) override the plan."""
     art = resolve(ref)
     if backend not in ("auto", "llama.cpp", "onnx"):
         raise UsageError(f"unknown backend {backend!r}; choose auto, llama.cpp or onnx")
@@ -127,13 +140,18 @@ def open_backend(
             from edgeglm.backends.onnx import OnnxModel
         except ImportError as e:
             raise BackendError("the ONNX Runtime backend is not available in this build") from e
-        model: Backend = OnnxModel(art.path, **kwargs)
+        model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
     path = ensure_gguf(art.path, quant) if art.kind == "hf" else art.path
     verify_gguf(path)
     from edgeglm.backends.llamacpp import LlamaCppModel
 
-    return LlamaCppModel(path, n_ctx=n_ctx, logits_all=logits, **kwargs)
+    settings = planned_settings(path) if use_plan else {}
+    settings.update(kwargs)
+    if n_ctx is not None:
+        settings["n_ctx"] = n_ctx
+    settings.setdefault("n_ctx", 2048)
+    return LlamaCppModel(path, logits_all=logits, **settings)
 
 
 def chat(

@@ -89,12 +89,15 @@ class LlamaCppModel:
         flash_attn: bool | None = None,
         type_k: int | None = None,
         type_v: int | None = None,
-        tensor_overrides: str | None = None,
+        n_ubatch: int | None = None,
+        tensor_split: list[float] | None = None,
         seed: int = 0,
         cb_eval: Any = None,
     ) -> None:
-        """``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller);
-        ``tensor_overrides``: llama.cpp ``--override-tensor`` patterns (MoE expert placement)."""
+        """``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller).
+
+        llama-cpp-python 0.3.36 cannot pass tensor overrides (MoE expert
+        placement) to llama.cpp; the planner prints them as llama.cpp flags."""
         import llama_cpp
 
         if not path.is_file():
@@ -106,8 +109,10 @@ class LlamaCppModel:
             kwargs["type_k"] = type_k
         if type_v is not None:
             kwargs["type_v"] = type_v
-        if tensor_overrides:
-            kwargs["override_tensor"] = tensor_overrides
+        if n_ubatch is not None:
+            kwargs["n_ubatch"] = n_ubatch
+        if tensor_split is not None:
+            kwargs["tensor_split"] = tensor_split
         try:
             with _default_params(use_extra_bufts=extra_buffers_safe(), cb_eval=cb_eval):
                 self.llm = llama_cpp.Llama(
@@ -124,6 +129,13 @@ class LlamaCppModel:
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             raise BackendError(f"{path}: llama.cpp could not load it ({e})") from e
         self.path = path
+        # What llama.cpp was actually given, for "explain what ran" displays.
+        self.settings: dict[str, Any] = {
+            "n_ctx": n_ctx,
+            "n_threads": n_threads or usable_threads(),
+            "n_gpu_layers": n_gpu_layers,
+            **kwargs,
+        }
         offload = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
         self.capabilities = Capabilities(
             logits=logits_all, gpu_offload=offload, device="gpu" if offload else "cpu"

@@ -34,7 +34,13 @@ def run(
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k")] = 0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    ctx: Annotated[int, typer.Option("--ctx", help="Context size in tokens.")] = 2048,
+    ctx: Annotated[
+        int | None, typer.Option("--ctx", help="Context size in tokens (default: the plan's).")
+    ] = None,
+    no_plan: Annotated[
+        bool,
+        typer.Option("--no-plan", help="llama.cpp defaults instead of the planner's settings."),
+    ] = False,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the text and timings as JSON instead of streaming."),
@@ -49,7 +55,11 @@ def run(
         max_tokens=n, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
     )
     try:
-        m = open_backend(model, backend=backend, n_ctx=ctx)
+        m = open_backend(model, backend=backend, n_ctx=ctx, use_plan=not no_plan)
+        settings = getattr(m, "settings", None)
+        if settings and not as_json:
+            shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+            err.print(f"[dim]{m.name}: {shown}  (edgeglm plan MODEL explains these)[/]")
         try:
             if raw:
                 stream = generate_text(m, prompt, params)
@@ -84,6 +94,7 @@ def run(
                     "content": reply.content,
                     "reasoning": reply.reasoning,
                     "finish_reason": result.finish_reason,
+                    "settings": getattr(m, "settings", None),
                     "timings": {
                         "prompt_tokens": t.prompt_tokens,
                         "completion_tokens": t.completion_tokens,
