@@ -77,6 +77,18 @@ def ensure_gguf(hf_folder: Path, quant: str = DEFAULT_QUANT) -> Path:
     return out
 
 
+def ensure_onnx(hf_folder: Path, quant: str = "int4") -> Path:
+    """The ONNX folder of a Hugging Face checkpoint, converting it on first use."""
+    from edgeglm.converters.onnx import convert
+
+    out_dir = cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"onnx-{quant.lower()}"
+    if not out.exists():
+        convert(hf_folder, out, quant)
+    return out
+
+
 def _probe(path: str) -> str:
     from edgeglm.backends.llamacpp import LlamaCppModel
 

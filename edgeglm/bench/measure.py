@@ -94,3 +94,53 @@ def measure_llamacpp(
         "logits": logits,
         "device": device,
     }
+
+
+def measure_onnx(
+    path: str,
+    prompt: list[int],
+    eval_tokens: list[int],
+    repeat: int,
+    threads: int | None,
+    decode_tokens: int = DECODE_TOKENS,
+) -> dict[str, Any]:
+    """The same measurements through the ONNX Runtime backend's own generate loop."""
+    from edgeglm.backends.base import Completion, SamplingParams
+    from edgeglm.backends.onnx import OnnxModel
+
+    t0 = time.perf_counter()
+    # n_ctx only caps lengths here: the KV cache is sized per call.
+    n_ctx = max(len(prompt) + decode_tokens, len(eval_tokens)) + 8
+    m = OnnxModel(Path(path), n_threads=threads, n_ctx=n_ctx)
+    load_s = time.perf_counter() - t0
+    m.eos_ids = set()  # a fixed token count, as llama-bench does: no early stop
+
+    def run(p: list[int], n: int) -> Completion:
+        gen = m.generate(p, SamplingParams(max_tokens=n))
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                done: Completion = stop.value
+                return done
+
+    run(prompt[:32], 2)  # warm-up
+    ttft, prefill, decode = [], [], []
+    for _ in range(repeat):
+        t = run(prompt, decode_tokens + 1).timings  # the first token comes from prefill
+        ttft.append(t.time_to_first_token)
+        prefill.append(t.prefill_tokens_per_second)
+        decode.append(t.decode_tokens_per_second)
+    peak = peak_rss_bytes()
+    logits = m.score(eval_tokens)
+    device = m.capabilities.device
+    m.close()
+    return {
+        "load_s": load_s,
+        "ttft_s": ttft,
+        "prefill_tps": prefill,
+        "decode_tps": decode,
+        "peak_rss_bytes": peak,
+        "logits": logits,
+        "device": device,
+    }

@@ -21,11 +21,13 @@ from gguf import GGUFReader
 
 from edgeglm import __version__
 from edgeglm.backends.isolated import run_isolated
-from edgeglm.bench.measure import DECODE_TOKENS, PROMPT_TOKENS, measure_llamacpp
+from edgeglm.bench.measure import DECODE_TOKENS, PROMPT_TOKENS, measure_llamacpp, measure_onnx
 from edgeglm.bench.report import BenchReport, BenchRow, Spread
 from edgeglm.errors import UsageError
 from edgeglm.metrics import kl_divergence, log_softmax
-from edgeglm.runtime import ensure_gguf, resolve, verify_gguf
+from edgeglm.runtime import ensure_gguf, ensure_onnx, resolve, verify_gguf
+
+ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
 
 HELDOUT = Path(__file__).with_name("heldout.txt")
 # Precision order for choosing the reference artifact (best first).
@@ -69,10 +71,11 @@ def artifacts_for(
     use) plus a full-precision reference; GGUF files of the same model (same
     architecture and general.name) given together form one group.
     """
-    if any(b not in ("llama.cpp", "auto") for b in backends):
-        raise UsageError(
-            "bench measures the llama.cpp backend in this version (--backends llama.cpp)"
-        )
+    unknown = [b for b in backends if b not in ("llama.cpp", "onnx", "auto")]
+    if unknown:
+        raise UsageError(f"unknown backend(s) {unknown}; choose llama.cpp and/or onnx")
+    use_llama = any(b in ("llama.cpp", "auto") for b in backends)
+    use_onnx = "onnx" in backends
     groups: dict[tuple[str, ...], list[Artifact]] = {}
     for ref in models:
         art = resolve(ref)
@@ -81,20 +84,30 @@ def artifacts_for(
             a = Artifact(art.path.stem, str(ref), _file_quant(art.path), "llama.cpp", art.path)
             groups.setdefault(key, []).append(a)
         elif art.kind == "hf":
-            wanted = [q.upper() for q in quants]
-            if not any(q in ("F32", "BF16", "F16") for q in wanted):
-                wanted.insert(0, "F32")  # the quality reference
-            name = art.path.name
-            groups[("hf", str(art.path))] = [
-                Artifact(
-                    f"{name} {q}", str(ref or "demo"), q, "llama.cpp", ensure_gguf(art.path, q)
-                )
-                for q in wanted
+            name, label = art.path.name, str(ref or "demo")
+            gguf_q = [q.upper() for q in quants if q.lower() not in ONNX_QUANTS]
+            onnx_q = [q.lower() for q in quants if q.lower() in ONNX_QUANTS] or ["int4"]
+            if not any(q in ("F32", "BF16", "F16") for q in gguf_q):
+                gguf_q.insert(0, "F32")  # the quality reference, for every backend
+            items = [
+                Artifact(f"{name} {q}", label, q, "llama.cpp", ensure_gguf(art.path, q))
+                for q in gguf_q
+                if use_llama or q == gguf_q[0]
             ]
+            if use_onnx:
+                items += [
+                    Artifact(f"{name} onnx {q}", label, q, "onnx", ensure_onnx(art.path, q))
+                    for q in onnx_q
+                ]
+            groups[("hf", str(art.path))] = items
         else:
-            raise UsageError(f"{art.path}: ONNX artifacts are not benchmarked in this version")
+            groups[("onnx", str(art.path))] = [
+                Artifact(art.path.name, str(ref), "onnx", "onnx", art.path)
+            ]
     rank = {q: i for i, q in enumerate(_PRECISION)}
-    return [sorted(g, key=lambda a: rank.get(a.quant, len(rank))) for g in groups.values()]
+    return [
+        sorted(g, key=lambda a: (rank.get(a.quant, len(rank)), a.backend)) for g in groups.values()
+    ]
 
 
 def fingerprint() -> dict[str, Any]:
@@ -102,7 +115,7 @@ def fingerprint() -> dict[str, Any]:
 
     from edgeglm.hardware import probe
 
-    hw = probe()
+    hw = probe(bandwidth=False, accelerators=False)
     fp: dict[str, Any] = {
         "cpu": hw.cpu.model,
         "cores": hw.cpu.physical_cores,
@@ -115,10 +128,8 @@ def fingerprint() -> dict[str, Any]:
         "llama_cpp_python": llama_cpp.__version__,
         "llama_cpp_system": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "numpy": np.__version__,
+        "gpus": _gpus(),
     }
-    for attr in ("gpus", "memory_bandwidth_gbps"):
-        if hasattr(hw, attr):
-            fp[attr] = getattr(hw, attr)
     try:
         import onnxruntime
 
@@ -126,6 +137,19 @@ def fingerprint() -> dict[str, Any]:
     except ImportError:
         fp["onnxruntime"] = None
     return fp
+
+
+def _gpus() -> list[dict[str, Any]]:
+    """GPU names, memory and drivers for the fingerprint (JSON-ready)."""
+    from dataclasses import asdict
+
+    try:
+        from edgeglm.hardware import probe_memory
+        from edgeglm.planner.gpus import probe_gpus
+
+        return [asdict(g) for g in probe_gpus(probe_memory())]
+    except (ImportError, AttributeError, TypeError, OSError):
+        return []
 
 
 def bytes_per_token(path: Path) -> int:
@@ -156,10 +180,18 @@ def _bandwidth() -> float | None:
     return gbps * 1e9 if gbps else None
 
 
-def _tokens(backend_path: Path, text: str) -> list[int]:
-    from edgeglm.backends.llamacpp import LlamaCppModel
+def _tokens(art: Artifact, text: str) -> list[int]:
+    from edgeglm.backends.base import Backend
 
-    m = LlamaCppModel(backend_path, n_ctx=64)
+    m: Backend
+    if art.backend == "onnx":
+        from edgeglm.backends.onnx import OnnxModel
+
+        m = OnnxModel(art.path)
+    else:
+        from edgeglm.backends.llamacpp import LlamaCppModel
+
+        m = LlamaCppModel(art.path, n_ctx=64)
     try:
         return m.tokenize(text)
     finally:
@@ -201,7 +233,7 @@ def run_bench(
     done = 0
     try:
         for group in groups:
-            tokens = _tokens(group[0].path, heldout)
+            tokens = _tokens(group[0], heldout)
             eval_tokens = tokens[:1024]
             if len(eval_tokens) < 16:
                 raise UsageError(
@@ -214,16 +246,20 @@ def run_bench(
                     raise KeyboardInterrupt
                 if progress is not None:
                     progress(f"{art.label}", done / total)
-                verify_gguf(art.path)
+                if art.backend == "onnx":
+                    measure = measure_onnx
+                else:
+                    verify_gguf(art.path)
+                    measure = measure_llamacpp
                 res = run_isolated(
-                    measure_llamacpp,
+                    measure,
                     str(art.path),
                     prompt,
                     eval_tokens,
                     repeat,
                     threads,
                     decode_tokens,
-                    what=f"llama.cpp benchmarking {art.label}",
+                    what=f"{art.backend} benchmarking {art.label}",
                 )
                 report.rows.append(_row(art, res, ref_logits, eval_tokens, bandwidth))
                 if ref_logits is None:
@@ -252,15 +288,15 @@ def _row(
         quant=art.quant,
         backend=art.backend,
         device=res["device"],
-        file_bytes=art.path.stat().st_size,
-        bits_per_weight=_bpw(art.path),
+        file_bytes=_size(art.path),
+        bits_per_weight=_bpw(art.path) if art.backend != "onnx" else None,
         load_s=res["load_s"],
         ttft_s=Spread.of(res["ttft_s"]),
         prefill_tps=Spread.of(res["prefill_tps"]),
         decode_tps=Spread.of(res["decode_tps"]),
         peak_rss_bytes=int(res["peak_rss_bytes"]),
         ppl=float(np.exp(nll.mean())),
-        bytes_per_token=bytes_per_token(art.path),
+        bytes_per_token=bytes_per_token(art.path) if art.backend != "onnx" else None,
         reference=ref_logits is None,
     )
     if ref_logits is not None:
@@ -271,6 +307,13 @@ def _row(
     if bandwidth and row.bytes_per_token:
         row.decode_efficiency = row.bytes_per_token * row.decode_tps.median / bandwidth
     return row
+
+
+def _size(path: Path) -> int:
+    """A GGUF file, or an ONNX folder's files."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return path.stat().st_size
 
 
 def _bpw(path: Path) -> float:

@@ -87,7 +87,9 @@ def test_decode_speed_matches_llama_cpp_python_timed_directly(tmp_path: Path) ->
             )
         )
         raw.append(run_isolated(child_raw_llama_decode, gguf, prompt, 64, 1))
-    ratio = statistics.median(ours) / statistics.median(raw)
+    # Noise on a shared machine only ever slows a run down, so the best of the
+    # interleaved runs is the stable statistic on both sides.
+    ratio = max(ours) / max(raw)
     assert 0.95 <= ratio <= 1.05, f"bench {ours} vs direct {raw}"
 
 
@@ -127,3 +129,20 @@ def test_exports_and_compare(report: BenchReport, tmp_path: Path) -> None:
     result = compare([report, again], ["dev1", "dev2"])
     row = next(e for e in result["rows"] if e["artifact"].endswith("Q4_K_M"))
     assert row["dev2"]["decode_vs_first"] == pytest.approx(1.0)
+
+
+def test_onnx_runtime_artifacts_are_benchmarked_against_the_same_reference() -> None:
+    rep = run_bench(
+        [str(HF_FIXTURES / "glm4")],
+        ["int4"],
+        ["onnx"],
+        None,
+        repeat=1,
+        prompt_tokens=64,
+        decode_tokens=16,
+    )
+    ref, onnx = rep.rows
+    assert ref.backend == "llama.cpp" and ref.reference  # F32 GGUF: the shared quality reference
+    assert onnx.backend == "onnx" and onnx.device == "CPUExecutionProvider"
+    assert onnx.kl_mean is not None and onnx.kl_mean > 0 and onnx.decode_tps.median > 0
+    assert onnx.bytes_per_token is None  # no roofline figure we could not compute honestly
