@@ -16,6 +16,10 @@ from edgeglm.bench.run import main_table, run_bench
 from edgeglm.converters.gguf.convert import ConvertResult, convert
 from edgeglm.hardware import probe
 from edgeglm.models import default_model
+from edgeglm.planner.doctor_view import render_doctor
+from edgeglm.planner.explain import render_plan
+from edgeglm.planner.planner import make_plan
+from edgeglm.planner.sources import open_model
 from edgeglm.runtime import chat, verify_gguf
 
 QUANTS = ("F32", "Q8_0", "Q4_K_M")
@@ -25,15 +29,9 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
     model = default_model()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    out.rule("1. hardware")
+    out.rule("1. hardware (edgeglm doctor)")
     hw = probe()
-    out.print(
-        f"CPU  {hw.cpu.model} ({hw.cpu.physical_cores} cores / {hw.cpu.logical_cores} threads, "
-        f"{hw.cpu.arch})\nISA  {' '.join(hw.cpu.flags) or 'none detected'}\n"
-        f"RAM  {hw.memory.total_bytes / 2**30:.1f} GiB total, "
-        f"{hw.memory.available_bytes / 2**30:.1f} GiB available",
-        highlight=False,
-    )
+    out.print(render_doctor(hw), highlight=False)
 
     out.rule("2. convert (HF safetensors -> GGUF, one pass)")
     results: dict[str, ConvertResult] = {}
@@ -46,12 +44,14 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
             highlight=False,
         )
 
-    out.rule("3. plan")
-    out.print("[dim]not built yet: the hardware planner lands with the runtime (issue 4)[/]")
+    out.rule("3. plan (edgeglm plan, for the Q4_K_M artifact on this machine)")
+    plan = make_plan(open_model(str(results["Q4_K_M"].output)), hw)
+    out.print(render_plan(plan))
+    settings = plan.llama_kwargs()
 
-    out.rule("4. chat (Q4_K_M, llama.cpp, greedy)")
+    out.rule("4. chat (Q4_K_M, llama.cpp, the plan's settings, sampled with seed 0)")
     verify_gguf(results["Q4_K_M"].output)
-    m = LlamaCppModel(results["Q4_K_M"].output, n_ctx=1024)
+    m = LlamaCppModel(results["Q4_K_M"].output, **{**settings, "n_ctx": 1024})
     messages: list[dict[str, str]] = []
     for question in (
         "What does the with statement do?",
@@ -59,7 +59,8 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
     ):
         messages.append({"role": "user", "content": question})
         out.print(f"[bold]user:[/] {question}\n[bold]assistant:[/] ", end="")
-        stream = chat(m, messages, SamplingParams(max_tokens=64))
+        params = SamplingParams(max_tokens=64, temperature=0.7, top_p=0.9, repeat_penalty=1.15)
+        stream = chat(m, messages, params)
         parts = []
         while True:
             try:
