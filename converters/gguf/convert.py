@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -100,7 +101,17 @@ class Plan:
         return sum(int(np.prod(t.shape)) for t in self.tensors)
 
 
-def plan_conversion(ckpt: HFCheckpoint, quant: str, imatrix: Imatrix | None) -> Plan:
+def _bpw(t: T) -> float:
+    block, size = GGML_QUANT_SIZES[t]
+    return size * 8 / block
+
+
+def plan_conversion(
+    ckpt: HFCheckpoint,
+    quant: str,
+    imatrix: Imatrix | None,
+    keep: Sequence[tuple[str, str]] = (),
+) -> Plan:
     fam = family_for(ckpt.architecture)(ckpt)
     sch = scheme(quant)
     tensors = list(fam.tensors())
@@ -113,6 +124,20 @@ def plan_conversion(ckpt: HFCheckpoint, quant: str, imatrix: Imatrix | None) -> 
     ]
     types = choose_types(planned, sch, fam.model_shape(), has_imatrix=imatrix is not None)
     warnings: list[str] = []
+    # Recipe rules ("keep these tensors at Q8_0 or better") only ever add bits:
+    # a tensor already above the floor keeps its type.
+    for pattern, floor_name in keep:
+        try:
+            floor = T[floor_name.upper()]
+            rx = re.compile(pattern)
+        except (KeyError, re.error) as e:
+            raise UsageError(
+                f"bad keep-higher-precision rule {pattern!r} -> {floor_name!r}: {e}"
+            ) from e
+        for p in planned:
+            upgrade = rx.search(p.name) and _bpw(types[p.name]) < _bpw(floor)
+            if upgrade and p.shape[0] % GGML_QUANT_SIZES[floor][0] == 0:
+                types[p.name] = floor
     for t in tensors:
         if t.force_f32 and (sch.is_float or not allows_quantization(t.name, t.shape)):
             types[t.name] = T.F32
@@ -171,13 +196,15 @@ def convert(
     imatrix: Imatrix | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    keep: Sequence[tuple[str, str]] = (),
 ) -> ConvertResult:
+    """``keep``: (tensor-name regex, minimum ggml type) rules, e.g. from a recipe."""
     t0 = time.perf_counter()
     root = resolve_checkpoint(str(src))
     ckpt = HFCheckpoint(root)
     try:
         _check_paths(ckpt, out)
-        plan = plan_conversion(ckpt, quant, imatrix)
+        plan = plan_conversion(ckpt, quant, imatrix, keep)
         fam = plan.family
         vocab = load_vocab(root, fam.vocab_size, fam.special_tokens())
         need = plan.total_bytes + (16 << 20)

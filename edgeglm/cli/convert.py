@@ -31,6 +31,14 @@ def convert(
         ),
     ] = "",
     fmt: Annotated[str, typer.Option("--format", "-f", help="gguf or onnx.")] = "gguf",
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="Recipe name (recipes/NAME.json) or file: its quant for this machine "
+            "(when --quant is not given) and its keep-higher-precision rules.",
+        ),
+    ] = None,
     imatrix: Annotated[
         Path | None,
         typer.Option("--imatrix", help="llama.cpp imatrix file (.gguf or legacy .dat)."),
@@ -61,6 +69,11 @@ def convert(
             raise UsageError(f"unknown --format {fmt!r}; choose gguf or onnx")
         if fmt == "onnx" and (imatrix or calibrate):
             raise UsageError("--imatrix/--calibrate apply to GGUF only")
+        keep: list[tuple[str, str]] = []
+        if recipe is not None:
+            if fmt != "gguf":
+                raise UsageError("--recipe applies to GGUF conversions")
+            quant, keep = _apply_recipe(recipe, src, quant)
         quant = quant or ("Q4_K_M" if fmt == "gguf" else "int4")
         if imatrix is not None and calibrate is not None:
             raise UsageError("give --imatrix or --calibrate, not both")
@@ -93,7 +106,7 @@ def convert(
                 from edgeglm.converters.gguf.convert import convert as gguf_convert
 
                 result = gguf_convert(
-                    src, output, quant, imatrix=im, threads=threads, progress=progress
+                    src, output, quant, imatrix=im, threads=threads, progress=progress, keep=keep
                 )
     except EdgeGLMError as e:
         _fail(e)
@@ -109,3 +122,25 @@ def convert(
             f"in {result.seconds:.1f} s\n  tensors: {types}\n  sha256: {result.sha256}",
             highlight=False,
         )
+
+
+def _apply_recipe(name: str, src: str, quant: str) -> tuple[str, list[tuple[str, str]]]:
+    """The recipe's quant for this machine (unless one was given) and its precision rules."""
+    from edgeglm.hardware import probe
+    from edgeglm.planner.planner import make_plan
+    from edgeglm.planner.recipes import load_recipe, recipes_dir
+    from edgeglm.planner.sources import open_model
+
+    path = Path(name)
+    if not path.is_file():
+        path = recipes_dir() / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in recipes_dir().glob("*.json"))
+        raise UsageError(f"no recipe {name!r}; known: {', '.join(known)}")
+    r = load_recipe(path)
+    keep = [(k.tensors, k.type) for k in r.keep_higher_precision]
+    if not quant:
+        plan = make_plan(open_model(src), probe(bandwidth=False), recipes=[r])
+        quant = plan.quant or r.recommendation("*").quants[0]
+        err.print(f"recipe {r.name}: {quant} for this machine (edgeglm plan {src} explains why)")
+    return quant, keep

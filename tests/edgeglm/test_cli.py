@@ -103,3 +103,14 @@ def test_score_saves_tokens_and_logits(tmp_path: Path) -> None:
     data = np.load(tmp_path / "s.npz")
     assert data["tokens"].dtype == np.int32 and data["logits"].dtype == np.float32
     assert data["logits"].shape == (len(data["tokens"]), 1024)
+
+
+def test_convert_with_a_recipe(tmp_path: Path) -> None:
+    out = tmp_path / "m.gguf"
+    demo = str(Path(__file__).parents[2] / "edgeglm" / "demo_model")
+    r = edgeglm("convert", demo, "-o", str(out), "--recipe", "edgeglm-demo", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "recipe edgeglm-demo:" in r.stderr
+    assert json.loads(r.stdout)["quant"] in ("Q8_0", "Q6_K", "Q4_K_M")
+    r = edgeglm("convert", demo, "-o", str(out), "--recipe", "no-such-recipe", cwd=tmp_path)
+    assert r.returncode == 2 and "known: " in r.stderr

@@ -81,3 +81,16 @@ def test_mix_matches_llama_quantize(
     diff = [k for k in a if a[k][1] != b[k][1]]
     assert not diff, f"bytes differ from llama.cpp for {diff[:5]}"
     assert ours.stat().st_size == pytest.approx(theirs.stat().st_size, rel=0.001)
+
+
+def test_recipe_rules_only_ever_add_precision(tmp_path: Path) -> None:
+    base = gguf_tensors(convert(HF_FIXTURES / "glm4", tmp_path / "a.gguf", "Q4_K_M").output)
+    keep = [(r"attn_(q|k)\.weight$", "Q8_0"), (r"^output\.weight$", "Q4_0")]
+    kept = gguf_tensors(
+        convert(HF_FIXTURES / "glm4", tmp_path / "b.gguf", "Q4_K_M", keep=keep).output
+    )
+    for name, (typ, _) in kept.items():
+        if name.endswith(("attn_q.weight", "attn_k.weight")):
+            assert typ == "Q8_0"
+        else:
+            assert typ == base[name][0]  # output stays Q6_K: a floor never lowers a type
