@@ -66,7 +66,7 @@ GRAD_CLIP = 1.0
 WARMUP_FRACTION = 0.05
 EVAL_TIMES = 8  # periodic held-out evaluations during training
 EVAL_SUBSET_SEQS = 24  # held-out sequences used by the periodic evaluations
-PROBE_STEPS = 20  # 10 in fp32, 10 under bf16 autocast
+PROBE_STEPS = 20  # alternately fp32 and bf16 autocast
 MAX_ANSWER_CHARS = 1600
 
 KINDS = ("doc", "chat", "code")
@@ -421,8 +421,11 @@ def model_config(tokenizer: Tokenizer) -> Any:
         num_attention_heads=4,
         head_dim=64,
         num_key_value_heads=2,
-        partial_rotary_factor=0.5,
-        rope_theta=10000.0,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.5,
+        },
         max_position_embeddings=2048,
         tie_word_embeddings=False,
         rms_norm_eps=1e-5,
@@ -489,10 +492,11 @@ def token_nll(model: torch.nn.Module, seqs: np.ndarray, bf16: bool, batch: int =
 
 
 def probe_speed(config: Any, seqs: np.ndarray, seed: int) -> tuple[bool, float]:
-    """Time PROBE_STEPS steps (half fp32, half bf16 autocast) on a throwaway model.
+    """Time PROBE_STEPS steps on a throwaway model, alternating fp32 and bf16 autocast.
 
     Returns whether bf16 autocast is faster on this CPU and its seconds per step.
-    The first two steps of each half are warm-up and not counted.
+    Alternating the two modes step by step keeps the comparison fair when another
+    process competes for the cores; the first two steps of each mode are warm-up.
     """
     from transformers import Glm4ForCausalLM
 
@@ -500,14 +504,13 @@ def probe_speed(config: Any, seqs: np.ndarray, seed: int) -> tuple[bool, float]:
     model = Glm4ForCausalLM(config)
     optimizer = make_optimizer(model)
     timings: dict[bool, list[float]] = {False: [], True: []}
-    per_mode = PROBE_STEPS // 2
-    for bf16 in (False, True):
-        for step in range(per_mode):
-            batch = torch.from_numpy(seqs[(step * BATCH_SIZE) % len(seqs) :][:BATCH_SIZE])
-            start = time.perf_counter()
-            train_step(model, optimizer, batch, 1e-4, bf16)
-            if step >= 2:
-                timings[bf16].append(time.perf_counter() - start)
+    for step in range(PROBE_STEPS):
+        bf16 = step % 2 == 1
+        batch = torch.from_numpy(seqs[(step * BATCH_SIZE) % len(seqs) :][:BATCH_SIZE])
+        start = time.perf_counter()
+        train_step(model, optimizer, batch, 1e-4, bf16)
+        if step >= 4:
+            timings[bf16].append(time.perf_counter() - start)
     fp32 = float(np.median(timings[False]))
     bf16_time = float(np.median(timings[True]))
     print(f"probe: fp32 {fp32:.2f} s/step, bf16 autocast {bf16_time:.2f} s/step", flush=True)
@@ -522,7 +525,8 @@ def unigram_nll(train: Packed, heldout: np.ndarray, vocab_size: int) -> np.ndarr
     """Per-target NLL of an add-one-smoothed unigram model fitted on the training split."""
     counts = np.bincount(train.ids.reshape(-1), minlength=vocab_size).astype(np.float64)
     logp = np.log(counts + 1.0) - math.log(counts.sum() + vocab_size)
-    return -logp[heldout[:, 1:]]
+    nll: np.ndarray = -logp[heldout[:, 1:]]
+    return nll
 
 
 def perplexity(nll: np.ndarray) -> float:
@@ -533,8 +537,8 @@ def chat_sample(model_dir: Path, questions: Sequence[str]) -> list[tuple[str, st
     """Reload the saved model with transformers and answer a few chat questions."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     samples = []
     for question in questions:
@@ -588,6 +592,7 @@ def write_model_card(
         f"**User:** {q}\n\n**Assistant:**\n\n```text\n{a}\n```" for q, a in samples
     )
     params = results["parameters"]
+    epochs = results["train_tokens_seen"] / results["train_tokens_available"]
     heads = f"{config.num_attention_heads} / {config.num_key_value_heads} / {config.head_dim}"
     rope = config.rope_parameters
     card = f"""---
@@ -622,11 +627,13 @@ and demo artefact, not a useful assistant.
 
 Offline only: the Python reference topics (`pydoc_data.topics`) and the standard
 library's docstrings, signatures and source (Python {sys.version.split()[0]}, parsed with
-`ast`). Each module/topic gives plain documents (a stub of signatures + docstrings, the
-source file, the topic text) and multi-turn chat conversations in the GLM chat format
-("What does `json.dumps` do?" answered with the signature and docstring). Sequences of
-{SEQ_LEN} tokens. About 5% of the data is held out by package/topic: none of the
-held-out packages or topics was seen in training.
+`ast`; `pydoc_data` and the generated `encodings` tables left out). Each module/topic
+gives plain documents (a stub of signatures + docstrings, the first {MAX_CODE_CHARS}
+characters of the source file, the topic text) and multi-turn chat conversations in the
+GLM chat format ("What does `json.dumps` do?" answered with the signature and docstring;
+long topics continued over "Tell me more." turns). Sequences of {SEQ_LEN} tokens.
+About 5% of the data is held out by package/topic: none of the held-out packages or
+topics was seen in training.
 
 ## Training
 
@@ -634,10 +641,11 @@ AdamW (betas 0.9/0.95, weight decay {WEIGHT_DECAY}), peak LR {PEAK_LR:g} with
 {WARMUP_FRACTION:.0%} warmup and cosine decay, gradient clipping {GRAD_CLIP}, batch
 {BATCH_SIZE} x {SEQ_LEN} tokens, {results["steps"]} steps, bf16 autocast:
 {results["bf16_autocast"]} (chosen by a {PROBE_STEPS}-step speed probe), 2 CPU threads,
-seed {results["seed"]}. Training tokens seen: {results["train_tokens_seen"]:,} of
-{results["train_tokens_available"]:,} available (no token seen twice:
-{results["train_tokens_seen"] <= results["train_tokens_available"]}). The checkpoint with the
-best held-out loss was kept (step {results["best_step"]}).
+seed {results["seed"]}. Training tokens seen: {results["train_tokens_seen"]:,}, that is
+{epochs:.1f} passes over the {results["train_tokens_available"]:,} training tokens; the
+held-out loss was evaluated {EVAL_TIMES} times and the best checkpoint kept (step
+{results["best_step"]} of {results["steps"]}). Training took {results["seconds"] / 60:.1f}
+minutes of wall time (the cores were shared with other jobs part of the time).
 
 ## Evaluation
 
@@ -788,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_seconds = time.time() - train_start
 
     model.load_state_dict(best_state)
-    model.to(torch.bfloat16)
+    model = model.bfloat16()
     model.config.use_cache = True
     model.save_pretrained(out)
     write_generation_config(out, tokenizer)
