@@ -54,9 +54,12 @@ def llama_cpp_tree(cache: Path) -> Path:
     return tree
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of a command, from GNU time."""
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of a command, from GNU time.
+
+    Runs outside the repo root, where `python -m edgeglm` would import the bare
+    source folder instead of the installed package."""
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=cwd)
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", r.stderr)
@@ -86,11 +89,11 @@ def main() -> None:
         ours_out = work / "edgeglm.gguf"
         bf16_out, q_out = work / "llamacpp-bf16.gguf", work / "llamacpp-q.gguf"
         ours = timed([py, "-m", "edgeglm", "convert", str(src), "-o", str(ours_out),
-                      "--quant", args.quant, "--threads", str(args.threads)])  # fmt: skip
+                      "--quant", args.quant, "--threads", str(args.threads)], work)  # fmt: skip
         conv = timed([py, str(HERE / "_llamacpp_convert.py"), str(tree), str(src),
-                      "--outtype", "bf16", "--outfile", str(bf16_out)])  # fmt: skip
+                      "--outtype", "bf16", "--outfile", str(bf16_out)], work)  # fmt: skip
         quant = timed([py, str(HERE / "_llamacpp_quantize.py"), str(bf16_out), str(q_out),
-                       args.quant, str(args.threads)])  # fmt: skip
+                       args.quant, str(args.threads)], work)  # fmt: skip
         theirs_wall = conv[0] + quant[0]
         theirs_rss = max(conv[1], quant[1])
         row = {
