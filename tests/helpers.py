@@ -160,3 +160,25 @@ def child_raw_llama_decode(path: str, prompt: list[int], n: int, threads: int) -
     llama_cpp.llama_free(ctx)
     llama_cpp.llama_model_free(model)
     return rate
+
+
+def llama_quantize_with_imatrix(
+    src: str, dst: str, ftype: int, weights: dict[str, np.ndarray]
+) -> int:
+    """In a child process: llama.cpp's quantizer with an imatrix (llama-quantize --imatrix)."""
+    import ctypes
+
+    import llama_cpp
+
+    items = sorted(weights.items())
+    arrays = [np.ascontiguousarray(w, dtype=np.float32).reshape(-1) for _, w in items]
+    table = (llama_cpp.llama_model_imatrix_data * (len(items) + 1))()
+    for i, ((name, _), arr) in enumerate(zip(items, arrays, strict=True)):
+        table[i].name = name.encode()
+        table[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        table[i].size = arr.size
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 2
+    params.imatrix = table
+    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))

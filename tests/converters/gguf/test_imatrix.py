@@ -100,3 +100,25 @@ def test_imatrix_is_used_and_recorded(calib_text: Path, tmp_path: Path) -> None:
     assert with_im.read_bytes() != without.read_bytes()
     fields = {f.name for f in GGUFReader(with_im).fields.values()}
     assert {"quantize.imatrix.dataset", "quantize.imatrix.chunks_count"} <= fields
+
+
+@pytest.mark.parametrize("quant", ["Q4_K_M", "Q2_K", "IQ4_XS", "Q4_0"])
+def test_imatrix_application_is_byte_identical_to_llama_quantize(
+    quant: str, calib_text: Path, tmp_path: Path
+) -> None:
+    """Same importance matrix, same bytes as llama.cpp's quantizer (and its imatrix-aware mix)."""
+    from gguf import LlamaFileType
+    from helpers import gguf_tensors, llama_quantize_with_imatrix
+
+    from edgeglm.backends.isolated import run_isolated
+    from edgeglm.converters.gguf.quant_types import scheme
+
+    src = HF_FIXTURES / "glm4_moe"
+    im = calibrate(src, calib_text, chunk=128)
+    ours = convert(src, tmp_path / "ours.gguf", quant, imatrix=im).output
+    f32 = convert(src, tmp_path / "f32.gguf", "F32").output
+    theirs = tmp_path / "theirs.gguf"
+    ftype = int(scheme(quant).ftype)
+    assert isinstance(LlamaFileType(ftype), LlamaFileType)
+    assert run_isolated(llama_quantize_with_imatrix, str(f32), str(theirs), ftype, im.weights) == 0
+    assert gguf_tensors(ours) == gguf_tensors(theirs)
