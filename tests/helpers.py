@@ -121,45 +121,44 @@ def child_decode_with_extra_buffers(path: str) -> None:
     m.llm.eval(m.tokenize("hello world, this is a test")[:8])
 
 
-def child_raw_llama_decode(path: str, prompt: list[int], n: int, threads: int) -> float:
-    """Decode tokens/s timed directly with llama-cpp-python, no EdgeGLM code in the loop."""
+def child_raw_llama_decode(
+    path: str, prompt: list[int], n: int, threads: int, repeat: int = 1
+) -> list[float]:
+    """Decode tokens/s timed directly on llama-cpp-python's Llama: no EdgeGLM code runs."""
     import time
 
     import llama_cpp
-    import llama_cpp._logger as llama_log
 
-    from edgeglm.backends.llamacpp import extra_buffers_safe
+    from edgeglm.backends.llamacpp import _default_params, extra_buffers_safe
 
-    llama_log.set_verbose(False)  # as Llama(verbose=False) does: no log I/O in the loop
+    # the same llama.cpp settings LlamaCppModel uses (AMX-safe weight buffers)
+    with _default_params(use_extra_bufts=extra_buffers_safe()):
+        llm = llama_cpp.Llama(
+            path,
+            n_ctx=len(prompt) + n + 8,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+    n_vocab = llm.n_vocab()
 
-    mp = llama_cpp.llama_model_default_params()
-    mp.use_extra_bufts = extra_buffers_safe()  # the same (AMX-safe) setting EdgeGLM uses
-    model = llama_cpp.llama_model_load_from_file(path.encode(), mp)
-    cp = llama_cpp.llama_context_default_params()
-    # the context settings LlamaCppModel gives llama.cpp (through llama_cpp.Llama)
-    cp.n_ctx = cp.n_batch = cp.n_ubatch = len(prompt) + n + 8
-    cp.n_threads = cp.n_threads_batch = threads
-    cp.flash_attn_type = 0  # Llama(flash_attn=False)
-    ctx = llama_cpp.llama_init_from_model(model, cp)
-    vocab = llama_cpp.llama_model_get_vocab(model)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    def greedy() -> int:
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(n_vocab,))))
 
-    def decode(tokens: list[int]) -> int:
-        arr = (llama_cpp.llama_token * len(tokens))(*tokens)
-        llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(tokens)))
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-        return int(np.argmax(logits))
-
-    decode(prompt[:32])  # warm-up, as the benchmark does
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    tok = decode(prompt)
-    t = time.perf_counter()
-    for _ in range(n):
-        tok = decode([tok])
-    rate = n / (time.perf_counter() - t)
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
-    return rate
+    llm.eval(prompt[:32])  # warm-up, as the benchmark does
+    rates = []
+    for _ in range(repeat):
+        llm.reset()
+        llm.eval(prompt)
+        tok = greedy()
+        t = time.perf_counter()
+        for _ in range(n):
+            llm.eval([tok])
+            tok = greedy()
+        rates.append(n / (time.perf_counter() - t))
+    llm.close()
+    return rates
 
 
 def llama_quantize_with_imatrix(
