@@ -81,6 +81,8 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
 
     out.rule("5. latency against quality (edgeglm bench, llama.cpp, this machine)")
     report = run_bench([str(results[q].output) for q in QUANTS], [], ["llama.cpp"], None, repeat=3)
+    if not out.is_terminal:
+        out.width = max(out.width, 160)  # a report table, not a terminal layout
     out.print(main_table(report))
     out.print(
         "[dim]* Pareto front. Quality: KL divergence of next-token distributions "
