@@ -22,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.converters.onnx.attention import (
     PAST_KEY,
@@ -42,7 +43,7 @@ from edgeglm.converters.onnx.ops import (
     stored,
 )
 from edgeglm.converters.onnx.quant import Precision, WeightFormat
-from edgeglm.converters.onnx.spec import Config, ModelSpec
+from edgeglm.converters.onnx.spec import ModelSpec
 from edgeglm.errors import CheckpointError
 
 F32Array = npt.NDArray[np.float32]

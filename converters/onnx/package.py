@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import read_json
-from edgeglm.converters.onnx.spec import Config, ModelSpec
+from edgeglm.converters.onnx.spec import ModelSpec
 from edgeglm.errors import CheckpointError, UsageError
 
 MODEL_FILE = "model.onnx"
