@@ -1,4 +1,9 @@
-"""Model picker: which model to chat with, on which backend, with how much context."""
+"""Model picker: which model to chat with, on which backend, with how much context.
+
+Everything not chosen here comes from the planner: the runtime loads the model
+with the plan's threads, flash attention and KV cache type for this machine,
+and with the plan's context when the field is left empty (the F4 screen shows
+that plan and why)."""
 
 from __future__ import annotations
 
@@ -66,7 +71,13 @@ class ModelPickerModal(ModalScreen[ModelChoice | None]):
                     compact=True,
                 )
                 yield Label("Context")
-                yield Input(str(self.current.n_ctx), type="integer", id="n_ctx", compact=True)
+                yield Input(
+                    "" if self.current.n_ctx is None else str(self.current.n_ctx),
+                    placeholder="plan",
+                    type="integer",
+                    id="n_ctx",
+                    compact=True,
+                )
             yield Static("", id="errors")
             with Horizontal():
                 yield Button("Cancel", id="cancel", compact=True)
@@ -82,12 +93,14 @@ class ModelPickerModal(ModalScreen[ModelChoice | None]):
     @on(Button.Pressed, "#load")
     def action_load(self) -> None:
         raw_ctx = self.query_one("#n_ctx", Input).value.strip()
-        if not raw_ctx.isdigit() or int(raw_ctx) < 64:
-            self.query_one("#errors", Static).update("context must be a whole number ≥ 64")
+        if raw_ctx and (not raw_ctx.isdigit() or int(raw_ctx) < 64):
+            self.query_one("#errors", Static).update(
+                "context must be a whole number ≥ 64, or empty for the plan's"
+            )
             return
         ref = self.query_one("#ref", Input).value.strip() or None
         backend = self.query_one("#backend", Select).value
-        self.dismiss(ModelChoice(ref, str(backend), int(raw_ctx)))
+        self.dismiss(ModelChoice(ref, str(backend), int(raw_ctx) if raw_ctx else None))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

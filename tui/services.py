@@ -28,7 +28,7 @@ class FeatureUnavailable(EdgeGLMError):
 
 
 class BackendFactory(Protocol):
-    def __call__(self, ref: str | None, *, backend: str, n_ctx: int) -> Backend: ...
+    def __call__(self, ref: str | None, *, backend: str, n_ctx: int | None) -> Backend: ...
 
 
 class BenchRunner(Protocol):
@@ -58,7 +58,9 @@ def _optional(module: str, name: str, what: str) -> Any:
     return fn
 
 
-def open_backend(ref: str | None, *, backend: str, n_ctx: int) -> Backend:
+def open_backend(ref: str | None, *, backend: str, n_ctx: int | None) -> Backend:
+    """The runtime's loader: the planner's settings for this machine (threads,
+    flash attention, KV cache, and the context unless one is given)."""
     from edgeglm.runtime import open_backend as real
 
     return real(ref, backend=backend, n_ctx=n_ctx)

@@ -22,7 +22,7 @@ DEFAULT_CTX = 2048
 class ModelChoice:
     ref: str | None  # None: the bundled demo model
     backend: str = "auto"
-    n_ctx: int = DEFAULT_CTX
+    n_ctx: int | None = None  # None: the plan's context for this model on this machine
 
     @property
     def label(self) -> str:
@@ -51,7 +51,7 @@ class ModelSession:
     def n_ctx(self) -> int:
         # llama.cpp may round the context; trust what the backend reports when it can
         n = getattr(self.backend, "n_ctx", None)
-        return n if isinstance(n, int) and n > 0 else self.choice.n_ctx
+        return n if isinstance(n, int) and n > 0 else (self.choice.n_ctx or DEFAULT_CTX)
 
     def close(self, timeout: float = 5.0) -> None:
         # a generation that does not stop in time is left alone: freeing the

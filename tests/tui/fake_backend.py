@@ -82,9 +82,9 @@ class FakeFactory:
     def __init__(self, backend: FakeBackend | None = None, error: Exception | None = None) -> None:
         self.backend = backend or FakeBackend()
         self.error = error
-        self.calls: list[tuple[str | None, str, int]] = []
+        self.calls: list[tuple[str | None, str, int | None]] = []
 
-    def __call__(self, ref: str | None, *, backend: str, n_ctx: int) -> FakeBackend:
+    def __call__(self, ref: str | None, *, backend: str, n_ctx: int | None) -> FakeBackend:
         self.calls.append((ref, backend, n_ctx))
         if self.error is not None:
             raise self.error

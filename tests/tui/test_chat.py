@@ -220,4 +220,5 @@ async def test_model_picker_loads_the_chosen_artifact(make_app, artifacts) -> No
         await pilot.press("down", "enter")  # the first artifact, after the demo model
         await app.workers.wait_for_complete()
         await pilot.pause()
-    assert factory.calls[-1] == (str(artifacts[0].resolve()), "auto", 2048)
+    # context left empty: the runtime takes the plan's for this model and machine
+    assert factory.calls[-1] == (str(artifacts[0].resolve()), "auto", None)
