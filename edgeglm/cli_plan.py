@@ -67,7 +67,8 @@ def plan(
     model: Annotated[
         str,
         typer.Argument(
-            help="A .gguf file, a Hugging Face folder (or cache repo id), or a config.json."
+            help="A .gguf file, an ONNX folder, a Hugging Face folder (or cache repo id), "
+            "or a config.json."
         ),
     ],
     ctx: Annotated[
@@ -86,9 +87,13 @@ def plan(
     estimate and a reason for every choice."""
     from edgeglm.cli import _fail, err, out
     from edgeglm.planner.explain import print_plan
+    from edgeglm.planner.onnx_plan import is_onnx_folder
     from edgeglm.planner.planner import make_plan
     from edgeglm.planner.sources import open_model
 
+    if is_onnx_folder(Path(model)):
+        _plan_onnx(Path(model), hardware, ctx, as_json)
+        return
     try:
         hw = _machine(hardware)
         result = make_plan(open_model(model), hw, ctx=ctx, quant=quant)
@@ -102,6 +107,40 @@ def plan(
         err.print("[dim]see 'what would fit' in the plan above[/]", highlight=False)
         machine = hw.name or ("this machine" if not hw.is_simulated else hw.source)
         _fail(HardwareError(f"{result.model['name']} does not fit on {machine}"))
+
+
+def _plan_onnx(folder: Path, hardware: Path | None, ctx: int | None, as_json: bool) -> None:
+    from rich.table import Table
+
+    from edgeglm.cli import _fail, out
+    from edgeglm.planner.onnx_plan import plan_onnx
+
+    try:
+        p = plan_onnx(folder, _machine(hardware), ctx)
+    except EdgeGLMError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(p.to_dict(), indent=2))
+    else:
+        t = Table(title=f"plan for {folder} (ONNX Runtime)")
+        for col in ("decision", "choice", "why"):
+            t.add_column(col)
+        t.add_row("provider", p.provider, p.reasons["provider"])
+        t.add_row("threads", str(p.threads), p.reasons["threads"])
+        t.add_row("context", str(p.n_ctx), p.reasons["context"])
+        m = p.memory
+        t.add_row(
+            "memory",
+            f"{m.total / 2**20:.0f} MiB of {p.ram_usable / 2**30:.1f} GiB usable",
+            f"weights {m.weights / 2**20:.0f} + runtime {m.runtime / 2**20:.0f} + KV "
+            f"{m.kv_cache / 2**20:.0f} + logits {m.logits / 2**20:.0f} + "
+            f"{m.fixed / 2**20:.0f} MiB; " + p.reasons["memory"],
+        )
+        out.print(t)
+    if not p.fits:
+        _fail(
+            HardwareError(f"{folder} needs {p.memory.total / 2**30:.1f} GiB; less is usable here")
+        )
 
 
 def register(app: typer.Typer) -> None:
