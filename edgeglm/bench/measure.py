@@ -34,6 +34,15 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
 
 
+def gpu_memory_bytes() -> int | None:
+    """This process's GPU memory (NVML), or None where there is no NVIDIA GPU."""
+    import os
+
+    from edgeglm.planner.gpus import process_vram_bytes
+
+    return process_vram_bytes(os.getpid())
+
+
 def greedy_next(llm: Any) -> int:
     """Argmax of the last output row, read in place (no copy of the logits)."""
     import llama_cpp
@@ -76,10 +85,12 @@ def measure_llamacpp(
             tok = greedy_next(llm)
         decode.append(decode_tokens / (time.perf_counter() - t))
     device = m.capabilities.device
+    vram_now = gpu_memory_bytes()
     m.close()
     # The peak of load + inference, taken before scoring allocates its
-    # all-positions logits buffer.
+    # all-positions logits buffer; VRAM while the model is still loaded.
     peak = peak_rss_bytes()
+    vram = vram_now
     scorer = LlamaCppModel(
         Path(path), n_ctx=len(eval_tokens) + 8, n_threads=threads, logits_all=True
     )
@@ -91,6 +102,7 @@ def measure_llamacpp(
         "prefill_tps": prefill,
         "decode_tps": decode,
         "peak_rss_bytes": peak,
+        "vram_bytes": vram,
         "logits": logits,
         "device": device,
     }
@@ -132,6 +144,7 @@ def measure_onnx(
         prefill.append(t.prefill_tokens_per_second)
         decode.append(t.decode_tokens_per_second)
     peak = peak_rss_bytes()
+    vram = gpu_memory_bytes()
     logits = m.score(eval_tokens)
     device = m.capabilities.device
     m.close()
@@ -141,6 +154,7 @@ def measure_onnx(
         "prefill_tps": prefill,
         "decode_tps": decode,
         "peak_rss_bytes": peak,
+        "vram_bytes": vram,
         "logits": logits,
         "device": device,
     }

@@ -99,7 +99,8 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         cols = ["artifact", "backend", "size MiB", "bpw", "decode tok/s", "prefill tok/s"]
-        cols += ["TTFT ms", "peak RSS MiB", "mean KL", "p99 KL", "top-1", "PPL", "roofline"]
+        cols += ["TTFT ms", "peak RSS MiB", "VRAM MiB", "mean KL", "p99 KL", "top-1", "PPL"]
+        cols += ["roofline"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in self.rows:
             cells = [
@@ -111,6 +112,7 @@ class BenchReport:
                 f"{r.prefill_tps.median:.0f}",
                 f"{r.ttft_s.median * 1000:.0f}",
                 f"{r.peak_rss_bytes / 2**20:.0f}",
+                "–" if r.vram_bytes is None else f"{r.vram_bytes / 2**20:.0f}",
                 _f(r.kl_mean, 5),
                 _f(r.kl_p99, 4),
                 _f(r.top1, 3),

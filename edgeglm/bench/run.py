@@ -295,6 +295,7 @@ def _row(
         prefill_tps=Spread.of(res["prefill_tps"]),
         decode_tps=Spread.of(res["decode_tps"]),
         peak_rss_bytes=int(res["peak_rss_bytes"]),
+        vram_bytes=res.get("vram_bytes"),
         ppl=float(np.exp(nll.mean())),
         bytes_per_token=bytes_per_token(art.path) if art.backend != "onnx" else None,
         reference=ref_logits is None,
@@ -351,7 +352,8 @@ def main_table(report: BenchReport) -> Any:
             f"{r.ttft_s.median * 1000:.0f}",
             f"{r.prefill_tps.median:.0f}",
             f"{r.decode_tps.median:.1f} ±{spread:.1f}",
-            f"{r.peak_rss_bytes / 2**20:.0f}",
+            f"{r.peak_rss_bytes / 2**20:.0f}"
+            + (f" +{r.vram_bytes / 2**20:.0f} VRAM" if r.vram_bytes else ""),
             *quality,
             f"{r.ppl:.2f}" if r.ppl else "–",
             f"{r.decode_efficiency * 100:.0f}%" if r.decode_efficiency else "–",
