@@ -9,7 +9,6 @@ inputs are only ever opened for reading.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -41,6 +40,7 @@ from edgeglm.converters.gguf.policy import (
 from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
 from edgeglm.converters.gguf.registry import family_for
 from edgeglm.converters.gguf.vocab import Vocab, load_vocab
+from edgeglm.converters.output import clean_stale_temps, sha256_file
 from edgeglm.errors import ConversionError, InsufficientDiskError, QuantizationError, UsageError
 from edgeglm.hardware import usable_threads
 
@@ -170,24 +170,6 @@ def _check_paths(ckpt: HFCheckpoint, out: Path) -> None:
         raise UsageError(f"{out.parent}: output folder does not exist")
 
 
-def _clean_stale_temps(out: Path) -> None:
-    """Remove temp files of earlier conversions to this target that were killed."""
-    for stale in out.parent.glob(f".{out.name}{_TMP_MARK}*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def convert(
     src: str | Path,
     out: Path,
@@ -213,7 +195,7 @@ def convert(
             raise InsufficientDiskError(
                 f"{out.parent}: {free / 2**30:.2f} GiB free, the GGUF needs {need / 2**30:.2f} GiB"
             )
-        _clean_stale_temps(out)
+        clean_stale_temps(out, (_TMP_MARK,))
         tmp = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}"
         try:
             digest = _write(plan, vocab, tmp, root, imatrix, threads, progress)
@@ -283,11 +265,7 @@ def _write(
     fout.flush()
     os.fsync(fout.fileno())
     w.close()
-    h = hashlib.sha256()
-    with open(tmp, "rb") as fin:
-        while chunk := fin.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(tmp)
 
 
 def _drain_one(

@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import read_json
+from edgeglm.converters import output
 from edgeglm.converters.onnx.spec import ModelSpec
 from edgeglm.errors import CheckpointError, UsageError
 
@@ -169,22 +170,8 @@ def place(tmp: Path, out: Path) -> None:
 
 def clean_stale_temps(out: Path) -> None:
     """Remove folders of earlier conversions to this target whose process is gone."""
-    for mark in (TMP_MARK, _OLD_MARK):
-        for stale in out.parent.glob(f".{out.name}{mark}*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
+    output.clean_stale_temps(out, (TMP_MARK, _OLD_MARK))
 
 
 def _is_model_folder(path: Path) -> bool:
     return (path / MODEL_FILE).is_file() and (path / GENAI_CONFIG).is_file()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -8,7 +8,6 @@ whole folder is written and checked.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from edgeglm.converters.onnx.package import (
 )
 from edgeglm.converters.onnx.quant import Precision, WeightFormat, precision
 from edgeglm.converters.onnx.registry import family_for
+from edgeglm.converters.output import sha256_file
 from edgeglm.errors import ConversionError, InsufficientDiskError
 
 # Above this the weights go to an external data file: a protobuf message
@@ -133,11 +133,11 @@ def convert(
         parameters=params,
         bits_per_weight=weight_bytes * 8 / max(params, 1),
         tensor_types=dict(sorted(g.formats.items())),
-        sha256=_sha256(out_dir / MODEL_FILE),
+        sha256=sha256_file(out_dir / MODEL_FILE),
         seconds=time.perf_counter() - t0,
         files=files,
         external_data=external,
-        data_sha256=_sha256(out_dir / DATA_FILE) if external else None,
+        data_sha256=sha256_file(out_dir / DATA_FILE) if external else None,
     )
 
 
@@ -174,14 +174,6 @@ def _nbytes(t: onnx.TensorProto) -> int:
     if t.data_location == onnx.TensorProto.EXTERNAL:
         return int({e.key: e.value for e in t.external_data}["length"])
     return len(t.raw_data)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["ConvertResult", "WeightFormat", "convert"]
