@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +84,11 @@ def test_decode_speed_matches_llama_cpp_python_timed_directly(tmp_path: Path) ->
     prompt = list(range(100, 228))
     ours, raw = [], []
     for _ in range(4):  # interleaved, so machine noise hits both alike
-        ours.append(
-            max(run_isolated(measure_llamacpp, gguf, prompt, prompt[:64], 3, 1, 256)["decode_tps"])
-        )
-        raw.append(max(run_isolated(child_raw_llama_decode, gguf, prompt, 256, 1, 3)))
-    # Noise on a shared machine only ever slows a run down, so the best of the
-    # interleaved runs is the stable statistic on both sides.
-    ratio = max(ours) / max(raw)
+        ours += run_isolated(measure_llamacpp, gguf, prompt, prompt[:64], 3, 1, 256)["decode_tps"]
+        raw += run_isolated(child_raw_llama_decode, gguf, prompt, 256, 1, 3)
+    # The median of 12 runs a side, as the benchmark itself reports: a single
+    # lucky or unlucky run moves neither side.
+    ratio = statistics.median(ours) / statistics.median(raw)
     assert 0.95 <= ratio <= 1.05, f"bench {ours} vs direct {raw}"
 
 
