@@ -25,8 +25,10 @@ tmux:
 	@command -v tmux >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq && apt-get install -y -qq tmux) >/dev/null 2>&1; } || true
 
+# `python -m pytest`, the way contributors start it (tests/conftest.py keeps
+# the bare source folder from shadowing the installed package).
 test: install tmux
-	$(BIN)/pytest
+	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check edgeglm converters tui tests scripts benchmarks
@@ -34,8 +36,9 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy -p edgeglm -p edgeglm.converters -p edgeglm.tui
+	$(BIN)/mypy tests scripts benchmarks
 
-# The contributor's one-line check: lint, types, tests.
+# The contributor's one-line check, and what CI runs: lint, types, tests.
 check: lint typecheck test
 
 # torch + transformers, only for regenerating fixtures and the demo model.
