@@ -1,90 +1,211 @@
-"""Decode speed through EdgeGLM against llama-cpp-python used directly.
+"""Decode speed through EdgeGLM's ``generate()`` against stock llama-cpp-python.
 
-    .venv/bin/python benchmarks/runtime_overhead.py MODEL.gguf [--tokens 128] [--repeat 5]
+    .venv/bin/python benchmarks/synthetic.py /tmp/syn            # 1.3 B GLM-Edge-shaped
+    .venv/bin/edgeglm convert /tmp/syn -o /tmp/syn.gguf -q Q4_K_M
+    .venv/bin/python benchmarks/runtime_overhead.py /tmp/syn.gguf [--tokens 64] [--repeat 12]
 
-Both sides load the same GGUF with the same llama.cpp settings (context,
-threads, and the AMX-safe weight-buffer choice EdgeGLM makes on this CPU) and
-decode greedily; runs alternate so machine noise hits both alike. EdgeGLM's
-side is its Backend.generate (detokenizing, stop-string checks, timings);
-llama-cpp-python's is a bare loop over Llama.generate. Use a random-weight
-model (benchmarks/synthetic.py) so neither stops early at end-of-text.
+EdgeGLM's side is what ``edgeglm run``, the TUI and the server use: the model
+opened by ``edgeglm.runtime.open_backend`` with the planner's settings for this
+machine, then ``Backend.generate`` (sampling, detokenizing, stop strings,
+timings). The other side is llama-cpp-python as a user would load it:
+``llama_cpp.Llama(path, n_ctx=..., n_threads=...)`` with its own defaults for
+everything else, decoding with ``Llama.generate``; that process never imports
+EdgeGLM. Only the context and thread count are matched, so the figure is the
+runtime's overhead rather than a different thread choice
+(``--stock-threads default`` leaves those to llama-cpp-python too).
+
+Each side lives in its own child process, loaded once; the parent asks them
+in turn (ABBA order, so a drift in machine speed hits both alike) and both
+sides are timed the same way, from outside the code under test: wall clock
+from the first generated token to the last. A crash in either child (ggml's
+AMX kernels in some builds) is reported, not propagated.
+
+Use a random-weight model (benchmarks/synthetic.py) so that neither side
+stops early at an end-of-text token.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import time
-from pathlib import Path
+from multiprocessing.connection import Connection
+from typing import Any
 
-from edgeglm.backends.base import SamplingParams
-from edgeglm.backends.llamacpp import LlamaCppModel, _default_params, extra_buffers_safe
-from edgeglm.hardware import usable_threads
+PROMPT = "The quick brown fox jumps over the lazy dog. " * 8
 
 
-def ours(m: LlamaCppModel, prompt: list[int], n: int) -> float:
-    gen = m.generate(prompt, SamplingParams(max_tokens=n))
-    while True:
+def _edgeglm_side(conn: Connection, model: str, n_ctx: int) -> None:
+    from edgeglm.backends.base import SamplingParams
+    from edgeglm.runtime import open_backend
+
+    m = open_backend(model, n_ctx=n_ctx)
+    prompt = m.tokenize(PROMPT)
+    conn.send({"settings": getattr(m, "settings", {}), "prompt_tokens": len(prompt)})
+    while (n := conn.recv()) is not None:
+        stamps: list[float] = []
+        gen = m.generate(prompt, SamplingParams(max_tokens=n, temperature=0.0))
         try:
-            next(gen)
+            while True:
+                chunk = next(gen)
+                stamps += [time.perf_counter()] * max(1, len(chunk.tokens))
         except StopIteration as stop:
-            t = stop.value.timings
-            if t.completion_tokens < n:
-                raise SystemExit(
-                    f"EdgeGLM stopped at end-of-text after {t.completion_tokens} tokens: "
-                    "use a random-weight model with a large vocabulary (benchmarks/synthetic.py)"
-                ) from None
-            return float(t.decode_tokens_per_second)
+            done = stop.value
+        conn.send(
+            {
+                "tokens": len(done.tokens),
+                "wall_tps": _tps(stamps),
+                "self_reported_tps": done.timings.decode_tokens_per_second,
+            }
+        )
 
 
-def raw(llm: object, prompt: list[int], n: int) -> float:
-    t_first = 0.0
-    for i, _tok in enumerate(llm.generate(prompt, temp=0.0, reset=True)):  # type: ignore[attr-defined]
-        if i == 0:
-            t_first = time.perf_counter()
-        if i == n - 1:
-            break
-    return (n - 1) / (time.perf_counter() - t_first)
+def _stock_side(
+    conn: Connection, model: str, n_ctx: int, threads: int | None, repack: bool
+) -> None:
+    import llama_cpp
+    import llama_cpp.llama_cpp as lib
+
+    if not repack:  # llama-cli's --no-repack; llama_cpp.Llama has no argument for it
+        default = lib.llama_model_default_params
+
+        def no_repack() -> Any:
+            p = default()
+            p.use_extra_bufts = False
+            return p
+
+        lib.llama_model_default_params = no_repack  # type: ignore[assignment]
+    kw: dict[str, Any] = {} if threads is None else {"n_threads": threads}
+    llm = llama_cpp.Llama(model, n_ctx=n_ctx, verbose=False, **kw)
+    prompt = llm.tokenize(PROMPT.encode(), add_bos=False)
+    conn.send(
+        {
+            "settings": {"n_ctx": n_ctx, "n_threads": llm.n_threads, "repack": repack},
+            "prompt_tokens": len(prompt),
+        }
+    )
+    while (n := conn.recv()) is not None:
+        stamps = []
+        for _tok in llm.generate(prompt, temp=0.0, reset=True):
+            stamps.append(time.perf_counter())
+            if len(stamps) == n:
+                break
+        conn.send({"tokens": len(stamps), "wall_tps": _tps(stamps)})
+
+
+def _tps(stamps: list[float]) -> float:
+    # the first token comes out of prefill; decode makes the rest
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
+
+
+class Side:
+    def __init__(self, name: str, target: Any, *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(child, *args))
+        self.proc.start()
+        child.close()  # so that a dead child reads as EOF here, not as a hang
+        self.info: dict[str, Any] = self.recv()
+
+    def recv(self) -> dict[str, Any]:
+        try:
+            msg: dict[str, Any] = self.conn.recv()
+        except EOFError:
+            self.proc.join(5)
+            raise SystemExit(
+                f"{self.name}: the process died (exit code {self.proc.exitcode}); "
+                "a negative code is the signal that killed llama.cpp"
+            ) from None
+        return msg
+
+    def run(self, n: int) -> dict[str, Any]:
+        self.conn.send(n)
+        return self.recv()
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.conn.send(None)
+        self.proc.join(30)
 
 
 def main() -> None:
-    import llama_cpp
-
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("model", type=Path)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=usable_threads())
+    ap.add_argument("model", help="a GGUF file")
+    ap.add_argument("--tokens", type=int, default=64, help="tokens generated per run")
+    ap.add_argument("--repeat", type=int, default=12, help="runs per side, interleaved")
+    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument(
+        "--stock-threads",
+        default="match",
+        help="'match' (EdgeGLM's thread count), 'default' (llama-cpp-python's) or a number",
+    )
+    ap.add_argument(
+        "--stock-repack",
+        choices=("on", "off"),
+        default="on",
+        help="llama.cpp's weight repacking on the stock side: 'on' is its default; 'off' "
+        "(llama-cli's --no-repack) is what EdgeGLM does on CPUs with AMX, where ggml's "
+        "AMX kernels in llama-cpp-python 0.3.36 crash",
+    )
     args = ap.parse_args()
-    n_ctx = 512
-    m = LlamaCppModel(args.model, n_ctx=n_ctx, n_threads=args.threads)
-    with _default_params(use_extra_bufts=extra_buffers_safe()):
-        llm = llama_cpp.Llama(
-            str(args.model),
-            n_ctx=n_ctx,
-            n_threads=args.threads,
-            n_threads_batch=args.threads,
-            verbose=False,
+
+    ours = Side("EdgeGLM", _edgeglm_side, args.model, args.ctx)
+    if args.stock_threads == "match":
+        threads = ours.info["settings"].get("n_threads")
+    else:
+        threads = None if args.stock_threads == "default" else int(args.stock_threads)
+    stock = Side(
+        "llama-cpp-python", _stock_side, args.model, args.ctx, threads, args.stock_repack == "on"
+    )
+    if ours.info["prompt_tokens"] != stock.info["prompt_tokens"]:
+        raise SystemExit("the two sides tokenized the prompt differently")
+    for side in (ours, stock):  # warm-up: page in the weights, build the graphs
+        side.run(8)
+    a: list[dict[str, Any]] = []
+    b: list[dict[str, Any]] = []
+    for i in range(args.repeat):
+        first, second = (ours, stock) if i % 2 == 0 else (stock, ours)
+        for side in (first, second):
+            (a if side is ours else b).append(side.run(args.tokens))
+    ours.close()
+    stock.close()
+
+    short = [r["tokens"] for r in a + b if r["tokens"] != args.tokens]
+    if short:
+        raise SystemExit(
+            f"a run stopped early ({short} tokens): use a random-weight model "
+            "(benchmarks/synthetic.py), which does not emit end-of-text"
         )
-    prompt = m.tokenize("The quick brown fox jumps over the lazy dog. " * 4)
-    ours(m, prompt, 8), raw(llm, prompt, 8)  # warm-up
-    a, b = [], []
-    for _ in range(args.repeat):
-        a.append(ours(m, prompt, args.tokens))
-        b.append(raw(llm, prompt, args.tokens))
-    result = {
-        "model": str(args.model),
-        "threads": args.threads,
-        "tokens": args.tokens,
-        "edgeglm_decode_tps": [round(x, 2) for x in a],
-        "llama_cpp_python_decode_tps": [round(x, 2) for x in b],
-        "ratio_of_medians": round(statistics.median(a) / statistics.median(b), 4),
-        "ratio_of_best": round(max(a) / max(b), 4),
-    }
-    print(json.dumps(result, indent=2))
+    ea = [r["wall_tps"] for r in a]
+    eb = [r["wall_tps"] for r in b]
+    pairs = sorted(x / y for x, y in zip(ea, eb, strict=True))
+    q1, _, q3 = statistics.quantiles(pairs, n=4)
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "tokens_per_run": args.tokens,
+                "repeat": args.repeat,
+                "prompt_tokens": ours.info["prompt_tokens"],
+                "edgeglm_settings": ours.info["settings"],
+                "llama_cpp_python_settings": stock.info["settings"],
+                "edgeglm_decode_tps": [round(x, 2) for x in ea],
+                "llama_cpp_python_decode_tps": [round(x, 2) for x in eb],
+                "edgeglm_self_reported_tps": [round(r["self_reported_tps"], 2) for r in a],
+                "median_edgeglm": round(statistics.median(ea), 2),
+                "median_llama_cpp_python": round(statistics.median(eb), 2),
+                "ratio_of_medians": round(statistics.median(ea) / statistics.median(eb), 4),
+                "paired_ratio_median": round(statistics.median(pairs), 4),
+                "paired_ratio_iqr": [round(q1, 4), round(q3, 4)],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
