@@ -61,10 +61,10 @@ def bench_llamacpp(gguf: Path, prompt: list[int], gen: int, threads: int) -> dic
     n_vocab = llm.n_vocab()
 
     def last_logits() -> np.ndarray:
-        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))  # type: ignore[no-untyped-call]
 
     try:
-        llm.reset()
+        llm.reset()  # type: ignore[no-untyped-call]
         t0 = time.perf_counter()
         llm.eval(prompt)
         logits = last_logits()

@@ -76,7 +76,7 @@ def _stock_side(
             p.use_extra_bufts = False
             return p
 
-        lib.llama_model_default_params = no_repack  # type: ignore[assignment]
+        lib.llama_model_default_params = no_repack
     kw: dict[str, Any] = {} if threads is None else {"n_threads": threads}
     llm = llama_cpp.Llama(model, n_ctx=n_ctx, verbose=False, **kw)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=False)
