@@ -46,12 +46,12 @@ def doctor(
     """Show this machine: CPU and instruction sets, RAM and its bandwidth, GPUs,
     and what the installed llama.cpp and ONNX Runtime can really use."""
     from edgeglm.cli import _fail, out
-    from edgeglm.planner.doctor_view import render_doctor
+    from edgeglm.hardware.doctor import render_doctor
 
     try:
         if remeasure and hardware is None:
             from edgeglm.hardware import probe_cpu, probe_memory
-            from edgeglm.planner.bandwidth import forget
+            from edgeglm.hardware.bandwidth import forget
 
             forget(probe_cpu(), probe_memory())
         hw = _machine(hardware)

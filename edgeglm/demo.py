@@ -15,8 +15,8 @@ from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.bench.run import main_table, run_bench
 from edgeglm.converters.gguf.convert import ConvertResult, convert
 from edgeglm.hardware import probe
+from edgeglm.hardware.doctor import render_doctor
 from edgeglm.models import default_model
-from edgeglm.planner.doctor_view import render_doctor
 from edgeglm.planner.explain import render_plan
 from edgeglm.planner.planner import make_plan
 from edgeglm.planner.sources import open_model

@@ -145,7 +145,7 @@ def _gpus() -> list[dict[str, Any]]:
 
     try:
         from edgeglm.hardware import probe_memory
-        from edgeglm.planner.gpus import probe_gpus
+        from edgeglm.hardware.gpus import probe_gpus
 
         return [asdict(g) for g in probe_gpus(probe_memory())]
     except (ImportError, AttributeError, TypeError, OSError):
@@ -172,7 +172,7 @@ def _bandwidth() -> float | None:
     """Measured memory bandwidth in bytes/s, from the hardware probe's cache."""
     try:
         from edgeglm.hardware import probe_cpu, probe_memory
-        from edgeglm.planner.bandwidth import memory_bandwidth
+        from edgeglm.hardware.bandwidth import memory_bandwidth
 
         gbps, _ = memory_bandwidth(probe_cpu(), probe_memory())
     except (ImportError, AttributeError, TypeError):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgeglm.errors import HardwareError
 from edgeglm.planner.model import ModelFacts
-from edgeglm.planner.schema import load_json_file
+from edgeglm.schema import load_json_file
 
 RECIPE_SCHEMA_VERSION = 1
 ANY_CLASS = "*"

@@ -18,3 +18,19 @@ def test_core_and_converters_do_not_import_textual() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
     )
     assert r.stdout.strip() == "[]"
+
+
+def test_hardware_depends_on_no_planner_bench_or_textual() -> None:
+    """The planner, bench and TUI build on edgeglm.hardware, never the reverse."""
+    code = (
+        "import importlib, pkgutil, sys, edgeglm.hardware as hw\n"
+        "for m in pkgutil.iter_modules(hw.__path__):\n"
+        "    importlib.import_module(f'edgeglm.hardware.{m.name}')\n"
+        "hw.probe(bandwidth=False)\n"
+        "bad = ('edgeglm.planner', 'edgeglm.bench', 'edgeglm.tui', 'textual')\n"
+        "print(sorted(m for m in sys.modules if any(m == b or m.startswith(b + '.') for b in bad)))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
+    )
+    assert r.stdout.strip() == "[]"

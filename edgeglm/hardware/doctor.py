@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from edgeglm.hardware import HardwareProfile
+from edgeglm.hardware.profile import HardwareProfile
 
 GiB = 1 << 30
 UNKNOWN = "unknown"

@@ -22,7 +22,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from edgeglm.hardware import DeviceType, LlamaCppDevice, LlamaCppInfo, OnnxRuntimeInfo
+from edgeglm.hardware.profile import DeviceType, LlamaCppDevice, LlamaCppInfo, OnnxRuntimeInfo
 
 # enum ggml_backend_dev_type (ggml/include/ggml-backend.h), in declaration order.
 _DEV_TYPES: tuple[DeviceType, ...] = ("cpu", "gpu", "igpu", "accel", "meta")
