@@ -1,6 +1,8 @@
-"""Render a HardwareProfile for ``edgeglm doctor``: one table per concern.
+"""A HardwareProfile for people: what ``edgeglm doctor`` prints and the TUI's hardware pane shows.
 
-Fields the probe could not measure print as "unknown", never as a guess.
+Key-value rows per concern, so the same view stays readable in a 40-column
+pane and a full terminal. What the probe could not measure says so; it is
+never filled in with a guess.
 """
 
 from __future__ import annotations
@@ -9,105 +11,93 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from edgeglm.hardware.profile import HardwareProfile
-
-GiB = 1 << 30
-UNKNOWN = "unknown"
+from edgeglm.hardware.profile import GPUInfo, HardwareProfile, LlamaCppInfo, OnnxRuntimeInfo
+from edgeglm.units import human_bytes
 
 
-def _v(x: object) -> str:
-    return UNKNOWN if x is None or x == "" else str(x)
-
-
-def _gib(n: int | None) -> str:
-    return UNKNOWN if n is None else f"{n / GiB:.1f} GiB"
-
-
-def _gbps(x: float | None, source: str | None) -> str:
-    return UNKNOWN if x is None else f"{x:.1f} GB/s ({source or 'source unknown'})"
-
-
-def _kv(title: str, rows: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left", show_header=False)
-    t.add_column("field", style="bold")
-    t.add_column("value", overflow="fold")
-    for k, v in rows:
-        t.add_row(k, v)
+def _table(title: str) -> Table:
+    t = Table(title=title, title_justify="left", title_style="bold", show_header=False, box=None)
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column(overflow="fold")
     return t
 
 
+def _gbps(v: float | None, source: str | None) -> str:
+    if v is None:
+        return "not measured"
+    return f"{v:.1f} GB/s" + (f" ({source})" if source else "")
+
+
 def render_doctor(hw: HardwareProfile) -> RenderableType:
-    c, m = hw.cpu, hw.memory
-    parts: list[RenderableType] = []
+    parts = [_machine_view(hw), _gpus_view(hw.gpus), _llama_view(hw.llama_cpp)]
+    parts.append(_ort_view(hw.onnxruntime))
+    return Group(*(p for part in parts for p in (part, Text(""))))
+
+
+def _machine_view(hw: HardwareProfile) -> RenderableType:
+    cpu, mem = hw.cpu, hw.memory
+    t = _table("Machine")
+    os_text = str(hw.os)
     if hw.is_simulated:
-        parts.append(Text(f"profile {hw.name or ''} from {hw.source}", style="bold yellow"))
-    parts.append(
-        _kv(
-            "CPU",
-            [
-                ("model", _v(c.model)),
-                ("architecture", _v(c.arch)),
-                ("cores", f"{_v(c.physical_cores)} physical, {_v(c.logical_cores)} logical"),
-                ("instruction sets", " ".join(c.isa) or "none detected"),
-                (
-                    "busy with other programs",
-                    UNKNOWN if c.busy_cores is None else f"{c.busy_cores:g} cores",
-                ),
-                ("os", _v(hw.os)),
-            ],
-        )
+        os_text += f"  (profile {hw.name + ' ' if hw.name else ''}from {hw.source})"
+    t.add_row("OS", os_text)
+    t.add_row("CPU", f"{cpu.model} ({cpu.arch})")
+    t.add_row("Cores", f"{cpu.physical_cores or '?'} physical, {cpu.logical_cores or '?'} logical")
+    if cpu.busy_cores is not None:
+        t.add_row("Busy", f"{cpu.busy_cores:g} cores used by other programs")
+    t.add_row("ISA", ", ".join(cpu.isa) or "none that llama.cpp accelerates")
+    t.add_row(
+        "Memory",
+        f"{human_bytes(mem.total_bytes)} total, {human_bytes(mem.available_bytes)} available",
     )
-    parts.append(
-        _kv(
-            "memory",
-            [
-                ("total", _gib(m.total_bytes)),
-                ("available", _gib(m.available_bytes)),
-                ("bandwidth", _gbps(m.bandwidth_gbps, m.bandwidth_source)),
-            ],
+    t.add_row("Bandwidth", _gbps(mem.bandwidth_gbps, mem.bandwidth_source))
+    return t
+
+
+def _gpus_view(gpus: list[GPUInfo]) -> RenderableType:
+    g = _table("GPUs")
+    if not gpus:
+        g.add_row("none", "no GPU found (NVML, sysfs and Metal were checked): CPU inference")
+    for gpu in gpus:
+        mem_text = (
+            "shares system RAM" if gpu.unified_memory else human_bytes(gpu.memory_total_bytes)
         )
-    )
-    gpus = Table(title="GPUs", title_justify="left")
-    for col in ("#", "vendor", "name", "memory", "free", "compute", "driver", "bandwidth"):
-        gpus.add_column(col)
-    for g in hw.gpus:
-        mem = _gib(g.memory_total_bytes) + (" unified" if g.unified_memory else "")
-        gpus.add_row(
-            _v(g.index),
-            g.vendor,
-            g.name,
-            mem,
-            _gib(g.memory_free_bytes),
-            _v(g.compute_capability),
-            _v(g.driver),
-            _gbps(g.bandwidth_gbps, g.bandwidth_source),
-        )
-    parts.append(gpus if hw.gpus else Text("GPUs: none found", style="bold"))
-    lc = hw.llama_cpp
-    if lc is not None:
-        dev = Table(
-            title=f"llama.cpp {_v(lc.version)} devices "
-            f"(GPU offload: {_v(lc.gpu_offload)}; backends: {' '.join(lc.backends) or UNKNOWN})",
-            title_justify="left",
-        )
-        for col in ("name", "type", "description", "memory", "free"):
-            dev.add_column(col)
-        for d in lc.devices:
-            dev.add_row(
-                d.name, d.type, d.description, _gib(d.memory_total_bytes), _gib(d.memory_free_bytes)
-            )
-        parts.append(dev)
-        if lc.error:
-            parts.append(Text(f"llama.cpp probe: {lc.error}", style="yellow"))
-    ort = hw.onnxruntime
-    if ort is not None:
-        prov = Table(
-            title=f"ONNX Runtime {_v(ort.version)} execution providers", title_justify="left"
-        )
-        for col in ("provider", "initializes", "why not"):
-            prov.add_column(col)
-        for p in ort.available_providers:
-            ok = p in ort.working_providers
-            prov.add_row(p, "yes" if ok else "no", "" if ok else ort.errors.get(p, UNKNOWN))
-        parts.append(prov)
-    return Group(*parts)
+        detail = [f"{gpu.vendor}", mem_text, _gbps(gpu.bandwidth_gbps, gpu.bandwidth_source)]
+        if gpu.compute_capability:
+            detail.append(f"compute {gpu.compute_capability}")
+        if gpu.driver:
+            detail.append(f"driver {gpu.driver}")
+        g.add_row(gpu.name, " · ".join(detail))
+    return g
+
+
+def _llama_view(info: LlamaCppInfo | None) -> RenderableType:
+    t = _table("llama.cpp")
+    if info is None:
+        t.add_row("status", "not probed")
+        return t
+    if info.error:
+        t.add_row("status", Text(f"unusable: {info.error}", style="red"))
+    t.add_row("version", info.version or "unknown")
+    offload = {True: "yes", False: "no: this build runs on the CPU only", None: "unknown"}
+    t.add_row("GPU offload", offload[info.gpu_offload])
+    t.add_row("backends", ", ".join(info.backends) or "–")
+    for d in info.devices:
+        mem = f" · {human_bytes(d.memory_total_bytes)}" if d.memory_total_bytes else ""
+        t.add_row(f"device {d.name}", f"{d.description} ({d.type}){mem}")
+    return t
+
+
+def _ort_view(info: OnnxRuntimeInfo | None) -> RenderableType:
+    t = _table("ONNX Runtime")
+    if info is None:
+        t.add_row("status", "not probed")
+        return t
+    t.add_row("version", info.version or "not installed")
+    for p in info.available_providers:
+        if p in info.working_providers:
+            t.add_row(p, Text("works", style="green"))
+        else:
+            why = info.errors.get(p, "listed by the wheel but no session could start")
+            t.add_row(p, Text(f"unusable: {why}", style="yellow"))
+    return t
