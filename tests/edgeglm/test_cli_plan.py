@@ -17,6 +17,7 @@ from edgeglm.planner.plan import PLAN_SCHEMA_VERSION
 PROFILES = FIXTURES / "hardware"
 CONFIGS = FIXTURES / "configs"
 
+
 def edgeglm(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
