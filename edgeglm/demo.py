@@ -13,7 +13,8 @@ from rich.console import Console
 from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.bench.run import main_table, run_bench
-from edgeglm.converters.gguf.convert import ConvertResult, convert
+from edgeglm.converters.gguf.convert import convert
+from edgeglm.converters.output import ConvertResult
 from edgeglm.hardware import probe
 from edgeglm.hardware.doctor import render_doctor
 from edgeglm.models import default_model
