@@ -1,7 +1,6 @@
-"""``edgeglm demo``: every stage that exists, run for real on the demo model.
+"""``edgeglm demo``: every stage, run for real on the bundled demo model.
 
-Each stage prints what it measured. Stages that are not built yet say so;
-nothing here prints a number it did not measure.
+Each stage prints what it measured; nothing here prints a number it did not measure.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class HardwareScreen(Screen[None]):
         try:
             plan = self.services.plan(choice.ref, profile)
         except FeatureUnavailable as e:
-            plan_error = f"{e}. Run `edgeglm doctor` once the planner ships."
+            plan_error = str(e)
         except Exception as e:
             plan_error = describe_error(e)
         self.post_message(HardwareReady(profile, plan, plan_error=plan_error))
