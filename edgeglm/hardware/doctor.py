@@ -22,6 +22,11 @@ def _table(title: str) -> Table:
     return t
 
 
+def _not_probed(t: Table) -> Table:
+    t.add_row("status", "not probed")
+    return t
+
+
 def _gbps(v: float | None, source: str | None) -> str:
     if v is None:
         return "not measured"
@@ -74,8 +79,7 @@ def _gpus_view(gpus: list[GPUInfo]) -> RenderableType:
 def _llama_view(info: LlamaCppInfo | None) -> RenderableType:
     t = _table("llama.cpp")
     if info is None:
-        t.add_row("status", "not probed")
-        return t
+        return _not_probed(t)
     if info.error:
         t.add_row("status", Text(f"unusable: {info.error}", style="red"))
     t.add_row("version", info.version or "unknown")
@@ -91,8 +95,7 @@ def _llama_view(info: LlamaCppInfo | None) -> RenderableType:
 def _ort_view(info: OnnxRuntimeInfo | None) -> RenderableType:
     t = _table("ONNX Runtime")
     if info is None:
-        t.add_row("status", "not probed")
-        return t
+        return _not_probed(t)
     t.add_row("version", info.version or "not installed")
     for p in info.available_providers:
         if p in info.working_providers:
