@@ -1,7 +1,6 @@
-"""``edgeglm demo``: every stage that exists, run for real on the demo model.
+"""``edgeglm demo``: every stage, run for real on the bundled demo model.
 
-Each stage prints what it measured. Stages that are not built yet say so;
-nothing here prints a number it did not measure.
+Each stage prints what it measured; nothing here prints a number it did not measure.
 """
 
 from __future__ import annotations
@@ -13,10 +12,11 @@ from rich.console import Console
 from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.bench.run import main_table, run_bench
-from edgeglm.converters.gguf.convert import ConvertResult, convert
+from edgeglm.converters.gguf.convert import convert
+from edgeglm.converters.output import ConvertResult
 from edgeglm.hardware import probe
+from edgeglm.hardware.doctor import render_doctor
 from edgeglm.models import default_model
-from edgeglm.planner.doctor_view import render_doctor
 from edgeglm.planner.explain import render_plan
 from edgeglm.planner.planner import make_plan
 from edgeglm.planner.sources import open_model

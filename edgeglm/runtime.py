@@ -19,7 +19,7 @@ from typing import Any, Literal
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.chat import render
-from edgeglm.errors import BackendError, UsageError
+from edgeglm.errors import UsageError
 from edgeglm.models import default_model
 from edgeglm.paths import cache_dir
 
@@ -148,10 +148,8 @@ def open_backend(
             raise UsageError(
                 f"{art.path}: the onnx backend needs an ONNX folder (edgeglm convert --format onnx)"
             )
-        try:
-            from edgeglm.backends.onnx import OnnxModel
-        except ImportError as e:
-            raise BackendError("the ONNX Runtime backend is not available in this build") from e
+        from edgeglm.backends.onnx import OnnxModel
+
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
     path = ensure_gguf(art.path, quant) if art.kind == "hf" else art.path

@@ -13,7 +13,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from .hardware_view import doctor_view, plan_view
+from edgeglm.hardware.doctor import render_doctor
+
+from .hardware_view import plan_view
 from .messages import HardwareReady
 from .services import FeatureUnavailable, Services
 from .session import ModelChoice
@@ -69,7 +71,7 @@ class HardwareScreen(Screen[None]):
         try:
             plan = self.services.plan(choice.ref, profile)
         except FeatureUnavailable as e:
-            plan_error = f"{e}. Run `edgeglm doctor` once the planner ships."
+            plan_error = str(e)
         except Exception as e:
             plan_error = describe_error(e)
         self.post_message(HardwareReady(profile, plan, plan_error=plan_error))
@@ -77,13 +79,14 @@ class HardwareScreen(Screen[None]):
     def on_hardware_ready(self, m: HardwareReady) -> None:
         doctor = self.query_one("#doctor", Static)
         plan = self.query_one("#plan", Static)
-        if m.error is not None:
-            doctor.update(Text(f"Hardware probe failed: {m.error}"))
+        if m.profile is None:
+            error = m.error or "no hardware profile"
+            doctor.update(Text(f"Hardware probe failed: {error}"))
             plan.update("No plan without a hardware profile.")
-            self.notify(m.error, title="Hardware probe failed", severity="error")
+            self.notify(error, title="Hardware probe failed", severity="error")
             return
         doctor.remove_class("muted")
-        doctor.update(doctor_view(m.profile))
+        doctor.update(render_doctor(m.profile))
         if m.plan is not None:
             plan.remove_class("muted")
             plan.update(plan_view(m.plan))

@@ -22,6 +22,7 @@ from gguf import GGUFWriter
 from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.converters.gguf.policy import ModelShape
+from edgeglm.converters.layout import Layout
 from edgeglm.errors import CheckpointError
 
 F32Array = npt.NDArray[np.float32]
@@ -86,6 +87,9 @@ class Family:
     ignored_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
     # GGUF tensors llama.cpp expects in F32 even when 2-D (routers, DSA indexer weights).
     f32_suffixes: ClassVar[tuple[str, ...]] = ("ffn_gate_inp.weight",)
+    # The checkpoint's tensors as a function of config.json (planning without weights);
+    # None: this family cannot be planned from a config alone.
+    layout: ClassVar[Layout | None] = None
 
     def __init__(self, ckpt: HFCheckpoint) -> None:
         self.ckpt = ckpt

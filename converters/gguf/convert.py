@@ -16,7 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -40,41 +40,13 @@ from edgeglm.converters.gguf.policy import (
 from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
 from edgeglm.converters.gguf.registry import family_for
 from edgeglm.converters.gguf.vocab import Vocab, load_vocab
-from edgeglm.converters.output import clean_stale_temps, sha256_file
+from edgeglm.converters.output import ConvertResult, clean_stale_temps, sha256_file
 from edgeglm.errors import ConversionError, InsufficientDiskError, QuantizationError, UsageError
 from edgeglm.hardware import usable_threads
 
 # Called after each tensor: (tensor name, tensors done, tensors total, bytes done, bytes total).
 Progress = Callable[[str, int, int, int, int], None]
 _TMP_MARK = ".edgeglm-tmp-"
-
-
-@dataclass
-class ConvertResult:
-    output: Path
-    quant: str
-    architecture: str
-    bytes: int
-    parameters: int
-    bits_per_weight: float
-    tensor_types: dict[str, int]
-    sha256: str
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "output": str(self.output),
-            "quant": self.quant,
-            "architecture": self.architecture,
-            "bytes": self.bytes,
-            "parameters": self.parameters,
-            "bits_per_weight": round(self.bits_per_weight, 4),
-            "tensor_types": self.tensor_types,
-            "sha256": self.sha256,
-            "seconds": round(self.seconds, 3),
-            "warnings": self.warnings,
-        }
 
 
 @dataclass
@@ -209,6 +181,7 @@ def convert(
     size = out.stat().st_size
     return ConvertResult(
         output=out,
+        format="gguf",
         quant=plan.scheme.name,
         architecture=fam.gguf_arch,
         bytes=size,

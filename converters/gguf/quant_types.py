@@ -75,3 +75,14 @@ def scheme(name: str) -> QuantScheme:
         raise UsageError(
             f"unknown quant type {name!r}; choose one of: {', '.join(SCHEMES)}"
         ) from None
+
+
+def quant_name(file_type: int | None) -> str | None:
+    """``general.file_type`` -> llama.cpp's name (MOSTLY_Q4_K_M -> Q4_K_M); None if unknown."""
+    if file_type is None:
+        return None
+    try:
+        name = F(file_type).name
+    except ValueError:
+        return None
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgeglm.converters.onnx.base import Progress
-    from edgeglm.converters.onnx.pipeline import ConvertResult
+    from edgeglm.converters.output import ConvertResult
 
 QUANTS = ("fp32", "fp16", "int8", "int4")
 

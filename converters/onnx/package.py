@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edgeglm.chat import GLM_STOP_TOKENS
 from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import read_json
 from edgeglm.converters import output
@@ -31,8 +32,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-# GLM's turn and tool-call boundaries end a reply as surely as <|endoftext|>.
-GLM_STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 TMP_MARK = ".edgeglm-tmp-"
 _OLD_MARK = ".edgeglm-old-"
 
@@ -49,7 +48,8 @@ def copy_tokenizer(src: Path, dst: Path) -> list[str]:
 
 
 def stop_token_ids(src: Path, cfg: Config) -> list[int]:
-    """eos ids from config.json and generation_config.json, plus GLM's stop tokens."""
+    """eos ids from config.json and generation_config.json, plus GLM's turn and tool-call
+    boundaries, which end a reply as surely as <|endoftext|>."""
     ids: list[int] = []
     gen = _optional_json(src / "generation_config.json")
     for value in (cfg.get("eos_token_id"), gen.get("eos_token_id")):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -34,47 +33,12 @@ from edgeglm.converters.onnx.package import (
 )
 from edgeglm.converters.onnx.quant import Precision, WeightFormat, precision
 from edgeglm.converters.onnx.registry import family_for
-from edgeglm.converters.output import sha256_file
+from edgeglm.converters.output import ConvertResult, sha256_file
 from edgeglm.errors import ConversionError, InsufficientDiskError
 
 # Above this the weights go to an external data file: a protobuf message
 # cannot exceed 2 GiB, and the estimate below is an upper bound.
 EXTERNAL_ABOVE = 1_800_000_000
-
-
-@dataclass
-class ConvertResult:
-    output: Path
-    quant: str
-    architecture: str
-    bytes: int
-    parameters: int
-    bits_per_weight: float
-    tensor_types: dict[str, int]
-    sha256: str  # of model.onnx
-    seconds: float
-    files: dict[str, int] = field(default_factory=dict)  # name -> bytes
-    external_data: bool = False
-    data_sha256: str | None = None  # of model.onnx.data, when the weights live there
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "output": str(self.output),
-            "format": "onnx",
-            "quant": self.quant,
-            "architecture": self.architecture,
-            "bytes": self.bytes,
-            "parameters": self.parameters,
-            "bits_per_weight": round(self.bits_per_weight, 4),
-            "tensor_types": self.tensor_types,
-            "sha256": self.sha256,
-            "seconds": round(self.seconds, 3),
-            "files": self.files,
-            "external_data": self.external_data,
-            "data_sha256": self.data_sha256,
-            "warnings": self.warnings,
-        }
 
 
 def estimate_bytes(fam: Family, prec: Precision) -> int:
@@ -127,6 +91,7 @@ def convert(
     params = sum(ckpt.info(n).numel for n in fam.used)
     return ConvertResult(
         output=out_dir,
+        format="onnx",
         quant=prec.name,
         architecture=ckpt.architecture,
         bytes=sum(files.values()),
@@ -176,4 +141,4 @@ def _nbytes(t: onnx.TensorProto) -> int:
     return len(t.raw_data)
 
 
-__all__ = ["ConvertResult", "WeightFormat", "convert"]
+__all__ = ["WeightFormat", "convert"]

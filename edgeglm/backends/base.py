@@ -102,36 +102,3 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class StopStrings:
-    """Finds stop strings in streamed text without emitting a partial match.
-
-    Text that could still be the start of a stop string is held back until the
-    next piece decides it, so a caller never shows half of "<|user|>".
-    """
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = tuple(s for s in stops if s)
-        self._held = ""
-
-    def feed(self, piece: str) -> tuple[str, bool]:
-        """(text safe to emit, stopped?)"""
-        text = self._held + piece
-        for s in self.stops:
-            i = text.find(s)
-            if i >= 0:
-                self._held = ""
-                return text[:i], True
-        keep = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
-        self._held = text[len(text) - keep :] if keep else ""
-        return text[: len(text) - keep], False
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held

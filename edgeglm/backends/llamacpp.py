@@ -26,9 +26,9 @@ from edgeglm.backends.base import (
     Chunk,
     Completion,
     SamplingParams,
-    StopStrings,
     Timings,
 )
+from edgeglm.backends.text import StopStrings
 from edgeglm.errors import BackendError, UsageError
 from edgeglm.hardware import probe_cpu, usable_threads
 

@@ -15,12 +15,10 @@ provider the session actually got.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import json
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -29,9 +27,11 @@ import numpy.typing as npt
 import onnx
 
 from edgeglm.backends.base import Capabilities, Chunk, Completion, SamplingParams, Timings
+from edgeglm.backends.sampling import Sampler, check_params
+from edgeglm.backends.text import StopStrings, TokenText
 from edgeglm.errors import BackendError, EdgeGLMError, UsageError
 from edgeglm.hardware import usable_threads
-from edgeglm.sampling import Sampler, check_params
+from edgeglm.hardware.runtimes import probe_onnxruntime
 
 # Tried in this order; TensorRT is left out by default (minutes of engine builds).
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -146,37 +146,10 @@ def _check_decoder_io(proto: onnx.ModelProto, cfg: dict[str, Any], where: Path) 
 
 @functools.cache
 def usable_providers() -> tuple[str, ...]:
-    """Providers that really initialize here: a tiny session per candidate tells the truth."""
-    import onnxruntime as ort
-
-    g = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    probe = onnx.helper.make_model(
-        g, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 21)]
-    )
-    blob = probe.SerializeToString()
-    found = []
-    # A provider whose libraries are missing logs errors through ORT's global
-    # logger and prints a fallback notice; here that is an answer, not news.
-    ort.set_default_logger_severity(4)
-    try:
-        for p in PREFERRED_PROVIDERS:
-            if p == "CPUExecutionProvider" or p not in ort.get_available_providers():
-                continue
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    got = ort.InferenceSession(blob, providers=[p]).get_providers()[0]
-            except Exception:  # any failure to start means "not usable"
-                continue
-            if got == p:
-                found.append(p)
-    finally:
-        ort.set_default_logger_severity(2)  # ORT's default: warnings
-    return (*found, "CPUExecutionProvider")
+    """Preferred providers that really initialize here, CPU last (asked once per process)."""
+    info = probe_onnxruntime(only=PREFERRED_PROVIDERS)
+    working = [p for p in PREFERRED_PROVIDERS if p in info.working_providers]
+    return (*(p for p in working if p != "CPUExecutionProvider"), "CPUExecutionProvider")
 
 
 # -- the backend --------------------------------------------------------------------
@@ -276,14 +249,14 @@ class OnnxModel:
         if params.max_tokens == 0:
             return Completion("", [], "length", timings)
         sampler = Sampler(params)
-        stream = TextStream(self.detokenize, params.stop)
+        words, stops = TokenText(self.detokenize), StopStrings(params.stop)
         capacity = min(self.context_length, len(prompt) + params.max_tokens)
         cache = self._new_cache(capacity)
         t0 = time.perf_counter()
         logits = self._step(prompt, 0, cache)
         timings.prompt_seconds = time.perf_counter() - t0
-        history, out, pending = list(prompt), [], []
-        finish, t_first = "length", 0.0
+        history, out, pending, parts = list(prompt), [], [], []
+        finish, t_first, stopped = "length", 0.0, False
         while True:
             token = sampler(logits, history)
             timings.completion_tokens += 1
@@ -296,8 +269,9 @@ class OnnxModel:
             out.append(token)
             history.append(token)
             pending.append(token)
-            text, stopped = stream.push(token)
+            text, stopped = stops.feed(words.push(token))
             if text:
+                parts.append(text)
                 yield Chunk(text, pending)
                 pending = []
             if stopped:
@@ -307,10 +281,14 @@ class OnnxModel:
                 break
             logits = self._step([token], len(history) - 1, cache)
         timings.decode_seconds = time.perf_counter() - t_first
-        tail = "" if finish == "stop" and stream.stopped else stream.flush()
+        tail = ""
+        if not stopped:
+            tail, stopped = stops.feed(words.flush())
+            tail += "" if stopped else stops.flush()
         if tail or pending:
+            parts.append(tail)
             yield Chunk(tail, pending)
-        return Completion(stream.text, out, finish, timings)
+        return Completion("".join(parts), out, finish, timings)
 
     def _check_length(self, n: int) -> None:
         if n == 0:
@@ -365,58 +343,3 @@ class OnnxModel:
 
 def _ints(value: Any) -> list[int]:
     return [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int)]
-
-
-class TextStream:
-    """Token ids in, text out: whole characters only, stop strings cut and never streamed.
-
-    Byte-level BPE splits characters across tokens, so a token's text is known
-    only once the next ones complete it; text that might be the start of a stop
-    string is held back until it cannot be.
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str], stops: Sequence[str]) -> None:
-        self.decode = decode
-        self.stops = [s for s in stops if s]
-        self.tokens: list[int] = []
-        self.text = ""
-        self.emitted = 0
-        self.stopped = False
-        self._prefix = self._read = 0  # tokens decoded as context / already in text
-
-    def push(self, token: int) -> tuple[str, bool]:
-        """Add a token; returns (text now safe to show, whether a stop string ended it)."""
-        self.tokens.append(token)
-        before = self.decode(self.tokens[self._prefix : self._read])
-        after = self.decode(self.tokens[self._prefix :])
-        if after.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
-            return "", False
-        self.text += after[len(before) :]
-        self._prefix, self._read = self._read, len(self.tokens)
-        cut = self._first_stop()
-        if cut is not None:
-            self.text, self.stopped = self.text[:cut], True
-            return self._take(len(self.text)), True
-        return self._take(len(self.text) - self._held()), False
-
-    def flush(self) -> str:
-        """The rest, held-back and incomplete text included (generation ended otherwise)."""
-        self.text = self.decode(self.tokens) if self.tokens else ""
-        return self._take(len(self.text))
-
-    def _take(self, end: int) -> str:
-        out = self.text[self.emitted : max(end, self.emitted)]
-        self.emitted += len(out)
-        return out
-
-    def _first_stop(self) -> int | None:
-        start = max(0, self.emitted - max((len(s) for s in self.stops), default=0))
-        hits = [i for s in self.stops if (i := self.text.find(s, start)) >= 0]
-        return min(hits) if hits else None
-
-    def _held(self) -> int:
-        """Length of the longest text suffix that a stop string starts with."""
-        return max(
-            (k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])),
-            default=0,
-        )

@@ -38,7 +38,7 @@ def gpu_memory_bytes() -> int | None:
     """This process's GPU memory (NVML), or None where there is no NVIDIA GPU."""
     import os
 
-    from edgeglm.planner.gpus import process_vram_bytes
+    from edgeglm.hardware.gpus import process_vram_bytes
 
     return process_vram_bytes(os.getpid())
 

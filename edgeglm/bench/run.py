@@ -23,6 +23,7 @@ from edgeglm import __version__
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.bench.measure import DECODE_TOKENS, PROMPT_TOKENS, measure_llamacpp, measure_onnx
 from edgeglm.bench.report import BenchReport, BenchRow, Spread
+from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import UsageError
 from edgeglm.metrics import kl_divergence, log_softmax
 from edgeglm.runtime import ensure_gguf, ensure_onnx, resolve, verify_gguf
@@ -46,14 +47,9 @@ class Artifact:
 
 
 def _file_quant(path: Path) -> str:
-    from gguf import LlamaFileType
-
-    r = GGUFReader(path)
-    field = r.get_field("general.file_type")
-    if field is None:
-        return "unknown"
-    name = LlamaFileType(int(field.contents())).name
-    return name.removeprefix("MOSTLY_").replace("ALL_F32", "F32")
+    field = GGUFReader(path).get_field("general.file_type")
+    name = quant_name(int(field.contents())) if field is not None else None
+    return name or "unknown"
 
 
 def _gguf_identity(path: Path) -> tuple[str, str]:
@@ -145,7 +141,7 @@ def _gpus() -> list[dict[str, Any]]:
 
     try:
         from edgeglm.hardware import probe_memory
-        from edgeglm.planner.gpus import probe_gpus
+        from edgeglm.hardware.gpus import probe_gpus
 
         return [asdict(g) for g in probe_gpus(probe_memory())]
     except (ImportError, AttributeError, TypeError, OSError):
@@ -172,7 +168,7 @@ def _bandwidth() -> float | None:
     """Measured memory bandwidth in bytes/s, from the hardware probe's cache."""
     try:
         from edgeglm.hardware import probe_cpu, probe_memory
-        from edgeglm.planner.bandwidth import memory_bandwidth
+        from edgeglm.hardware.bandwidth import memory_bandwidth
 
         gbps, _ = memory_bandwidth(probe_cpu(), probe_memory())
     except (ImportError, AttributeError, TypeError):

@@ -42,14 +42,8 @@ def _sigterm_as_interrupt() -> None:
 
 def _register() -> None:
     """Command modules add themselves to ``app`` when imported, in help order."""
-    for name in ("convert", "run", "bench", "tui", "demo"):
+    for name in ("convert", "run", "bench", "tui", "demo", "plan"):
         importlib.import_module(f"edgeglm.cli.{name}")
-
-    try:
-        from edgeglm import cli_plan
-    except ImportError:  # the planner is optional while it is being built
-        return
-    cli_plan.register(app)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from importlib import resources
 from edgeglm.errors import HardwareError
 from edgeglm.hardware import GPUInfo, HardwareProfile, usable_threads
 from edgeglm.planner import policy
-from edgeglm.planner.schema import build
+from edgeglm.schema import build
 
 GiB = 1 << 30
 

@@ -250,16 +250,3 @@ def facts_from_metadata(
         repo=repo,
         tensors=tuple(by),
     )
-
-
-def quant_name(file_type: int | None) -> str | None:
-    """general.file_type -> llama.cpp's quant name (MOSTLY_Q4_K_M -> Q4_K_M)."""
-    if file_type is None:
-        return None
-    from gguf import LlamaFileType
-
-    try:
-        name = LlamaFileType(file_type).name
-    except ValueError:
-        return None
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")

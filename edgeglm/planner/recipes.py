@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgeglm.errors import HardwareError
 from edgeglm.planner.model import ModelFacts
-from edgeglm.planner.schema import load_json_file
+from edgeglm.schema import load_json_file
 
 RECIPE_SCHEMA_VERSION = 1
 ANY_CLASS = "*"
@@ -109,7 +109,7 @@ def validate(recipe: Recipe, where: str) -> None:
 
     from edgeglm.converters.gguf.quant_types import SCHEMES
     from edgeglm.planner.machine import hardware_classes
-    from edgeglm.planner.virtual import LAYOUTS
+    from edgeglm.planner.virtual import plannable_architectures
 
     def bad(msg: str) -> HardwareError:
         return HardwareError(f"{where}: {msg}")
@@ -118,10 +118,11 @@ def validate(recipe: Recipe, where: str) -> None:
         raise bad(f"schema_version {recipe.schema_version}, expected {RECIPE_SCHEMA_VERSION}")
     if Path(where).stem != recipe.name:
         raise bad(f"name {recipe.name!r} must match the file name {Path(where).stem!r}")
-    if recipe.match.architecture not in LAYOUTS:
+    plannable = plannable_architectures()
+    if recipe.match.architecture not in plannable:
         raise bad(
             f"match.architecture {recipe.match.architecture!r} is not plannable; "
-            f"known: {', '.join(sorted(LAYOUTS))}"
+            f"known: {', '.join(plannable)}"
         )
     classes = {c.name for c in hardware_classes()} | {ANY_CLASS}
     seen: set[str] = set()

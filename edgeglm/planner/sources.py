@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import CheckpointError, EdgeGLMError, ModelNotFoundError
-from edgeglm.planner.model import ModelFacts, facts_from_metadata, quant_name
+from edgeglm.planner.model import ModelFacts, facts_from_metadata
 
 if TYPE_CHECKING:  # the converter is imported only when a checkpoint is planned
     from edgeglm.checkpoint.hf import HFCheckpoint

@@ -17,31 +17,12 @@ from edgeglm.planner.plan import PLAN_SCHEMA_VERSION
 PROFILES = FIXTURES / "hardware"
 CONFIGS = FIXTURES / "configs"
 
-# Until edgeglm/cli.py calls cli_plan.register(app), run the same app with the
-# commands registered; afterwards, plain `python -m edgeglm`.
-_BOOT = (
-    "from edgeglm.cli import app, main\n"
-    "from edgeglm.cli_plan import register\n"
-    "register(app)\n"
-    "main()\n"
-)
-
-
-def _wired() -> bool:
-    from edgeglm.cli import app
-
-    return any(
-        (c.name or (c.callback.__name__ if c.callback else "")) == "plan"
-        for c in app.registered_commands
-    )
-
 
 def edgeglm(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    cmd = ["-m", "edgeglm"] if _wired() else ["-c", _BOOT]
     return subprocess.run(
-        [sys.executable, *cmd, *args],
+        [sys.executable, "-m", "edgeglm", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -12,6 +12,7 @@ from gguf import GGUFWriter
 
 from edgeglm.converters.gguf.base import Family
 from edgeglm.converters.gguf.registry import register
+from edgeglm.converters.layout import BLOCK_NORMS, Layout, fused_dense_mlp, gqa_attention
 
 DENSE_GLM_TENSORS = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -59,3 +60,6 @@ class DenseGLM(Family):
 @register("GlmForCausalLM")
 class Glm(DenseGLM):
     gguf_arch = "chatglm"
+    layout = Layout(
+        attention=(BLOCK_NORMS, gqa_attention(bias_default=True)), dense_mlp=fused_dense_mlp
+    )

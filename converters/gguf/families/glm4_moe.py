@@ -16,6 +16,14 @@ from gguf import ExpertGatingFuncType, GGUFWriter
 
 from edgeglm.converters.gguf.base import Family, OutTensor, group_experts, stack_experts
 from edgeglm.converters.gguf.registry import register
+from edgeglm.converters.layout import (
+    BLOCK_NORMS,
+    Layout,
+    dense_mlp,
+    gqa_attention,
+    moe_mlp,
+    qk_norm,
+)
 from edgeglm.errors import CheckpointError
 
 MOE_TENSORS = {
@@ -134,6 +142,12 @@ class MoEFamily(Family):
 @register("Glm4MoeForCausalLM")
 class Glm4Moe(MoEFamily):
     gguf_arch = "glm4moe"
+    layout = Layout(
+        attention=(BLOCK_NORMS, gqa_attention(bias_default=False), qk_norm),
+        dense_mlp=dense_mlp,
+        moe_mlp=moe_mlp,
+        mtp=True,
+    )
     tensor_map: ClassVar[dict[str, str]] = {
         **MOE_TENSORS,
         "model.layers.{bid}.self_attn.q_proj.weight": "blk.{bid}.attn_q.weight",

@@ -16,6 +16,7 @@ from gguf import GGUFWriter
 from edgeglm.converters.gguf.base import F32Array, OutTensor
 from edgeglm.converters.gguf.families.glm4_moe import MOE_TENSORS, MoEFamily
 from edgeglm.converters.gguf.registry import register
+from edgeglm.converters.layout import BLOCK_NORMS, Layout, dense_mlp, mla_attention, moe_mlp
 from edgeglm.errors import CheckpointError
 
 MLA_TENSORS = {
@@ -111,3 +112,6 @@ class MLAFamily(MoEFamily):
 @register("Glm4MoeLiteForCausalLM")
 class Glm4MoeLite(MLAFamily):
     gguf_arch = "deepseek2"
+    layout = Layout(
+        attention=(BLOCK_NORMS, mla_attention), dense_mlp=dense_mlp, moe_mlp=moe_mlp, mtp=True
+    )

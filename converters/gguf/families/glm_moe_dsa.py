@@ -12,11 +12,25 @@ from gguf import GGUFWriter
 
 from edgeglm.converters.gguf.families.glm4_moe_lite import MLA_TENSORS, MLAFamily
 from edgeglm.converters.gguf.registry import register
+from edgeglm.converters.layout import (
+    BLOCK_NORMS,
+    Layout,
+    dense_mlp,
+    dsa_indexer,
+    mla_attention,
+    moe_mlp,
+)
 
 
 @register("GlmMoeDsaForCausalLM")
 class GlmMoeDsa(MLAFamily):
     gguf_arch = "glm-dsa"
+    layout = Layout(
+        attention=(BLOCK_NORMS, mla_attention, dsa_indexer),
+        dense_mlp=dense_mlp,
+        moe_mlp=moe_mlp,
+        mtp=True,
+    )
     tensor_map: ClassVar[dict[str, str]] = {
         **MLA_TENSORS,
         "model.layers.{bid}.self_attn.indexer.wq_b.weight": "blk.{bid}.indexer.attn_q_b.weight",

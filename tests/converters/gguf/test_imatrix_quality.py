@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from helpers import gguf_tensors, llama_probe
 
 from edgeglm.backends.isolated import run_isolated
@@ -19,9 +18,6 @@ from edgeglm.metrics import kl_divergence
 from edgeglm.models import DEMO_MODEL
 
 
-@pytest.mark.skipif(
-    not (DEMO_MODEL / "model.safetensors").exists(), reason="demo model weights not present"
-)
 def test_imatrix_lowers_q4_k_m_kl_divergence(tmp_path: Path) -> None:
     import pydoc_data.topics
 

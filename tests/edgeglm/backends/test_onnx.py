@@ -13,10 +13,10 @@ import pytest
 from helpers import HF_FIXTURES, load_reference
 
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
-from edgeglm.backends.onnx import OnnxModel, TextStream, usable_providers
+from edgeglm.backends.onnx import OnnxModel, usable_providers
+from edgeglm.backends.sampling import Sampler, min_p, repeat_penalty, top_k, top_p
 from edgeglm.converters.onnx import convert
 from edgeglm.errors import UsageError
-from edgeglm.sampling import Sampler, min_p, repeat_penalty, top_k, top_p
 
 SRC = HF_FIXTURES / "glm4"
 
@@ -189,27 +189,3 @@ def test_sampler_draws_follow_the_distribution() -> None:
 def test_sampler_rejects_meaningless_settings(bad: dict[str, float]) -> None:
     with pytest.raises(UsageError, match="invalid sampling parameters"):
         Sampler(SamplingParams(**bad))  # type: ignore[arg-type]
-
-
-# -- text stream --------------------------------------------------------------------
-
-
-def _bytes_decoder(pieces: dict[int, bytes]):  # type: ignore[no-untyped-def]
-    return lambda ids: b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace")
-
-
-def test_text_stream_waits_for_whole_characters() -> None:
-    euro = "€".encode()  # three bytes, one per token here
-    s = TextStream(_bytes_decoder({1: euro[:1], 2: euro[1:2], 3: euro[2:], 4: b"!"}), ())
-    assert [s.push(t)[0] for t in (1, 2, 3, 4)] == ["", "", "€", "!"]
-    assert s.flush() == "" and s.text == "€!"
-
-
-def test_text_stream_holds_back_a_possible_stop_string() -> None:
-    s = TextStream(_bytes_decoder({1: b"ab", 2: b"<", 3: b"/s", 4: b">x"}), ["</s>"])
-    assert s.push(1) == ("ab", False)
-    assert s.push(2) == ("", False)  # "<" may start "</s>"
-    assert s.push(3) == ("", False)
-    assert s.push(4) == ("", True) and s.text == "ab"
-    t = TextStream(_bytes_decoder({1: b"a<", 2: b"b"}), ["</s>"])
-    assert t.push(1) == ("a", False) and t.push(2) == ("<b", False)

@@ -76,17 +76,9 @@ def _gguf(src: Path, tmp: Path) -> Path:
     return out
 
 
-def _demo_ready() -> bool:
-    return (DEMO_MODEL / "model.safetensors").is_file()
-
-
 MODELS = [
     pytest.param(HF_FIXTURES / "glm4", id="fixture-glm4"),
-    pytest.param(
-        DEMO_MODEL,
-        id="demo",
-        marks=pytest.mark.skipif(not _demo_ready(), reason="demo model still being trained"),
-    ),
+    pytest.param(DEMO_MODEL, id="demo"),
 ]
 
 

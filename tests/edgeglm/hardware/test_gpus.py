@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from edgeglm.hardware import MemoryInfo
-from edgeglm.planner import gpus
+from edgeglm.hardware import MemoryInfo, gpus
 
 GiB = 1 << 30
 

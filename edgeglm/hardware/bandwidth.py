@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeglm.hardware import CPUInfo, MemoryInfo, usable_threads
+from edgeglm.hardware.cpu import usable_threads
+from edgeglm.hardware.profile import CPUInfo, MemoryInfo
 from edgeglm.paths import cache_dir
 
 _BUFFER_BYTES = 256 << 20

@@ -52,7 +52,7 @@ def test_probe_reports_this_machine(machine: HardwareProfile) -> None:
 
 
 def test_bandwidth_is_cached_per_machine(machine: HardwareProfile) -> None:
-    from edgeglm.planner.bandwidth import memory_bandwidth
+    from edgeglm.hardware.bandwidth import memory_bandwidth
 
     # The module fixture's env is gone; point at a fresh cache and seed it.
     gbps, source = memory_bandwidth(machine.cpu, machine.memory)

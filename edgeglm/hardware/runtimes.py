@@ -17,12 +17,12 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from edgeglm.hardware import DeviceType, LlamaCppDevice, LlamaCppInfo, OnnxRuntimeInfo
+from edgeglm.hardware.profile import DeviceType, LlamaCppDevice, LlamaCppInfo, OnnxRuntimeInfo
 
 # enum ggml_backend_dev_type (ggml/include/ggml-backend.h), in declaration order.
 _DEV_TYPES: tuple[DeviceType, ...] = ("cpu", "gpu", "igpu", "accel", "meta")
@@ -166,7 +166,8 @@ def _reason(output: str, fallback: str) -> str:
     return fallback
 
 
-def probe_onnxruntime() -> OnnxRuntimeInfo:
+def probe_onnxruntime(only: Sequence[str] | None = None) -> OnnxRuntimeInfo:
+    """Which listed providers start a session; ``only`` limits the providers tried."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -182,6 +183,8 @@ def probe_onnxruntime() -> OnnxRuntimeInfo:
         }
         return info
     for provider in info.available_providers:
+        if only is not None and provider not in only:
+            continue
         ok, why = _try_provider(ort, model, provider)
         if ok:
             info.working_providers.append(provider)

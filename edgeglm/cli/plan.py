@@ -1,11 +1,4 @@
-"""``edgeglm doctor`` and ``edgeglm plan``: what this machine is, and how a model should run on it.
-
-``register(app)`` adds both commands to the main Typer app (edgeglm/cli.py
-calls it). The console helpers come from edgeglm.cli, imported inside the
-commands because edgeglm.cli imports this module. As everywhere in the CLI:
-stdout carries the data (tables or ``--json``), stderr the diagnostics, and
-errors exit with their ``ExitCode``.
-"""
+"""``edgeglm doctor`` and ``edgeglm plan``: what this machine is, how a model should run on it."""
 
 from __future__ import annotations
 
@@ -15,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from edgeglm.cli import _fail, app, err, out
 from edgeglm.errors import EdgeGLMError, HardwareError
-from edgeglm.hardware import HardwareProfile, load_profile, probe
+from edgeglm.hardware import HardwareProfile, load_profile, probe, probe_cpu, probe_memory
 
 HardwareOpt = Annotated[
     Path | None,
@@ -33,6 +27,7 @@ def _machine(hardware: Path | None) -> HardwareProfile:
     return load_profile(hardware) if hardware is not None else probe()
 
 
+@app.command()
 def doctor(
     hardware: HardwareOpt = None,
     as_json: JsonOpt = False,
@@ -45,13 +40,11 @@ def doctor(
 ) -> None:
     """Show this machine: CPU and instruction sets, RAM and its bandwidth, GPUs,
     and what the installed llama.cpp and ONNX Runtime can really use."""
-    from edgeglm.cli import _fail, out
-    from edgeglm.planner.doctor_view import render_doctor
+    from edgeglm.hardware.doctor import render_doctor
 
     try:
         if remeasure and hardware is None:
-            from edgeglm.hardware import probe_cpu, probe_memory
-            from edgeglm.planner.bandwidth import forget
+            from edgeglm.hardware.bandwidth import forget
 
             forget(probe_cpu(), probe_memory())
         hw = _machine(hardware)
@@ -63,6 +56,7 @@ def doctor(
         out.print(render_doctor(hw), highlight=False)
 
 
+@app.command()
 def plan(
     model: Annotated[
         str,
@@ -85,7 +79,6 @@ def plan(
     """Plan how MODEL should run here: backend, quant, GPU layers or expert
     placement, threads, context, KV cache and flash attention, with the memory
     estimate and a reason for every choice."""
-    from edgeglm.cli import _fail, err, out
     from edgeglm.planner.explain import print_plan
     from edgeglm.planner.onnx_plan import is_onnx_folder
     from edgeglm.planner.planner import make_plan
@@ -112,7 +105,6 @@ def plan(
 def _plan_onnx(folder: Path, hardware: Path | None, ctx: int | None, as_json: bool) -> None:
     from rich.table import Table
 
-    from edgeglm.cli import _fail, out
     from edgeglm.planner.onnx_plan import plan_onnx
 
     try:
@@ -141,8 +133,3 @@ def _plan_onnx(folder: Path, hardware: Path | None, ctx: int | None, as_json: bo
         _fail(
             HardwareError(f"{folder} needs {p.memory.total / 2**30:.1f} GiB; less is usable here")
         )
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(doctor)
-    app.command()(plan)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeglm.hardware import GPUInfo, MemoryInfo, sysctl
+from edgeglm.hardware.cpu import sysctl
+from edgeglm.hardware.profile import GPUInfo, MemoryInfo
 
 # PCI vendor ids in /sys/class/drm/card*/device/vendor.
 _AMD = "0x1002"

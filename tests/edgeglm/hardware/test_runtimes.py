@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeglm.planner import gpus, runtimes
+from edgeglm.hardware import gpus, runtimes
 
 
 def test_onnxruntime_probe_initializes_cpu_and_reports_cuda_truthfully() -> None:

@@ -1,0 +1,106 @@
+"""A HardwareProfile for people: what ``edgeglm doctor`` prints and the TUI's hardware pane shows.
+
+Key-value rows per concern, so the same view stays readable in a 40-column
+pane and a full terminal. What the probe could not measure says so; it is
+never filled in with a guess.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from edgeglm.hardware.profile import GPUInfo, HardwareProfile, LlamaCppInfo, OnnxRuntimeInfo
+from edgeglm.units import human_bytes
+
+
+def _table(title: str) -> Table:
+    t = Table(title=title, title_justify="left", title_style="bold", show_header=False, box=None)
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column(overflow="fold")
+    return t
+
+
+def _not_probed(t: Table) -> Table:
+    t.add_row("status", "not probed")
+    return t
+
+
+def _gbps(v: float | None, source: str | None) -> str:
+    if v is None:
+        return "not measured"
+    return f"{v:.1f} GB/s" + (f" ({source})" if source else "")
+
+
+def render_doctor(hw: HardwareProfile) -> RenderableType:
+    parts = [_machine_view(hw), _gpus_view(hw.gpus), _llama_view(hw.llama_cpp)]
+    parts.append(_ort_view(hw.onnxruntime))
+    return Group(*(p for part in parts for p in (part, Text(""))))
+
+
+def _machine_view(hw: HardwareProfile) -> RenderableType:
+    cpu, mem = hw.cpu, hw.memory
+    t = _table("Machine")
+    os_text = str(hw.os)
+    if hw.is_simulated:
+        os_text += f"  (profile {hw.name + ' ' if hw.name else ''}from {hw.source})"
+    t.add_row("OS", os_text)
+    t.add_row("CPU", f"{cpu.model} ({cpu.arch})")
+    t.add_row("Cores", f"{cpu.physical_cores or '?'} physical, {cpu.logical_cores or '?'} logical")
+    if cpu.busy_cores is not None:
+        t.add_row("Busy", f"{cpu.busy_cores:g} cores used by other programs")
+    t.add_row("ISA", ", ".join(cpu.isa) or "none that llama.cpp accelerates")
+    t.add_row(
+        "Memory",
+        f"{human_bytes(mem.total_bytes)} total, {human_bytes(mem.available_bytes)} available",
+    )
+    t.add_row("Bandwidth", _gbps(mem.bandwidth_gbps, mem.bandwidth_source))
+    return t
+
+
+def _gpus_view(gpus: list[GPUInfo]) -> RenderableType:
+    g = _table("GPUs")
+    if not gpus:
+        g.add_row("none", "no GPU found (NVML, sysfs and Metal were checked): CPU inference")
+    for gpu in gpus:
+        mem_text = (
+            "shares system RAM" if gpu.unified_memory else human_bytes(gpu.memory_total_bytes)
+        )
+        detail = [f"{gpu.vendor}", mem_text, _gbps(gpu.bandwidth_gbps, gpu.bandwidth_source)]
+        if gpu.compute_capability:
+            detail.append(f"compute {gpu.compute_capability}")
+        if gpu.driver:
+            detail.append(f"driver {gpu.driver}")
+        g.add_row(gpu.name, " · ".join(detail))
+    return g
+
+
+def _llama_view(info: LlamaCppInfo | None) -> RenderableType:
+    t = _table("llama.cpp")
+    if info is None:
+        return _not_probed(t)
+    if info.error:
+        t.add_row("status", Text(f"unusable: {info.error}", style="red"))
+    t.add_row("version", info.version or "unknown")
+    offload = {True: "yes", False: "no: this build runs on the CPU only", None: "unknown"}
+    t.add_row("GPU offload", offload[info.gpu_offload])
+    t.add_row("backends", ", ".join(info.backends) or "–")
+    for d in info.devices:
+        mem = f" · {human_bytes(d.memory_total_bytes)}" if d.memory_total_bytes else ""
+        t.add_row(f"device {d.name}", f"{d.description} ({d.type}){mem}")
+    return t
+
+
+def _ort_view(info: OnnxRuntimeInfo | None) -> RenderableType:
+    t = _table("ONNX Runtime")
+    if info is None:
+        return _not_probed(t)
+    t.add_row("version", info.version or "not installed")
+    for p in info.available_providers:
+        if p in info.working_providers:
+            t.add_row(p, Text("works", style="green"))
+        else:
+            why = info.errors.get(p, "listed by the wheel but no session could start")
+            t.add_row(p, Text(f"unusable: {why}", style="yellow"))
+    return t
