@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from helpers import HF_FIXTURES
 
-from edgeglm.converters.gguf import convert as convert_mod
 from edgeglm.converters.gguf.convert import convert
 from edgeglm.errors import (
     CheckpointError,
@@ -99,9 +98,8 @@ def test_killed_conversion_leaves_nothing_at_the_target(
 
 
 def test_not_enough_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        convert_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1024)
-    )
+    # the converter reads free space through the shutil module: patch it there
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1024))
     with pytest.raises(InsufficientDiskError, match="GiB free"):
         convert(SRC, tmp_path / "m.gguf", "F16")
     assert list(tmp_path.iterdir()) == []

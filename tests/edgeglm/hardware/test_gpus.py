@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,12 @@ def test_absent_driver_is_no_gpu_not_an_error(monkeypatch: pytest.MonkeyPatch) -
 
 def test_apple_only_on_apple(monkeypatch: pytest.MonkeyPatch) -> None:
     mem = MemoryInfo(total_bytes=16 * GiB, available_bytes=10 * GiB)
-    monkeypatch.setattr(gpus.platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(gpus.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
     monkeypatch.setattr(gpus, "sysctl", lambda name: {"hw.memsize": str(16 * GiB)}.get(name))
     (g,) = gpus.probe_apple(mem)
     assert g.unified_memory and g.memory_total_bytes == 16 * GiB and g.name == "Apple Silicon GPU"
-    monkeypatch.setattr(gpus.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
     assert gpus.probe_apple(mem) == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ PROFILES = sorted((FIXTURES / "hardware").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory) -> HardwareProfile:
+def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HardwareProfile]:
     """One full probe (bandwidth measured into a private cache) for the module."""
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGEGLM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
