@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import struct
 from pathlib import Path
@@ -181,3 +182,87 @@ def llama_quantize_with_imatrix(
     params.nthread = 2
     params.imatrix = table
     return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+
+
+def _imatrix_table(weights: dict[str, np.ndarray]) -> tuple[object, list[np.ndarray]]:
+    import ctypes
+
+    import llama_cpp
+
+    items = sorted(weights.items())
+    arrays = [np.ascontiguousarray(w, dtype=np.float32).reshape(-1) for _, w in items]
+    table = (llama_cpp.llama_model_imatrix_data * (len(items) + 1))()
+    for i, ((name, _), arr) in enumerate(zip(items, arrays, strict=True)):
+        table[i].name = name.encode()
+        table[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        table[i].size = arr.size
+    return table, arrays  # the arrays own the memory the table points into
+
+
+_TENSOR_LINE = re.compile(r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^\]]*\], type =\s*(\w+), ")
+
+
+def llama_quantize_types(
+    src: str, jobs: list[tuple[int, dict[str, np.ndarray] | None]]
+) -> list[list[tuple[str, str]] | str]:
+    """In a child process: the (name, type) list, in file order, that llama.cpp's quantizer
+    would write for each (ftype, imatrix) job: a dry run (llama-quantize --dry-run) takes
+    every type from the same llama_tensor_get_type as a real run, without quantizing.
+    A job llama.cpp refuses gives its error text instead."""
+    import ctypes
+
+    import llama_cpp
+
+    log: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        log.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    results: list[list[tuple[str, str]] | str] = []
+    for ftype, weights in jobs:
+        log.clear()
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.nthread = 1
+        params.dry_run = True
+        if weights is not None:
+            table, _keep = _imatrix_table(weights)
+            params.imatrix = table
+        rc = llama_cpp.llama_model_quantize(src.encode(), b"/dev/null", ctypes.byref(params))
+        text = "".join(log)
+        if rc != 0:
+            results.append(text[-500:])
+            continue
+        found = []
+        # each record runs from its "[ i/ n] name - [shape], type = t, " header to the next
+        heads = list(_TENSOR_LINE.finditer(text))
+        for m, nxt in zip(heads, [*heads[1:], None], strict=True):
+            body = text[m.end() : nxt.start() if nxt else len(text)]
+            new = re.search(r"->\s*[\d.]+ MiB \((\w+)\)", body)
+            found.append((m.group(1), (new.group(1) if new else m.group(2)).upper()))
+        if "imatrix" in text and "will require an imatrix" in text:
+            results.append("requires an imatrix")
+            continue
+        results.append(found)
+    return results
+
+
+def llama_quantize_many(src: str, jobs: list[tuple[str, int, dict[str, np.ndarray] | None]]) -> int:
+    """In a child process: several llama-quantize runs (dst, ftype, imatrix) of one file."""
+    import ctypes
+
+    import llama_cpp
+
+    for dst, ftype, weights in jobs:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.nthread = 2
+        if weights is not None:
+            table, _keep = _imatrix_table(weights)
+            params.imatrix = table
+        rc = int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+        if rc != 0:
+            return rc
+    return 0
