@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import struct
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ HF_FIXTURES = Path(os.environ.get("EDGEGLM_HF_FIXTURES", FIXTURES / "hf"))
 
 
 def write_safetensors(
-    path: Path, tensors: dict[str, np.ndarray], *, bf16: set[str] = frozenset()
+    path: Path, tensors: dict[str, np.ndarray], *, bf16: AbstractSet[str] = frozenset()
 ) -> None:
     """A spec-conformant safetensors writer (names in `bf16` are stored as BF16, truncating)."""
     header: dict[str, object] = {}
@@ -249,20 +250,35 @@ def llama_quantize_types(
     return results
 
 
-def llama_quantize_many(src: str, jobs: list[tuple[str, int, dict[str, np.ndarray] | None]]) -> int:
-    """In a child process: several llama-quantize runs (dst, ftype, imatrix) of one file."""
+def convert_and_llama_quantize(
+    jobs: list[tuple[str, str, str, str, str, dict[str, np.ndarray] | None]],
+) -> None:
+    """In a child process: for each (checkpoint, its F32 GGUF, quant, our output, llama.cpp's
+    output, imatrix), EdgeGLM's one-pass conversion and llama.cpp's quantizer on the F32 file.
+
+    Both sides in one process share ggml's IQ lookup tables, whose one-time set-up
+    (seconds per IQ1/IQ2 type) would otherwise be paid by each.
+    """
     import ctypes
 
     import llama_cpp
 
-    for dst, ftype, weights in jobs:
+    from edgeglm.converters.gguf.convert import convert
+    from edgeglm.converters.gguf.imatrix import Imatrix
+
+    for ckpt, f32, quant, ours, theirs, weights in jobs:
+        from edgeglm.converters.gguf.quant_types import scheme
+
+        im = Imatrix(weights=weights, datasets=["random"], chunks=1) if weights else None
+        convert(Path(ckpt), Path(ours), quant, imatrix=im)
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ftype
+        params.ftype = int(scheme(quant).ftype)
         params.nthread = 2
         if weights is not None:
             table, _keep = _imatrix_table(weights)
             params.imatrix = table
-        rc = int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+        rc = int(
+            llama_cpp.llama_model_quantize(f32.encode(), theirs.encode(), ctypes.byref(params))
+        )
         if rc != 0:
-            return rc
-    return 0
+            raise RuntimeError(f"llama_model_quantize {quant} of {f32} returned {rc}")

@@ -16,14 +16,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from helpers import HF_FIXTURES, write_safetensors
 
 HIDDEN = 256  # the K-quant block: every matmul that reads the hidden state keeps its rule
 N_LAYER = 16  # n_layer/8 = 2, n_layer/16 = 1, 7*n_layer/8 = 14: every position rule splits
 
 # Dense GLM-4 (Glm4ForCausalLM): 8 heads x 32 over 2 KV heads, gqa 4 as in every released GLM.
-DENSE = {
+DENSE: dict[str, int | str] = {
     "num_hidden_layers": N_LAYER,
     "hidden_size": HIDDEN,
     "num_attention_heads": 8,
@@ -37,7 +36,7 @@ DENSE = {
 # one NextN/MTP layer. The routed experts are 32 wide, so their ffn_down rows take
 # llama.cpp's block-size fallback; the shared expert (4 x 64 = 256 wide) keeps each
 # layer's ffn_down rule visible as is.
-MOE = {
+MOE: dict[str, int | str] = {
     "num_hidden_layers": N_LAYER,
     "hidden_size": HIDDEN,
     "num_attention_heads": 8,
@@ -64,7 +63,12 @@ _TOKENIZER_FILES = (
 def _attention(
     p: str, cfg: dict[str, int], bias: bool, qk_norm: bool
 ) -> dict[str, tuple[int, ...]]:
-    hd, nh, nkv, h = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"]
+    hd, nh, nkv, h = (
+        cfg["head_dim"],
+        cfg["num_attention_heads"],
+        cfg["num_key_value_heads"],
+        cfg["hidden_size"],
+    )
     out: dict[str, tuple[int, ...]] = {
         f"{p}.self_attn.q_proj.weight": (nh * hd, h),
         f"{p}.self_attn.k_proj.weight": (nkv * hd, h),

@@ -42,7 +42,7 @@ def test_every_fixture_has_a_listing() -> None:
 @pytest.mark.parametrize("name", _listed())
 def test_tensors_match_llama_cpp_convert(name: str, outtype: str, tmp_path: Path) -> None:
     ref = json.loads((HF_FIXTURES / name / "llamacpp_tensors.json").read_text(encoding="utf-8"))
-    theirs = [tuple(t[:1]) + (tuple(t[1]), t[2]) for t in ref[outtype]["tensors"]]
+    theirs = [(t[0], tuple(t[1]), t[2]) for t in ref[outtype]["tensors"]]
     out = convert(HF_FIXTURES / name, tmp_path / "ours.gguf", OUTTYPES[outtype]).output
     r = GGUFReader(out)
     arch = r.fields["general.architecture"].contents()
