@@ -171,13 +171,7 @@ def llama_quantize_with_imatrix(
 
     import llama_cpp
 
-    items = sorted(weights.items())
-    arrays = [np.ascontiguousarray(w, dtype=np.float32).reshape(-1) for _, w in items]
-    table = (llama_cpp.llama_model_imatrix_data * (len(items) + 1))()
-    for i, ((name, _), arr) in enumerate(zip(items, arrays, strict=True)):
-        table[i].name = name.encode()
-        table[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        table[i].size = arr.size
+    table, _keep = _imatrix_table(weights)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = 2
@@ -206,10 +200,11 @@ _TENSOR_LINE = re.compile(r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^\]]*\], type =\s*(
 def llama_quantize_types(
     src: str, jobs: list[tuple[int, dict[str, np.ndarray] | None]]
 ) -> list[list[tuple[str, str]] | str]:
-    """In a child process: the (name, type) list, in file order, that llama.cpp's quantizer
-    would write for each (ftype, imatrix) job: a dry run (llama-quantize --dry-run) takes
+    """In a child process: the (name, type) list that llama.cpp's quantizer would write, in
+    its order, for each (ftype, imatrix) job. A dry run (llama-quantize --dry-run) takes
     every type from the same llama_tensor_get_type as a real run, without quantizing.
-    A job llama.cpp refuses gives its error text instead."""
+    A job that needs an imatrix it lacks gives "requires an imatrix"; one that fails,
+    the end of llama.cpp's log."""
     import ctypes
 
     import llama_cpp
@@ -243,7 +238,7 @@ def llama_quantize_types(
             body = text[m.end() : nxt.start() if nxt else len(text)]
             new = re.search(r"->\s*[\d.]+ MiB \((\w+)\)", body)
             found.append((m.group(1), (new.group(1) if new else m.group(2)).upper()))
-        if "imatrix" in text and "will require an imatrix" in text:
+        if "will require an imatrix" in text:
             results.append("requires an imatrix")
             continue
         results.append(found)
