@@ -35,7 +35,8 @@ def _listed() -> list[str]:
 
 
 def test_every_fixture_has_a_listing() -> None:
-    assert _listed() == fixture_names()
+    # make_fixtures.py drops it from a rebuilt fixture; make_llamacpp_listing.py writes it
+    assert _listed() == fixture_names(), "run `make fixtures` (it writes llamacpp_tensors.json)"
 
 
 @pytest.mark.parametrize("outtype", list(OUTTYPES))
