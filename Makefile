@@ -47,6 +47,7 @@ reference: install
 
 fixtures: reference
 	$(BIN)/python tests/fixtures/make_fixtures.py
+	$(BIN)/python tests/fixtures/make_llamacpp_listing.py
 
 demo-model: reference
 	$(BIN)/python scripts/train_demo_model.py

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ HF_FIXTURES = Path(os.environ.get("EDGEGLM_HF_FIXTURES", FIXTURES / "hf"))
 
 
 def write_safetensors(
-    path: Path, tensors: dict[str, np.ndarray], *, bf16: set[str] = frozenset()
+    path: Path, tensors: dict[str, np.ndarray], *, bf16: AbstractSet[str] = frozenset()
 ) -> None:
     """A spec-conformant safetensors writer (names in `bf16` are stored as BF16, truncating)."""
     header: dict[str, object] = {}
@@ -129,6 +131,19 @@ def llama_quantize_with_imatrix(
 
     import llama_cpp
 
+    table, _keep = _imatrix_table(weights)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 2
+    params.imatrix = table
+    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+
+
+def _imatrix_table(weights: dict[str, np.ndarray]) -> tuple[object, list[np.ndarray]]:
+    import ctypes
+
+    import llama_cpp
+
     items = sorted(weights.items())
     arrays = [np.ascontiguousarray(w, dtype=np.float32).reshape(-1) for _, w in items]
     table = (llama_cpp.llama_model_imatrix_data * (len(items) + 1))()
@@ -136,8 +151,89 @@ def llama_quantize_with_imatrix(
         table[i].name = name.encode()
         table[i].data = arr.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         table[i].size = arr.size
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = 2
-    params.imatrix = table
-    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+    return table, arrays  # the arrays own the memory the table points into
+
+
+_TENSOR_LINE = re.compile(r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^\]]*\], type =\s*(\w+), ")
+
+
+def llama_quantize_types(
+    src: str, jobs: list[tuple[int, dict[str, np.ndarray] | None]]
+) -> list[list[tuple[str, str]] | str]:
+    """In a child process: the (name, type) list that llama.cpp's quantizer would write, in
+    its order, for each (ftype, imatrix) job. A dry run (llama-quantize --dry-run) takes
+    every type from the same llama_tensor_get_type as a real run, without quantizing.
+    A job that needs an imatrix it lacks gives "requires an imatrix"; one that fails,
+    the end of llama.cpp's log."""
+    import ctypes
+
+    import llama_cpp
+
+    log: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        log.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    results: list[list[tuple[str, str]] | str] = []
+    for ftype, weights in jobs:
+        log.clear()
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.nthread = 1
+        params.dry_run = True
+        if weights is not None:
+            table, _keep = _imatrix_table(weights)
+            params.imatrix = table
+        rc = llama_cpp.llama_model_quantize(src.encode(), b"/dev/null", ctypes.byref(params))
+        text = "".join(log)
+        if rc != 0:
+            results.append(text[-500:])
+            continue
+        found = []
+        # each record runs from its "[ i/ n] name - [shape], type = t, " header to the next
+        heads = list(_TENSOR_LINE.finditer(text))
+        for m, nxt in zip(heads, [*heads[1:], None], strict=True):
+            body = text[m.end() : nxt.start() if nxt else len(text)]
+            new = re.search(r"->\s*[\d.]+ MiB \((\w+)\)", body)
+            found.append((m.group(1), (new.group(1) if new else m.group(2)).upper()))
+        if "will require an imatrix" in text:
+            results.append("requires an imatrix")
+            continue
+        results.append(found)
+    return results
+
+
+def convert_and_llama_quantize(
+    jobs: list[tuple[str, str, str, str, str, dict[str, np.ndarray] | None]],
+) -> None:
+    """In a child process: for each (checkpoint, its F32 GGUF, quant, our output, llama.cpp's
+    output, imatrix), EdgeGLM's one-pass conversion and llama.cpp's quantizer on the F32 file.
+
+    Both sides in one process share ggml's IQ lookup tables, whose one-time set-up
+    (seconds per IQ1/IQ2 type) would otherwise be paid by each.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    from edgeglm.converters.gguf.convert import convert
+    from edgeglm.converters.gguf.imatrix import Imatrix
+
+    for ckpt, f32, quant, ours, theirs, weights in jobs:
+        from edgeglm.converters.gguf.quant_types import scheme
+
+        im = Imatrix(weights=weights, datasets=["random"], chunks=1) if weights else None
+        convert(Path(ckpt), Path(ours), quant, imatrix=im)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = int(scheme(quant).ftype)
+        params.nthread = 2
+        if weights is not None:
+            table, _keep = _imatrix_table(weights)
+            params.imatrix = table
+        rc = int(
+            llama_cpp.llama_model_quantize(f32.encode(), theirs.encode(), ctypes.byref(params))
+        )
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize {quant} of {f32} returned {rc}")

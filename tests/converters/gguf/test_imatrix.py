@@ -12,7 +12,7 @@ from helpers import HF_FIXTURES
 
 from edgeglm.converters.gguf.calibrate import calibrate
 from edgeglm.converters.gguf.convert import convert
-from edgeglm.converters.gguf.imatrix import read_imatrix
+from edgeglm.converters.gguf.imatrix import Imatrix, read_imatrix
 from edgeglm.errors import CheckpointError
 
 
@@ -40,7 +40,8 @@ def test_reads_legacy_dat(tmp_path: Path) -> None:
     )
     im = read_imatrix(tmp_path / "m.dat")
     np.testing.assert_allclose(im.weights["blk.0.attn_q.weight"], a, rtol=1e-6)
-    assert im.get("blk.1.ffn_up_exps.weight", 64, 4).shape == (4, 64)
+    got = im.get("blk.1.ffn_up_exps.weight", 64, 4)
+    assert got is not None and got.shape == (4, 64)
     assert (im.chunks, im.datasets) == (10, ["wiki.txt"])
 
 
@@ -61,6 +62,7 @@ def test_reads_gguf_imatrix_and_reports_dead_experts(tmp_path: Path) -> None:
     w.close()
     im = read_imatrix(tmp_path / "m.gguf")
     got = im.get("blk.1.ffn_down_exps.weight", 8, 3)
+    assert got is not None
     np.testing.assert_allclose(got[0], sums[0] / 4)
     np.testing.assert_allclose(got[1], 1.0)  # never fired: uniform weights
     np.testing.assert_allclose(got[2], sums[2] / 2)
@@ -88,7 +90,7 @@ def test_calibration_collects_every_matmul_and_expert(calib_text: Path) -> None:
     assert im.chunks >= 4
     assert "blk.0.attn_q.weight" in im.weights  # dense block
     exps = im.get("blk.1.ffn_gate_exps.weight", 256, 4)  # routed experts, one row each
-    assert exps.shape == (4, 256) and np.isfinite(exps).all()
+    assert exps is not None and exps.shape == (4, 256) and np.isfinite(exps).all()
     assert "blk.1.ffn_gate_shexp.weight" in im.weights
     assert all((w > 0).all() for w in im.weights.values())
 
@@ -102,23 +104,29 @@ def test_imatrix_is_used_and_recorded(calib_text: Path, tmp_path: Path) -> None:
     assert {"quantize.imatrix.dataset", "quantize.imatrix.chunks_count"} <= fields
 
 
+@pytest.fixture(scope="module")
+def moe_calibrated(
+    calib_text: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Imatrix, Path]:
+    """glm4_moe's imatrix and its F32 GGUF, shared by the four byte comparisons."""
+    src = HF_FIXTURES / "glm4_moe"
+    f32 = convert(src, tmp_path_factory.mktemp("moe") / "f32.gguf", "F32").output
+    return calibrate(src, calib_text, chunk=128), f32
+
+
 @pytest.mark.parametrize("quant", ["Q4_K_M", "Q2_K", "IQ4_XS", "Q4_0"])
 def test_imatrix_application_is_byte_identical_to_llama_quantize(
-    quant: str, calib_text: Path, tmp_path: Path
+    quant: str, moe_calibrated: tuple[Imatrix, Path], tmp_path: Path
 ) -> None:
     """Same importance matrix, same bytes as llama.cpp's quantizer (and its imatrix-aware mix)."""
-    from gguf import LlamaFileType
     from helpers import gguf_tensors, llama_quantize_with_imatrix
 
     from edgeglm.backends.isolated import run_isolated
     from edgeglm.converters.gguf.quant_types import scheme
 
-    src = HF_FIXTURES / "glm4_moe"
-    im = calibrate(src, calib_text, chunk=128)
-    ours = convert(src, tmp_path / "ours.gguf", quant, imatrix=im).output
-    f32 = convert(src, tmp_path / "f32.gguf", "F32").output
+    im, f32 = moe_calibrated
+    ours = convert(HF_FIXTURES / "glm4_moe", tmp_path / "ours.gguf", quant, imatrix=im).output
     theirs = tmp_path / "theirs.gguf"
     ftype = int(scheme(quant).ftype)
-    assert isinstance(LlamaFileType(ftype), LlamaFileType)
     assert run_isolated(llama_quantize_with_imatrix, str(f32), str(theirs), ftype, im.weights) == 0
     assert gguf_tensors(ours) == gguf_tensors(theirs)
