@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from fake_backend import FakeFactory
 from fakes import FakeBench, no_plan
+from polling import until
+from textual.command import CommandList
 from textual.widgets import DataTable, Input, ProgressBar, Static
 
 from edgeglm.errors import ConversionError, HardwareError
@@ -119,14 +121,14 @@ async def test_bench_runs_shows_front_and_exports(make_app, cache: Path) -> None
 
 async def test_bench_escape_stops_the_run(make_app) -> None:
     step = threading.Semaphore(0)
-    bench = FakeBench(steps=10, wait=lambda: step.acquire(timeout=10))
+    bench = FakeBench(steps=10, wait=lambda: step.acquire(timeout=60))
     app = make_app(run_bench=bench)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f3")
         await settle(pilot)
         await pilot.press("ctrl+r")
         step.release()
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "step 2/10" in text_of(app.screen, "#status"), "progress")
         await pilot.press("escape")
         for _ in range(10):
             step.release()
@@ -200,9 +202,8 @@ async def test_command_palette_switches_screens(make_app) -> None:
         await settle(pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        for ch in "bench":
-            await pilot.press(ch)
-        await pilot.pause(0.3)
+        await pilot.press(*"bench")
+        await until(pilot, lambda: _best_command(app) == "Go to Bench", "search")
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, BenchScreen)
@@ -215,12 +216,20 @@ async def test_command_palette_runs_chat_actions(make_app) -> None:
         await settle(pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        for ch in "settings":
-            await pilot.press(ch)
-        await pilot.pause(0.3)
+        await pilot.press(*"settings")
+        await until(pilot, lambda: _best_command(app) == "Chat: settings", "search")
         await pilot.press("enter")
         await settle(pilot)
         assert type(app.screen).__name__ == "SettingsModal"
+
+
+def _best_command(app: Any) -> str | None:
+    """The command palette's highlighted entry, once its search has answered."""
+    results = app.screen.query(CommandList)
+    if not results or results.first().highlighted is None:
+        return None
+    option = results.first().highlighted_option
+    return None if option is None else str(option.prompt).splitlines()[0]
 
 
 def _plain(widget: Static) -> str:
