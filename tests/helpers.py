@@ -121,46 +121,6 @@ def child_decode_with_extra_buffers(path: str) -> None:
     m.llm.eval(m.tokenize("hello world, this is a test")[:8])
 
 
-def child_raw_llama_decode(
-    path: str, prompt: list[int], n: int, threads: int, repeat: int = 1
-) -> list[float]:
-    """Decode tokens/s timed directly on llama-cpp-python's Llama: no EdgeGLM code runs."""
-    import time
-
-    import llama_cpp
-
-    from edgeglm.backends.llamacpp import _default_params, extra_buffers_safe
-
-    # the same llama.cpp settings LlamaCppModel uses (AMX-safe weight buffers)
-    with _default_params(use_extra_bufts=extra_buffers_safe()):
-        llm = llama_cpp.Llama(
-            path,
-            n_ctx=len(prompt) + n + 8,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
-    n_vocab = llm.n_vocab()
-
-    def greedy() -> int:
-        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-        return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(n_vocab,))))
-
-    llm.eval(prompt[:32])  # warm-up, as the benchmark does
-    rates = []
-    for _ in range(repeat):
-        llm.reset()
-        llm.eval(prompt)
-        tok = greedy()
-        t = time.perf_counter()
-        for _ in range(n):
-            llm.eval([tok])
-            tok = greedy()
-        rates.append(n / (time.perf_counter() - t))
-    llm.close()
-    return rates
-
-
 def llama_quantize_with_imatrix(
     src: str, dst: str, ftype: int, weights: dict[str, np.ndarray]
 ) -> int:

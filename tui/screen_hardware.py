@@ -15,7 +15,7 @@ from textual.widgets import Footer, Static
 
 from .hardware_view import doctor_view, plan_view
 from .messages import HardwareReady
-from .services import FeatureUnavailable, Services
+from .services import Services
 from .session import ModelChoice
 from .widgets_common import TopBar, describe_error
 
@@ -68,8 +68,6 @@ class HardwareScreen(Screen[None]):
         plan, plan_error = None, None
         try:
             plan = self.services.plan(choice.ref, profile)
-        except FeatureUnavailable as e:
-            plan_error = f"{e}. Run `edgeglm doctor` once the planner ships."
         except Exception as e:
             plan_error = describe_error(e)
         self.post_message(HardwareReady(profile, plan, plan_error=plan_error))
