@@ -11,7 +11,7 @@ from rich.console import Console
 
 from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
-from edgeglm.bench.run import main_table, run_bench
+from edgeglm.bench.run import BenchRequest, main_table, run_bench
 from edgeglm.converters.gguf.convert import convert
 from edgeglm.converters.output import ConvertResult
 from edgeglm.hardware import probe
@@ -80,7 +80,8 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
     m.close()
 
     out.rule("5. latency against quality (edgeglm bench, llama.cpp, this machine)")
-    report = run_bench([str(results[q].output) for q in QUANTS], [], ["llama.cpp"], None, repeat=3)
+    artifacts = tuple(str(results[q].output) for q in QUANTS)
+    report = run_bench(BenchRequest(models=artifacts, quants=(), repeat=3))
     if not out.is_terminal:
         out.width = max(out.width, 160)  # a report table, not a terminal layout
     out.print(main_table(report))

@@ -9,13 +9,18 @@ cancelled generation that arrive late are recognised and dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from edgeglm.backends.base import Completion
 
 from .session import ModelChoice
+
+if TYPE_CHECKING:
+    from edgeglm.bench.report import BenchReport
+    from edgeglm.hardware import HardwareProfile
+    from edgeglm.planner.plan import Plan
 
 
 @dataclass
@@ -76,14 +81,14 @@ class BenchProgress(Message):
 
 @dataclass
 class BenchEnded(Message):
-    report: Any | None  # edgeglm.bench.report.BenchReport
+    report: BenchReport | None
     error: str | None = None
     stopped: bool = False
 
 
 @dataclass
 class HardwareReady(Message):
-    profile: Any | None  # edgeglm.hardware.HardwareProfile
-    plan: Any | None
+    profile: HardwareProfile | None
+    plan: Plan | None
     error: str | None = None
     plan_error: str | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -29,6 +29,8 @@ from textual.widgets import (
     TabPane,
 )
 
+from edgeglm.bench.report import BenchReport
+from edgeglm.bench.run import BenchRequest
 from edgeglm.paths import cache_dir
 
 from .bench_view import COLUMNS, cells, pareto
@@ -63,7 +65,7 @@ class BenchScreen(Screen[None]):
         super().__init__()
         self.services = services
         self.model = model
-        self.report: Any | None = None
+        self.report: BenchReport | None = None
         self.running = False
         self._stop = threading.Event()
 
@@ -131,24 +133,22 @@ class BenchScreen(Screen[None]):
         self._stop.clear()
         self.query_one("#progress", ProgressBar).update(total=1.0, progress=0.0)
         self._status("starting…")
-        self.run_bench(models, quants, backends, text, int(repeat_raw))
+        request = BenchRequest(
+            models=tuple(models),
+            quants=tuple(quants),
+            backends=tuple(backends),
+            text=text,
+            repeat=int(repeat_raw),
+        )
+        self.run_bench(request)
 
     @work(thread=True, exclusive=True)
-    def run_bench(
-        self,
-        models: list[str | None],
-        quants: list[str],
-        backends: list[str],
-        text: Path | None,
-        repeat: int,
-    ) -> None:
+    def run_bench(self, request: BenchRequest) -> None:
         def progress(what: str, fraction: float) -> None:
             self.post_message(BenchProgress(what, fraction))
 
         try:
-            report = self.services.run_bench(
-                models, quants, backends, text, repeat, progress, self._stop.is_set
-            )
+            report = self.services.run_bench(request, progress, self._stop.is_set)
         except Exception as e:
             self.post_message(BenchEnded(None, describe_error(e)))
             return
@@ -166,7 +166,7 @@ class BenchScreen(Screen[None]):
             self.notify(m.error, title="Benchmark failed", severity="error")
             return
         self.report = m.report
-        rows = list(getattr(m.report, "rows", []))
+        rows = m.report.rows if m.report is not None else []
         front = {id(r) for r in pareto(rows)}
         table = self.query_one("#table", DataTable)
         table.clear()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
@@ -39,6 +41,31 @@ WELCOME = (
 )
 
 
+@dataclass
+class LiveStats:
+    """What the stats line shows while a reply streams (the worker measures the times)."""
+
+    prompt_tokens: int = 0
+    tokens: int = 0
+    t_first: float | None = None
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a reply ended: the final status line, a note under the reply, whether it is kept."""
+
+    state: str
+    note: str | None = None
+    keep: bool = True  # a failed reply is shown but not added to the conversation
+    stopped: bool = False
+    ttft: float | None = None
+    tps: float | None = None
+    ctx_used: int | None = None
+
+
+STOPPED = Ending("stopped", note="⏹ stopped", stopped=True)
+
+
 class ChatScreen(Screen[None]):
     DEFAULT_CSS = """
     ChatScreen #log { height: 1fr; padding: 0 1; }
@@ -66,7 +93,7 @@ class ChatScreen(Screen[None]):
         self.gen_id = 0
         self.reply: AssistantMessage | None = None  # the reply being streamed
         self.model_state = "loading model…"
-        self._live: dict[str, Any] = {}
+        self._live = LiveStats()
 
     def compose(self) -> ComposeResult:
         yield TopBar("chat")
@@ -111,8 +138,22 @@ class ChatScreen(Screen[None]):
             Static(f"⚠ Could not load {m.choice.label}: {m.error}", classes="error", markup=False)
         )
 
-    def _show_stats(self, **kw: Any) -> None:
-        self.query_one(StatsBar).show(model=self.session.choice.label, **kw)
+    def _show_stats(
+        self,
+        *,
+        state: str,
+        ttft: float | None = None,
+        tps: float | None = None,
+        ctx_used: int | None = None,
+    ) -> None:
+        self.query_one(StatsBar).show(
+            model=self.session.choice.label,
+            state=state,
+            ttft=ttft,
+            tps=tps,
+            ctx_used=ctx_used,
+            n_ctx=self.session.n_ctx,
+        )
 
     # -- sending and streaming ------------------------------------------
 
@@ -133,7 +174,7 @@ class ChatScreen(Screen[None]):
         await self._mount(UserMessage(text))
         await self._start_reply()
 
-    async def _mount(self, widget: Any) -> None:
+    async def _mount(self, widget: Widget) -> None:
         log = self.query_one("#log", VerticalScroll)
         for w in log.query("#welcome, .error"):
             await w.remove()
@@ -144,7 +185,7 @@ class ChatScreen(Screen[None]):
         self.gen_id += 1
         self.reply = AssistantMessage()
         await self._mount(self.reply)
-        self._live = {"t_first": None, "tokens": 0, "prompt": 0}
+        self._live = LiveStats()
         self._show_stats(state="generating…")
         self.generate(self.gen_id, self.conv.messages(), self.settings.sampling())
 
@@ -183,7 +224,7 @@ class ChatScreen(Screen[None]):
 
     def on_generation_started(self, m: GenerationStarted) -> None:
         if m.gen_id == self.gen_id:
-            self._live["prompt"] = m.prompt_tokens
+            self._live.prompt_tokens = m.prompt_tokens
 
     async def on_tokens_streamed(self, m: TokensStreamed) -> None:
         if m.gen_id != self.gen_id or self.reply is None:
@@ -192,16 +233,15 @@ class ChatScreen(Screen[None]):
         follow = log.scroll_y >= log.max_scroll_y - 1  # don't yank a user who scrolled up
         await self.reply.append(m.text)
         live = self._live
-        if live["t_first"] is None:
-            live["t_first"] = m.elapsed
-        live["tokens"] += m.n_tokens
-        span = m.elapsed - live["t_first"]
-        tps = (live["tokens"] - 1) / span if span > 0 and live["tokens"] > 1 else None
+        if live.t_first is None:
+            live.t_first = m.elapsed
+        live.tokens += m.n_tokens
+        span = m.elapsed - live.t_first
+        tps = (live.tokens - 1) / span if span > 0 and live.tokens > 1 else None
         self._show_stats(
-            ttft=live["t_first"],
+            ttft=live.t_first,
             tps=tps,
-            ctx_used=live["prompt"] + live["tokens"],
-            n_ctx=self.session.n_ctx,
+            ctx_used=live.prompt_tokens + live.tokens,
             state="generating…",
         )
         if follow:
@@ -211,31 +251,38 @@ class ChatScreen(Screen[None]):
         if m.gen_id != self.gen_id or self.reply is None:
             return
         if m.error is not None:
-            reply, self.reply = self.reply, None
-            await reply.finish(note=f"⚠ {m.error}")
-            self._show_stats(state="error")
+            await self._finish_reply(Ending("error", note=f"⚠ {m.error}", keep=False))
             self.notify(m.error, title="Generation failed", severity="error")
-            return
-        await self._finish_reply(stopped=m.completion is None, completion=m.completion)
+        elif m.completion is None:
+            await self._finish_reply(STOPPED)
+        else:
+            t = m.completion.timings
+            await self._finish_reply(
+                Ending(
+                    f"done ({m.completion.finish_reason})",
+                    ttft=t.time_to_first_token,
+                    tps=t.decode_tokens_per_second,
+                    ctx_used=t.prompt_tokens + t.completion_tokens,
+                )
+            )
 
-    async def _finish_reply(self, *, stopped: bool, completion: Completion | None) -> None:
+    async def _finish_reply(self, end: Ending) -> None:
+        """End the streamed reply; the status line shows ``end`` whatever happens on the way."""
         reply, self.reply = self.reply, None
         assert reply is not None
-        await reply.finish("⏹ stopped" if stopped else None)
-        parts = split_thinking(reply.raw)
-        self.conv.turns.append(Turn("assistant", parts.content, parts.reasoning, stopped))
-        self._save()
-        if completion is not None:
-            t = completion.timings
-            self._show_stats(
-                ttft=t.time_to_first_token,
-                tps=t.decode_tokens_per_second,
-                ctx_used=t.prompt_tokens + t.completion_tokens,
-                n_ctx=self.session.n_ctx,
-                state=f"done ({completion.finish_reason})",
-            )
-        else:
-            self._show_stats(state="stopped")
+        log = self.query_one("#log", VerticalScroll)
+        follow = log.scroll_y >= log.max_scroll_y - 1
+        try:
+            await reply.finish(end.note)
+        finally:
+            self._show_stats(state=end.state, ttft=end.ttft, tps=end.tps, ctx_used=end.ctx_used)
+        if follow:
+            log.scroll_end(animate=False)  # keeps the note under the reply in view
+        if end.keep:
+            parts = split_thinking(reply.raw)
+            turn = Turn("assistant", parts.content, parts.reasoning, end.stopped)
+            self.conv.turns.append(turn)
+            self._save()
 
     def _save(self) -> None:
         try:
@@ -251,7 +298,7 @@ class ChatScreen(Screen[None]):
         # the UI stops at once; the worker lets go of the model at its next token
         self.workers.cancel_group(self, "generate")
         self.gen_id += 1
-        await self._finish_reply(stopped=True, completion=None)
+        await self._finish_reply(STOPPED)
 
     async def action_regenerate(self) -> None:
         if self.generating:
@@ -298,7 +345,7 @@ class ChatScreen(Screen[None]):
     async def _render_conversation(self) -> None:
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
-        widgets: list[Any] = [
+        widgets: list[Widget] = [
             UserMessage(t.content) if t.role == "user" else AssistantMessage(t)
             for t in self.conv.turns
         ]

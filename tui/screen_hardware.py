@@ -17,7 +17,7 @@ from edgeglm.hardware.doctor import render_doctor
 
 from .hardware_view import plan_view
 from .messages import HardwareReady
-from .services import FeatureUnavailable, Services
+from .services import Services
 from .session import ModelChoice
 from .widgets_common import TopBar, describe_error
 
@@ -70,8 +70,6 @@ class HardwareScreen(Screen[None]):
         plan, plan_error = None, None
         try:
             plan = self.services.plan(choice.ref, profile)
-        except FeatureUnavailable as e:
-            plan_error = str(e)
         except Exception as e:
             plan_error = describe_error(e)
         self.post_message(HardwareReady(profile, plan, plan_error=plan_error))

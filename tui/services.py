@@ -2,29 +2,29 @@
 
 Every slow or machine-dependent call (open a model, probe hardware, plan,
 benchmark, convert) goes through ``Services``, so tests hand the app fakes
-and the real implementations are imported only when first used: starting
-the TUI never pays for llama.cpp, ONNX Runtime or NVML it does not touch.
-Features that another part of EdgeGLM has not shipped yet raise
-``FeatureUnavailable``, which the screens show as a readable notice.
+that return the same types. The real implementations are imported only when
+first used: starting the TUI never pays for llama.cpp, ONNX Runtime or NVML
+it does not touch.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edgeglm.backends.base import Backend
-from edgeglm.errors import EdgeGLMError
+
+if TYPE_CHECKING:
+    from edgeglm.bench.report import BenchReport
+    from edgeglm.bench.run import BenchRequest
+    from edgeglm.converters.output import ConvertResult
+    from edgeglm.hardware import HardwareProfile
+    from edgeglm.planner.plan import Plan
 
 ProgressFn = Callable[[str, float], None]
 ConvertProgressFn = Callable[[str, int, int, int, int], None]
-
-
-class FeatureUnavailable(EdgeGLMError):
-    """A module this screen builds on is not part of this EdgeGLM build yet."""
 
 
 class BackendFactory(Protocol):
@@ -34,28 +34,10 @@ class BackendFactory(Protocol):
 class BenchRunner(Protocol):
     def __call__(
         self,
-        models: list[str | None],
-        quants: list[str],
-        backends: list[str],
-        text: Path | None,
-        repeat: int,
+        request: BenchRequest,
         progress: ProgressFn | None,
         should_stop: Callable[[], bool] | None,
-    ) -> Any: ...
-
-
-def _optional(module: str, name: str, what: str) -> Any:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        # only a missing module itself means "not shipped"; a broken import inside it is a bug
-        if e.name is None or not module.startswith(e.name):
-            raise
-        raise FeatureUnavailable(f"{what} is not available in this build ({module})") from None
-    fn = getattr(mod, name, None)
-    if fn is None:
-        raise FeatureUnavailable(f"{what} is not available in this build ({module}.{name})")
-    return fn
+    ) -> BenchReport: ...
 
 
 def open_backend(ref: str | None, *, backend: str, n_ctx: int | None) -> Backend:
@@ -66,35 +48,32 @@ def open_backend(ref: str | None, *, backend: str, n_ctx: int | None) -> Backend
     return real(ref, backend=backend, n_ctx=n_ctx)
 
 
-def probe_hardware() -> Any:
+def probe_hardware() -> HardwareProfile:
     from edgeglm.hardware import probe
 
     return probe()
 
 
-def plan_model(model: str | None, hardware: Any) -> Any:
-    """The planner's recommendation for ``model`` on ``hardware`` (a HardwareProfile)."""
-    make_plan = _optional("edgeglm.planner.planner", "make_plan", "the planner")
-    open_model = _optional("edgeglm.planner.sources", "open_model", "the planner")
+def plan_model(model: str | None, hardware: HardwareProfile) -> Plan:
+    """The planner's recommendation for ``model`` (None: the demo model) on ``hardware``."""
     from edgeglm.models import default_model
+    from edgeglm.planner.planner import make_plan
+    from edgeglm.planner.sources import open_model
 
     return make_plan(open_model(model or str(default_model())), hardware)
 
 
 def run_bench(
-    models: list[str | None],
-    quants: list[str],
-    backends: list[str],
-    text: Path | None,
-    repeat: int,
+    request: BenchRequest,
     progress: ProgressFn | None,
     should_stop: Callable[[], bool] | None,
-) -> Any:
-    fn = _optional("edgeglm.bench.run", "run_bench", "the benchmark")
-    return fn(models, quants, backends, text, repeat, progress, should_stop)
+) -> BenchReport:
+    from edgeglm.bench.run import run_bench as real
+
+    return real(request, progress, should_stop)
 
 
-def convert_gguf(src: str, out: Path, quant: str, progress: ConvertProgressFn) -> Any:
+def convert_gguf(src: str, out: Path, quant: str, progress: ConvertProgressFn) -> ConvertResult:
     from edgeglm.converters.gguf.convert import convert
 
     return convert(src, out, quant, progress=progress)
@@ -102,20 +81,18 @@ def convert_gguf(src: str, out: Path, quant: str, progress: ConvertProgressFn) -
 
 def quant_names() -> list[str]:
     """Quant types that need no importance matrix (the TUI cannot make one yet)."""
-    try:
-        from edgeglm.converters.gguf.quant_types import SCHEMES
-    except ImportError:
-        return ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+    from edgeglm.converters.gguf.quant_types import SCHEMES
+
     return [name for name, s in SCHEMES.items() if not s.needs_imatrix]
 
 
 @dataclass
 class Services:
     open_backend: BackendFactory = open_backend
-    probe_hardware: Callable[[], Any] = probe_hardware
-    plan: Callable[[str | None, Any], Any] = plan_model
+    probe_hardware: Callable[[], HardwareProfile] = probe_hardware
+    plan: Callable[[str | None, HardwareProfile], Plan] = plan_model
     run_bench: BenchRunner = run_bench
-    convert: Callable[[str, Path, str, ConvertProgressFn], Any] = convert_gguf
+    convert: Callable[[str, Path, str, ConvertProgressFn], object] = convert_gguf
     quants: Callable[[], list[str]] = quant_names
     # backends the Bench screen offers
     backends: tuple[str, ...] = field(default=("llama.cpp", "onnx"))

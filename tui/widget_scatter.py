@@ -1,17 +1,14 @@
-"""Latency against KL divergence, Pareto front highlighted (plotext, through textual-plotext).
-
-Without textual-plotext installed the plot degrades to a notice; the results
-table shows the same front (★), so nothing is lost but the picture.
-"""
+"""Latency against KL divergence, Pareto front highlighted (plotext, through textual-plotext)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from edgeglm.bench.report import BenchRow
 
 from .bench_view import kl_of, latency_ms, pareto
 
@@ -23,20 +20,12 @@ class Scatter(Container):
     """
 
     def compose(self) -> ComposeResult:
-        try:
-            from textual_plotext import PlotextPlot
-        except ImportError:
-            yield Static("The plot needs textual-plotext (pip install textual-plotext).")
-            return
         yield PlotextPlot(id="plot")
         yield Static("Run a benchmark to see latency against quality.", id="caption")
 
-    def show(self, rows: list[Any]) -> None:
-        plots = self.query("#plot")
-        if not plots:
-            return
-        widget: Any = plots.first()
-        points: list[tuple[float, float, Any]] = []
+    def show(self, rows: list[BenchRow]) -> None:
+        widget = self.query_one("#plot", PlotextPlot)
+        points: list[tuple[float, float, BenchRow]] = []
         for r in rows:
             x, y = latency_ms(r), kl_of(r)
             if x is not None and y is not None:
@@ -61,7 +50,7 @@ class Scatter(Container):
             plt.xlim(x0 - pad, x1 + pad)
         # in-plot text labels collide with markers at terminal resolution: name points below
         names = [f"{r.quant} {x:.1f} ms, KL {y:.4f}" for x, y, r in points if id(r) in front]
-        others = [str(r.quant) for _, _, r in points if id(r) not in front]
+        others = [r.quant for _, _, r in points if id(r) not in front]
         caption = "★ Pareto front: " + "; ".join(names) if names else "No quality scores yet."
         if others:
             caption += "   x dominated: " + ", ".join(others)

@@ -10,13 +10,29 @@ from __future__ import annotations
 
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 PROMPT_TOKENS = 512
 DECODE_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One artifact's figures, sent back from the child process (it pickles: plain fields)."""
+
+    device: str
+    load_s: float
+    ttft_s: list[float]  # one per timed run
+    prefill_tps: list[float]
+    decode_tps: list[float]
+    peak_rss_bytes: int
+    vram_bytes: int | None
+    logits: npt.NDArray[np.float32]  # next-token logits at every position of the eval text
 
 
 def peak_rss_bytes() -> int:
@@ -58,7 +74,7 @@ def measure_llamacpp(
     repeat: int,
     threads: int | None,
     decode_tokens: int = DECODE_TOKENS,
-) -> dict[str, Any]:
+) -> Measurement:
     from edgeglm.backends.llamacpp import LlamaCppModel
 
     n_ctx = len(prompt) + decode_tokens + 8
@@ -70,7 +86,9 @@ def measure_llamacpp(
     llm.reset()  # type: ignore[no-untyped-call]
     llm.eval(prompt[:32])
     llm.eval([greedy_next(llm)])
-    ttft, prefill, decode = [], [], []
+    ttft: list[float] = []
+    prefill: list[float] = []
+    decode: list[float] = []
     for _ in range(repeat):
         llm.reset()  # type: ignore[no-untyped-call]
         t = time.perf_counter()
@@ -96,16 +114,7 @@ def measure_llamacpp(
     )
     logits = scorer.score(eval_tokens)
     scorer.close()
-    return {
-        "load_s": load_s,
-        "ttft_s": ttft,
-        "prefill_tps": prefill,
-        "decode_tps": decode,
-        "peak_rss_bytes": peak,
-        "vram_bytes": vram,
-        "logits": logits,
-        "device": device,
-    }
+    return Measurement(device, load_s, ttft, prefill, decode, peak, vram, logits)
 
 
 def measure_onnx(
@@ -115,7 +124,7 @@ def measure_onnx(
     repeat: int,
     threads: int | None,
     decode_tokens: int = DECODE_TOKENS,
-) -> dict[str, Any]:
+) -> Measurement:
     """The same measurements through the ONNX Runtime backend's own generate loop."""
     from edgeglm.backends.base import Completion, SamplingParams
     from edgeglm.backends.onnx import OnnxModel
@@ -137,7 +146,9 @@ def measure_onnx(
                 return done
 
     run(prompt[:32], 2)  # warm-up
-    ttft, prefill, decode = [], [], []
+    ttft: list[float] = []
+    prefill: list[float] = []
+    decode: list[float] = []
     for _ in range(repeat):
         t = run(prompt, decode_tokens + 1).timings  # the first token comes from prefill
         ttft.append(t.time_to_first_token)
@@ -148,13 +159,4 @@ def measure_onnx(
     logits = m.score(eval_tokens)
     device = m.capabilities.device
     m.close()
-    return {
-        "load_s": load_s,
-        "ttft_s": ttft,
-        "prefill_tps": prefill,
-        "decode_tps": decode,
-        "peak_rss_bytes": peak,
-        "vram_bytes": vram,
-        "logits": logits,
-        "device": device,
-    }
+    return Measurement(device, load_s, ttft, prefill, decode, peak, vram, logits)

@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from gguf import GGUFReader
 
 from edgeglm import __version__
 from edgeglm.backends.isolated import run_isolated
-from edgeglm.bench.measure import DECODE_TOKENS, PROMPT_TOKENS, measure_llamacpp, measure_onnx
+from edgeglm.bench.measure import (
+    DECODE_TOKENS,
+    PROMPT_TOKENS,
+    Measurement,
+    measure_llamacpp,
+    measure_onnx,
+)
 from edgeglm.bench.report import BenchReport, BenchRow, Spread
 from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import UsageError
@@ -35,6 +42,20 @@ HELDOUT = Path(__file__).with_name("heldout.txt")
 _PRECISION = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M"]
 
 Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to benchmark and how; the CLI, the TUI and the demo all build one."""
+
+    models: tuple[str | None, ...] = (None,)  # None: the bundled demo model
+    quants: tuple[str, ...] = ("Q8_0", "Q4_K_M")  # for Hugging Face models
+    backends: tuple[str, ...] = ("llama.cpp",)
+    text: Path | None = None  # held-out text for quality; None: the bundled one
+    repeat: int = 3  # timed runs per artifact (the median is reported)
+    threads: int | None = None
+    prompt_tokens: int = PROMPT_TOKENS
+    decode_tokens: int = DECODE_TOKENS
 
 
 @dataclass(frozen=True)
@@ -195,35 +216,28 @@ def _tokens(art: Artifact, text: str) -> list[int]:
 
 
 def run_bench(
-    models: list[str | None],
-    quants: list[str],
-    backends: list[str],
-    text: Path | None,
-    repeat: int,
+    request: BenchRequest,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
-    threads: int | None = None,
-    prompt_tokens: int = PROMPT_TOKENS,
-    decode_tokens: int = DECODE_TOKENS,
 ) -> BenchReport:
-    if repeat < 1:
+    if request.repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    text_path = text or HELDOUT
+    text_path = request.text or HELDOUT
     try:
         heldout = text_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{text_path}: cannot read ({e})") from e
     settings = {
-        "prompt_tokens": prompt_tokens,
-        "decode_tokens": decode_tokens,
-        "repeat": repeat,
-        "threads": threads,
+        "prompt_tokens": request.prompt_tokens,
+        "decode_tokens": request.decode_tokens,
+        "repeat": request.repeat,
+        "threads": request.threads,
         "text": str(text_path),
         "sampling": "greedy",
         "warmup": True,
     }
     report = BenchReport(fingerprint(), settings)
-    groups = artifacts_for(models, quants, backends)
+    groups = artifacts_for(list(request.models), list(request.quants), list(request.backends))
     total = sum(len(g) for g in groups)
     bandwidth = _bandwidth()
     done = 0
@@ -235,8 +249,10 @@ def run_bench(
                 raise UsageError(
                     f"{text_path}: too short to measure quality ({len(tokens)} tokens)"
                 )
-            prompt = (tokens * (prompt_tokens // max(len(tokens), 1) + 1))[:prompt_tokens]
-            ref_logits = None
+            prompt = (tokens * (request.prompt_tokens // max(len(tokens), 1) + 1))[
+                : request.prompt_tokens
+            ]
+            ref_logits: npt.NDArray[np.float32] | None = None
             for art in group:
                 if should_stop is not None and should_stop():
                     raise KeyboardInterrupt
@@ -252,14 +268,14 @@ def run_bench(
                     str(art.path),
                     prompt,
                     eval_tokens,
-                    repeat,
-                    threads,
-                    decode_tokens,
+                    request.repeat,
+                    request.threads,
+                    request.decode_tokens,
                     what=f"{art.backend} benchmarking {art.label}",
                 )
                 report.rows.append(_row(art, res, ref_logits, eval_tokens, bandwidth))
                 if ref_logits is None:
-                    ref_logits = res["logits"]
+                    ref_logits = res.logits
                 done += 1
         if progress is not None:
             progress("done", 1.0)
@@ -270,12 +286,12 @@ def run_bench(
 
 def _row(
     art: Artifact,
-    res: dict[str, Any],
-    ref_logits: Any,
+    res: Measurement,
+    ref_logits: npt.NDArray[np.float32] | None,
     eval_tokens: list[int],
     bandwidth: float | None,
 ) -> BenchRow:
-    logits = res["logits"]
+    logits = res.logits
     lp = log_softmax(logits[:-1])
     nll = -lp[np.arange(len(eval_tokens) - 1), eval_tokens[1:]]
     row = BenchRow(
@@ -283,15 +299,15 @@ def _row(
         model=art.model,
         quant=art.quant,
         backend=art.backend,
-        device=res["device"],
+        device=res.device,
         file_bytes=_size(art.path),
         bits_per_weight=_bpw(art.path) if art.backend != "onnx" else None,
-        load_s=res["load_s"],
-        ttft_s=Spread.of(res["ttft_s"]),
-        prefill_tps=Spread.of(res["prefill_tps"]),
-        decode_tps=Spread.of(res["decode_tps"]),
-        peak_rss_bytes=int(res["peak_rss_bytes"]),
-        vram_bytes=res.get("vram_bytes"),
+        load_s=res.load_s,
+        ttft_s=Spread.of(res.ttft_s),
+        prefill_tps=Spread.of(res.prefill_tps),
+        decode_tps=Spread.of(res.decode_tps),
+        peak_rss_bytes=res.peak_rss_bytes,
+        vram_bytes=res.vram_bytes,
         ppl=float(np.exp(nll.mean())),
         bytes_per_token=bytes_per_token(art.path) if art.backend != "onnx" else None,
         reference=ref_logits is None,

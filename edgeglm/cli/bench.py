@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgeglm.cli import _fail, app, err, out
 from edgeglm.errors import EdgeGLMError, UsageError
+
+if TYPE_CHECKING:
+    from edgeglm.bench.report import BenchReport
 
 
 @app.command(context_settings={"allow_interspersed_args": True})
@@ -44,14 +47,21 @@ def bench(
     """Measure latency against quality: speed, memory and KL divergence per artifact."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeglm.bench.report import BenchReport
-
     args = models or []
     try:
         if args and args[0] == "compare":
             _bench_compare([Path(a) for a in args[1:]], as_json)
             return
-        from edgeglm.bench.run import main_table, run_bench
+        from edgeglm.bench.run import BenchRequest, main_table, run_bench
+
+        request = BenchRequest(
+            models=tuple(args) or (None,),
+            quants=tuple(q.strip() for q in quants.split(",") if q.strip()),
+            backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+            text=text,
+            repeat=repeat,
+            threads=threads,
+        )
 
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -66,15 +76,7 @@ def bench(
             def progress(label: str, fraction: float) -> None:
                 bar.update(task, description=label, completed=fraction)
 
-            report: BenchReport = run_bench(
-                [a for a in args] or [None],
-                [q.strip() for q in quants.split(",") if q.strip()],
-                [b.strip() for b in backends.split(",") if b.strip()],
-                text,
-                repeat,
-                progress=progress,
-                threads=threads,
-            )
+            report = run_bench(request, progress=progress)
     except EdgeGLMError as e:
         _fail(e)
     if not report.complete:
@@ -92,7 +94,7 @@ def bench(
         )
 
 
-def _write_report(report: Any, output: Path) -> None:
+def _write_report(report: BenchReport, output: Path) -> None:
     from edgeglm.bench.plot import to_svg
 
     stem = output.with_suffix("")

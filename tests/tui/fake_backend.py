@@ -54,7 +54,7 @@ class FakeBackend:
         if self.fail is not None:
             raise self.fail
         for i, text in enumerate(self.chunks):
-            if self.gate is not None and not self.gate.acquire(timeout=10):
+            if self.gate is not None and not self.gate.acquire(timeout=60):
                 raise TimeoutError("test never released the fake backend's gate")
             if self.delay:
                 time.sleep(self.delay)

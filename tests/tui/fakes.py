@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from edgeglm.bench.report import BenchReport, BenchRow, Spread
+from edgeglm.bench.run import BenchRequest
 from edgeglm.hardware import (
     CPUInfo,
     GPUInfo,
@@ -18,7 +18,10 @@ from edgeglm.hardware import (
     MemoryInfo,
     OnnxRuntimeInfo,
 )
-from edgeglm.tui.services import FeatureUnavailable, Services
+from edgeglm.planner.memory import DeviceMemory
+from edgeglm.planner.placement import Placement, Settings
+from edgeglm.planner.plan import Candidate, Decision, Plan
+from edgeglm.tui.services import ConvertProgressFn, Services
 
 
 def write_gguf(path: Path, arch: str, file_type: int, name: str) -> Path:
@@ -54,31 +57,60 @@ def hardware() -> HardwareProfile:
     )
 
 
-@dataclass
-class FakePlan:
-    model: str
-    backend: str = "llama.cpp"
-    quant: str = "Q4_K_M"
-    n_ctx: int = 8192
-    reasons: list[str] = field(
-        default_factory=lambda: [
-            "Q4_K_M fits in 20 GiB available RAM with room for an 8k context",
-            "llama.cpp: this build has no GPU offload",
-        ]
+def fake_plan(model: str | None, hw: HardwareProfile) -> Plan:
+    """A fixed plan for ``hardware()``: the real Plan type, with the keys the planner
+    writes into its ``model`` and ``hardware`` dicts (the real planner reads this
+    machine's cores and paths, which snapshots must not depend on)."""
+    gib = 2**30
+    return Plan(
+        model={
+            "name": model or "glm-demo",
+            "source": "hf",
+            "path": "demo_model",
+            "architecture": "glm4",
+            "hf_architecture": "Glm4ForCausalLM",
+            "quant": None,
+            "parameters": 1_300_000_000,
+            "n_layer": 24,
+            "n_ctx_train": 8192,
+            "n_vocab": 151552,
+            "moe": False,
+            "n_expert": 0,
+            "n_expert_used": 0,
+            "mla": False,
+        },
+        hardware={
+            "name": None,
+            "source": "probed",
+            "class": "cpu-desktop",
+            "cpu": hw.cpu.model,
+            "threads": 8,
+            "ram_usable_bytes": 18 * gib,
+            "cpu_bandwidth_gbps": 48.5,
+            "gpus": [],
+        },
+        fits=True,
+        backend="llama.cpp",
+        quant="Q4_K_M",
+        convert=True,
+        placement=Placement("cpu", 0),
+        settings=Settings(n_ctx=8192),
+        n_threads=8,
+        devices=[DeviceMemory("cpu", weights=int(0.8 * gib), kv_cache=int(0.4 * gib))],
+        decode_ceiling_tps=60.6,
+        decisions=[
+            Decision("backend", "llama.cpp", "this build has no GPU offload"),
+            Decision("quant", "Q4_K_M", "fits in 20 GiB available RAM with room for 8k"),
+            Decision("threads", "8", "8 physical cores"),
+        ],
+        candidates=[
+            Candidate("Q8_0", int(1.4 * gib), "cpu", 8192, 34.6),
+            Candidate("Q4_K_M", int(0.8 * gib), "cpu", 8192, 60.6),
+        ],
     )
 
 
-def fake_plan(model: str | None, hw: Any) -> FakePlan:
-    return FakePlan(model or "demo model")
-
-
-def no_plan(model: str | None, hw: Any) -> FakePlan:
-    raise FeatureUnavailable("the planner is not available in this build (edgeglm.planner.plan)")
-
-
-def bench_report(stopped: bool = False) -> Any:
-    from edgeglm.bench.report import BenchReport, BenchRow, Spread
-
+def bench_report(stopped: bool = False) -> BenchReport:
     def row(quant: str, size: int, tps: float, kl: float | None, ref: bool = False) -> BenchRow:
         return BenchRow(
             label=f"glm4-tiny {quant}",
@@ -116,19 +148,15 @@ class FakeBench:
     def __init__(self, steps: int = 4, wait: Callable[[], None] | None = None) -> None:
         self.steps = steps
         self.wait = wait
-        self.calls: list[tuple[Any, ...]] = []
+        self.calls: list[BenchRequest] = []
 
     def __call__(
         self,
-        models: list[str | None],
-        quants: list[str],
-        backends: list[str],
-        text: Path | None,
-        repeat: int,
+        request: BenchRequest,
         progress: Callable[[str, float], None] | None,
         should_stop: Callable[[], bool] | None,
-    ) -> Any:
-        self.calls.append((models, quants, backends, text, repeat))
+    ) -> BenchReport:
+        self.calls.append(request)
         for i in range(self.steps):
             if should_stop and should_stop():
                 return bench_report(stopped=True)
@@ -139,18 +167,18 @@ class FakeBench:
         return bench_report()
 
 
-def fake_convert(src: str, out: Path, quant: str, progress: Any) -> Path:
+def fake_convert(src: str, out: Path, quant: str, progress: ConvertProgressFn) -> Path:
     for i in range(3):
         progress(f"blk.{i}.attn_q.weight", i + 1, 3, (i + 1) * 100, 300)
     return write_gguf(out, "glm4", 15, Path(src).name)
 
 
-def fake_services(**overrides: Any) -> Services:
-    base = {
+def fake_services(**overrides: object) -> Services:
+    base: dict[str, object] = {
         "probe_hardware": hardware,
         "plan": fake_plan,
         "run_bench": FakeBench(),
         "convert": fake_convert,
         "quants": lambda: ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q4_0"],
     }
-    return Services(**{**base, **overrides})
+    return Services(**{**base, **overrides})  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fake_backend import FakeBackend, FakeFactory
+from polling import until
 from textual.widgets import Collapsible, Input, Markdown
 
 from edgeglm.errors import BackendError
@@ -63,7 +64,7 @@ async def test_ui_keeps_working_while_a_slow_backend_generates(make_app) -> None
         screen = await ready(pilot)
         await send(pilot, "slow please", wait=False)
         gate.release()  # one chunk out, the rest held back: the worker is mid-generation
-        await pilot.pause(0.2)
+        await until(pilot, lambda: screen.query(AssistantMessage).last().raw == "Hello", "chunk")
         assert screen.generating
         # the event loop still handles keys, focus and redraws meanwhile
         await pilot.press("t", "y", "p", "i", "n", "g")
@@ -85,9 +86,9 @@ async def test_escape_stops_and_keeps_partial_reply(make_app) -> None:
         screen = await ready(pilot)
         await send(pilot, "stop me", wait=False)
         gate.release()
-        await pilot.pause(0.2)
+        await until(pilot, lambda: screen.query(AssistantMessage).last().raw == "Hello", "chunk")
         await pilot.press("escape")
-        assert not screen.generating
+        await until(pilot, lambda: not screen.generating, "the stop")
         for _ in range(3):
             gate.release()  # the worker finds it was cancelled and lets go
         await app.workers.wait_for_complete()

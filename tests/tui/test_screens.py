@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 from fake_backend import FakeFactory
-from fakes import FakeBench, no_plan
+from fakes import FakeBench
+from polling import until
+from textual.command import CommandList
 from textual.widgets import DataTable, Input, ProgressBar, Static
 
-from edgeglm.errors import ConversionError, HardwareError
+from edgeglm.bench.run import BenchRequest
+from edgeglm.errors import BackendError, ConversionError, HardwareError, UsageError
 from edgeglm.tui.screen_bench import BenchScreen
 from edgeglm.tui.screen_chat import ChatScreen
 from edgeglm.tui.screen_hardware import HardwareScreen
@@ -104,7 +107,9 @@ async def test_bench_runs_shows_front_and_exports(make_app, cache: Path) -> None
         assert isinstance(app.screen, BenchScreen)
         await pilot.press("ctrl+r")
         await settle(pilot)
-        assert bench.calls == [(["glm4-tiny"], ["Q8_0", "Q4_K_M"], ["llama.cpp"], None, 3)]
+        assert bench.calls == [
+            BenchRequest(("glm4-tiny",), ("Q8_0", "Q4_K_M"), ("llama.cpp",), None, repeat=3)
+        ]
         table = app.screen.query_one("#table", DataTable)
         stars = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[0]) for i in range(5)}
         assert stars["glm4-tiny Q4_K_M"] == "★" and stars["glm4-tiny Q4_0"] == ""
@@ -119,14 +124,14 @@ async def test_bench_runs_shows_front_and_exports(make_app, cache: Path) -> None
 
 async def test_bench_escape_stops_the_run(make_app) -> None:
     step = threading.Semaphore(0)
-    bench = FakeBench(steps=10, wait=lambda: step.acquire(timeout=10))
+    bench = FakeBench(steps=10, wait=lambda: step.acquire(timeout=60))
     app = make_app(run_bench=bench)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f3")
         await settle(pilot)
         await pilot.press("ctrl+r")
         step.release()
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "step 2/10" in text_of(app.screen, "#status"), "progress")
         await pilot.press("escape")
         for _ in range(10):
             step.release()
@@ -147,19 +152,17 @@ async def test_bench_refuses_an_empty_selection(make_app) -> None:
     assert any("backend" in n.message for n in app._notifications)
 
 
-async def test_bench_module_missing_is_a_notice(make_app) -> None:
-    from edgeglm.tui.services import FeatureUnavailable
+async def test_bench_failure_is_shown(make_app) -> None:
+    def broken(*args: object) -> None:
+        raise BackendError("llama.cpp crashed (SIGSEGV); the model is unusable here")
 
-    def missing(*args: Any) -> None:
-        raise FeatureUnavailable("the benchmark is not available in this build")
-
-    app = make_app(run_bench=missing)
+    app = make_app(run_bench=broken)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f3")
         await settle(pilot)
         await pilot.press("ctrl+r")
         await settle(pilot)
-        assert "not available" in text_of(app.screen, "#status")
+        assert "failed: llama.cpp crashed" in text_of(app.screen, "#status")
 
 
 async def test_hardware_shows_doctor_and_plan_reasons(make_app) -> None:
@@ -172,15 +175,19 @@ async def test_hardware_shows_doctor_and_plan_reasons(make_app) -> None:
         plan = app.screen.query_one("#plan", Static)
         assert "AVX2" in _plain(doctor)
         assert "libcudnn" in _plain(doctor)  # why CUDA does not work for ONNX Runtime
-        assert "why: Q4_K_M fits" in _plain(plan)
+        assert "fits in 20 GiB available RAM" in _plain(plan)  # the planner's own view
 
 
-async def test_hardware_without_planner_says_so(make_app) -> None:
+async def test_hardware_plan_failure_says_why(make_app) -> None:
+    def no_plan(model: str | None, hw: object) -> None:
+        raise UsageError("glm4-huge: no such model")
+
     app = make_app(plan=no_plan)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f4")
         await settle(pilot)
-        assert "Plan not available" in _plain(app.screen.query_one("#plan", Static))
+        shown = _plain(app.screen.query_one("#plan", Static))
+        assert "Plan not available" in shown and "no such model" in shown
 
 
 async def test_hardware_probe_failure_is_shown(make_app) -> None:
@@ -200,9 +207,8 @@ async def test_command_palette_switches_screens(make_app) -> None:
         await settle(pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        for ch in "bench":
-            await pilot.press(ch)
-        await pilot.pause(0.3)
+        await pilot.press(*"bench")
+        await until(pilot, lambda: _best_command(app) == "Go to Bench", "search")
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, BenchScreen)
@@ -215,12 +221,20 @@ async def test_command_palette_runs_chat_actions(make_app) -> None:
         await settle(pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        for ch in "settings":
-            await pilot.press(ch)
-        await pilot.pause(0.3)
+        await pilot.press(*"settings")
+        await until(pilot, lambda: _best_command(app) == "Chat: settings", "search")
         await pilot.press("enter")
         await settle(pilot)
         assert type(app.screen).__name__ == "SettingsModal"
+
+
+def _best_command(app: Any) -> str | None:
+    """The command palette's highlighted entry, once its search has answered."""
+    results = app.screen.query(CommandList)
+    if not results or results.first().highlighted is None:
+        return None
+    option = results.first().highlighted_option
+    return None if option is None else str(option.prompt).splitlines()[0]
 
 
 def _plain(widget: Static) -> str:

@@ -10,7 +10,6 @@ from fakes import bench_report, write_gguf
 
 from edgeglm.tui import artifacts
 from edgeglm.tui.bench_view import cells, latency_ms, pareto
-from edgeglm.tui.services import FeatureUnavailable, _optional
 from edgeglm.tui.settings import ChatSettings
 from edgeglm.tui.store import Conversation, ConversationStore, Turn
 from edgeglm.tui.thinking import ThinkSplitter
@@ -101,13 +100,6 @@ def test_settings_validation_and_sampling() -> None:
     params = ChatSettings(temperature=0.3, max_tokens=64).sampling()
     assert (params.temperature, params.max_tokens) == (0.3, 64)
     assert "<|user|>" in params.stop
-
-
-def test_missing_feature_module_is_unavailable() -> None:
-    with pytest.raises(FeatureUnavailable, match="not available"):
-        _optional("edgeglm.no_such_module", "run", "the thing")
-    with pytest.raises(FeatureUnavailable, match=r"json\.nope"):
-        _optional("json", "nope", "the thing")
 
 
 def test_real_planner_plans_the_fixture_with_reasons(fixtures_dir: Path) -> None:

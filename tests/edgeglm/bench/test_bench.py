@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from helpers import HF_FIXTURES
 
+from edgeglm.backends.isolated import run_isolated
 from edgeglm.bench.compare import compare
+from edgeglm.bench.measure import Measurement, measure_llamacpp
 from edgeglm.bench.plot import to_svg
 from edgeglm.bench.report import BenchReport, BenchRow, Spread, pareto_front
-from edgeglm.bench.run import run_bench
+from edgeglm.bench.run import BenchRequest, run_bench
 from edgeglm.metrics import log_softmax
 
 
@@ -22,13 +24,17 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> BenchReport:
-    import os
-
-    os.environ["EDGEGLM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    return run_bench(
-        [str(HF_FIXTURES / "glm4")], ["Q8_0", "Q4_K_M"], ["llama.cpp"], None, repeat=2,
-        prompt_tokens=128, decode_tokens=32,
-    )  # fmt: skip
+    request = BenchRequest(
+        models=(str(HF_FIXTURES / "glm4"),),
+        quants=("Q8_0", "Q4_K_M"),
+        repeat=2,
+        prompt_tokens=128,
+        decode_tokens=32,
+    )
+    # module-scoped, so the per-test cache fixture cannot help; restore afterwards
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEGLM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        return run_bench(request)
 
 
 def test_report_has_every_figure(report: BenchReport) -> None:
@@ -73,6 +79,18 @@ def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
     assert log_softmax(np.zeros((1, 4)))[0, 0] == pytest.approx(-np.log(4))
 
 
+def test_measurement_comes_back_typed_from_the_child_process() -> None:
+    from edgeglm.runtime import ensure_gguf
+
+    gguf = str(ensure_gguf(HF_FIXTURES / "glm4", "Q8_0"))
+    prompt = list(range(100, 164))
+    m = run_isolated(measure_llamacpp, gguf, prompt, prompt[:32], 2, 1, 8)
+    assert isinstance(m, Measurement)
+    assert len(m.ttft_s) == len(m.prefill_tps) == len(m.decode_tps) == 2  # one per repeat
+    assert m.logits.shape[0] == 32 and m.logits.dtype == np.float32
+    assert m.peak_rss_bytes > 0 and m.device
+
+
 def _row(label: str, tps: float, kl: float | None) -> BenchRow:
     s = Spread.of([tps])
     return BenchRow(
@@ -112,15 +130,15 @@ def test_exports_and_compare(report: BenchReport, tmp_path: Path) -> None:
 
 
 def test_onnx_runtime_artifacts_are_benchmarked_against_the_same_reference() -> None:
-    rep = run_bench(
-        [str(HF_FIXTURES / "glm4")],
-        ["int4"],
-        ["onnx"],
-        None,
+    request = BenchRequest(
+        models=(str(HF_FIXTURES / "glm4"),),
+        quants=("int4",),
+        backends=("onnx",),
         repeat=1,
         prompt_tokens=64,
         decode_tokens=16,
     )
+    rep = run_bench(request)
     ref, onnx = rep.rows
     assert ref.backend == "llama.cpp" and ref.reference  # F32 GGUF: the shared quality reference
     assert onnx.backend == "onnx" and onnx.device == "CPUExecutionProvider"
