@@ -8,8 +8,10 @@ import re
 import struct
 from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HF_FIXTURES = Path(os.environ.get("EDGEGLM_HF_FIXTURES", FIXTURES / "hf"))
@@ -51,7 +53,13 @@ def fixture_names() -> list[str]:
     return sorted(p.name for p in HF_FIXTURES.iterdir() if (p / "config.json").is_file())
 
 
-def llama_probe(gguf: str, tokens: list[int], text: str) -> dict[str, object]:
+class Probe(TypedDict):
+    logits: npt.NDArray[np.float32]
+    tokens: list[int]
+    metadata: dict[str, str]
+
+
+def llama_probe(gguf: str, tokens: list[int], text: str) -> Probe:
     """In a child process: load a GGUF in llama.cpp, score tokens, tokenize text."""
     from edgeglm.backends.llamacpp import LlamaCppModel
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # fake_backend and fakes, beside this file
-
-from fake_backend import FakeBackend, FakeFactory
-from fakes import fake_services, write_gguf
+from tui_support.fake_backend import FakeBackend, FakeFactory
+from tui_support.fakes import fake_services, write_gguf
 
 from edgeglm.tui.app import EdgeGLMApp, create_app
 

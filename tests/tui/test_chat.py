@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_backend import FakeBackend, FakeFactory
-from polling import until
-from textual.widgets import Collapsible, Input, Markdown
+from textual.widgets import Collapsible, Input, Markdown, TextArea
+from tui_support.fake_backend import FakeBackend, FakeFactory
+from tui_support.fakes import MakeApp
+from tui_support.polling import until
 
 from edgeglm.errors import BackendError
 from edgeglm.tui.screen_chat import ChatScreen
@@ -41,7 +43,7 @@ def stats(screen: ChatScreen) -> str:
     return str(screen.query_one(StatsBar).render())
 
 
-async def test_send_streams_reply_and_saves(make_app, backend) -> None:
+async def test_send_streams_reply_and_saves(make_app: MakeApp, backend: FakeBackend) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
@@ -57,7 +59,7 @@ async def test_send_streams_reply_and_saves(make_app, backend) -> None:
     assert saved[0].title == "hi there"
 
 
-async def test_ui_keeps_working_while_a_slow_backend_generates(make_app) -> None:
+async def test_ui_keeps_working_while_a_slow_backend_generates(make_app: MakeApp) -> None:
     gate = threading.Semaphore(0)
     app = make_app(factory=FakeFactory(FakeBackend(gate=gate)))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -78,7 +80,7 @@ async def test_ui_keeps_working_while_a_slow_backend_generates(make_app) -> None
         assert screen.query(AssistantMessage).last().raw == "Hello from **GLM**."
 
 
-async def test_escape_stops_and_keeps_partial_reply(make_app) -> None:
+async def test_escape_stops_and_keeps_partial_reply(make_app: MakeApp) -> None:
     gate = threading.Semaphore(0)
     backend = FakeBackend(gate=gate)
     app = make_app(factory=FakeFactory(backend))
@@ -106,7 +108,7 @@ async def test_escape_stops_and_keeps_partial_reply(make_app) -> None:
         assert screen.query(AssistantMessage).last().raw == "Hello from **GLM**."
 
 
-async def test_regenerate_replaces_last_reply(make_app, backend) -> None:
+async def test_regenerate_replaces_last_reply(make_app: MakeApp, backend: FakeBackend) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
@@ -119,7 +121,7 @@ async def test_regenerate_replaces_last_reply(make_app, backend) -> None:
         assert len(screen.query(AssistantMessage)) == 1
 
 
-async def test_edit_last_message_and_resend(make_app, backend) -> None:
+async def test_edit_last_message_and_resend(make_app: MakeApp, backend: FakeBackend) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
@@ -137,7 +139,7 @@ async def test_edit_last_message_and_resend(make_app, backend) -> None:
         assert "second" in backend.texts[-1] and "secnod" not in backend.texts[-1]
 
 
-async def test_think_block_is_collapsed(make_app) -> None:
+async def test_think_block_is_collapsed(make_app: MakeApp) -> None:
     chunks = ["<thi", "nk>Let me", " reason.</thi", "nk>\nThe **answer**."]
     app = make_app(factory=FakeFactory(FakeBackend(chunks)))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -152,7 +154,9 @@ async def test_think_block_is_collapsed(make_app) -> None:
         assert (turn.content, turn.reasoning) == ("The **answer**.", "Let me reason.")
 
 
-async def test_settings_modal_changes_sampling_and_system_prompt(make_app, backend) -> None:
+async def test_settings_modal_changes_sampling_and_system_prompt(
+    make_app: MakeApp, backend: FakeBackend
+) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
@@ -164,7 +168,7 @@ async def test_settings_modal_changes_sampling_and_system_prompt(make_app, backe
         assert "temperature" in str(modal.query_one("#errors").render())
         modal.query_one("#temperature", Input).value = "0.2"
         modal.query_one("#seed", Input).value = "7"
-        modal.query_one("#system").text = "Be brief."
+        modal.query_one("#system", TextArea).text = "Be brief."
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
@@ -173,7 +177,7 @@ async def test_settings_modal_changes_sampling_and_system_prompt(make_app, backe
     assert "<|system|>\nBe brief." in backend.texts[-1]
 
 
-async def test_history_resumes_an_older_conversation(make_app) -> None:
+async def test_history_resumes_an_older_conversation(make_app: MakeApp) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
@@ -190,7 +194,7 @@ async def test_history_resumes_an_older_conversation(make_app) -> None:
         assert [w.text for w in screen.query(UserMessage)] == ["first chat"]
 
 
-async def test_load_failure_is_shown_not_raised(make_app) -> None:
+async def test_load_failure_is_shown_not_raised(make_app: MakeApp) -> None:
     app = make_app(factory=FakeFactory(error=BackendError("llama.cpp could not load it")))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
@@ -200,7 +204,7 @@ async def test_load_failure_is_shown_not_raised(make_app) -> None:
         assert "No model ready" in list(app._notifications)[-1].message
 
 
-async def test_generation_error_is_shown_in_the_reply(make_app) -> None:
+async def test_generation_error_is_shown_in_the_reply(make_app: MakeApp) -> None:
     app = make_app(factory=FakeFactory(FakeBackend(fail=BackendError("decode failed"))))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
@@ -211,7 +215,9 @@ async def test_generation_error_is_shown_in_the_reply(make_app) -> None:
         assert not screen.generating
 
 
-async def test_model_picker_loads_the_chosen_artifact(make_app, artifacts) -> None:
+async def test_model_picker_loads_the_chosen_artifact(
+    make_app: MakeApp, artifacts: list[Path]
+) -> None:
     factory = FakeFactory()
     app = make_app(factory=factory)
     async with app.run_test(size=(80, 24)) as pilot:

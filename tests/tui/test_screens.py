@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_backend import FakeFactory
-from fakes import FakeBench
-from polling import until
 from textual.command import CommandList
-from textual.widgets import DataTable, Input, ProgressBar, Static
+from textual.widgets import DataTable, Input, ProgressBar, SelectionList, Static
+from tui_support.fake_backend import FakeFactory
+from tui_support.fakes import FakeBench, MakeApp
+from tui_support.polling import until
 
 from edgeglm.bench.run import BenchRequest
 from edgeglm.errors import BackendError, ConversionError, HardwareError, UsageError
@@ -34,7 +34,7 @@ def text_of(screen: Any, selector: str) -> str:
     return str(screen.query_one(selector, Static).render())
 
 
-async def test_models_lists_gguf_metadata(make_app, artifacts) -> None:
+async def test_models_lists_gguf_metadata(make_app: MakeApp, artifacts: list[Path]) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f2")
@@ -46,8 +46,8 @@ async def test_models_lists_gguf_metadata(make_app, artifacts) -> None:
         assert rows[1][1] == "Q8_0"
 
 
-async def test_models_add_path_and_chat_with_it(make_app, tmp_path: Path) -> None:
-    from fakes import write_gguf
+async def test_models_add_path_and_chat_with_it(make_app: MakeApp, tmp_path: Path) -> None:
+    from tui_support.fakes import write_gguf
 
     own = write_gguf(tmp_path / "mine" / "x.gguf", "glm4moe", 7, "mine")
     factory = FakeFactory()
@@ -69,7 +69,7 @@ async def test_models_add_path_and_chat_with_it(make_app, tmp_path: Path) -> Non
     assert factory.calls[-1][0] == str(own.resolve())
 
 
-async def test_models_convert_with_progress(make_app) -> None:
+async def test_models_convert_with_progress(make_app: MakeApp) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f2")
@@ -84,7 +84,7 @@ async def test_models_convert_with_progress(make_app) -> None:
         assert str(screen.query_one(DataTable).get_row_at(0)[0]) == "glm4-fresh"
 
 
-async def test_models_convert_error_is_shown(make_app) -> None:
+async def test_models_convert_error_is_shown(make_app: MakeApp) -> None:
     def broken(src: str, out: Path, quant: str, progress: Any) -> None:
         raise ConversionError("not enough disk for the GGUF")
 
@@ -98,7 +98,7 @@ async def test_models_convert_error_is_shown(make_app) -> None:
         assert "not enough disk" in text_of(app.screen, "#status")
 
 
-async def test_bench_runs_shows_front_and_exports(make_app, cache: Path) -> None:
+async def test_bench_runs_shows_front_and_exports(make_app: MakeApp, cache: Path) -> None:
     bench = FakeBench()
     app = make_app("glm4-tiny", run_bench=bench)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -122,7 +122,7 @@ async def test_bench_runs_shows_front_and_exports(make_app, cache: Path) -> None
     assert len(data["rows"]) == 5
 
 
-async def test_bench_escape_stops_the_run(make_app) -> None:
+async def test_bench_escape_stops_the_run(make_app: MakeApp) -> None:
     step = threading.Semaphore(0)
     bench = FakeBench(steps=10, wait=lambda: step.acquire(timeout=60))
     app = make_app(run_bench=bench)
@@ -139,20 +139,20 @@ async def test_bench_escape_stops_the_run(make_app) -> None:
         assert "stopped" in text_of(app.screen, "#status")
 
 
-async def test_bench_refuses_an_empty_selection(make_app) -> None:
+async def test_bench_refuses_an_empty_selection(make_app: MakeApp) -> None:
     bench = FakeBench()
     app = make_app(run_bench=bench)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f3")
         await settle(pilot)
-        app.screen.query_one("#backends").deselect_all()
+        app.screen.query_one("#backends", SelectionList).deselect_all()
         await pilot.press("ctrl+r")
         await settle(pilot)
     assert bench.calls == []
     assert any("backend" in n.message for n in app._notifications)
 
 
-async def test_bench_failure_is_shown(make_app) -> None:
+async def test_bench_failure_is_shown(make_app: MakeApp) -> None:
     def broken(*args: object) -> None:
         raise BackendError("llama.cpp crashed (SIGSEGV); the model is unusable here")
 
@@ -165,7 +165,7 @@ async def test_bench_failure_is_shown(make_app) -> None:
         assert "failed: llama.cpp crashed" in text_of(app.screen, "#status")
 
 
-async def test_hardware_shows_doctor_and_plan_reasons(make_app) -> None:
+async def test_hardware_shows_doctor_and_plan_reasons(make_app: MakeApp) -> None:
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("f4")
@@ -178,7 +178,7 @@ async def test_hardware_shows_doctor_and_plan_reasons(make_app) -> None:
         assert "fits in 20 GiB available RAM" in _plain(plan)  # the planner's own view
 
 
-async def test_hardware_plan_failure_says_why(make_app) -> None:
+async def test_hardware_plan_failure_says_why(make_app: MakeApp) -> None:
     def no_plan(model: str | None, hw: object) -> None:
         raise UsageError("glm4-huge: no such model")
 
@@ -190,7 +190,7 @@ async def test_hardware_plan_failure_says_why(make_app) -> None:
         assert "Plan not available" in shown and "no such model" in shown
 
 
-async def test_hardware_probe_failure_is_shown(make_app) -> None:
+async def test_hardware_probe_failure_is_shown(make_app: MakeApp) -> None:
     def broken() -> None:
         raise HardwareError("NVML crashed")
 
@@ -201,7 +201,7 @@ async def test_hardware_probe_failure_is_shown(make_app) -> None:
         assert "NVML crashed" in _plain(app.screen.query_one("#doctor", Static))
 
 
-async def test_command_palette_switches_screens(make_app) -> None:
+async def test_command_palette_switches_screens(make_app: MakeApp) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -214,7 +214,7 @@ async def test_command_palette_switches_screens(make_app) -> None:
         assert isinstance(app.screen, BenchScreen)
 
 
-async def test_command_palette_runs_chat_actions(make_app) -> None:
+async def test_command_palette_runs_chat_actions(make_app: MakeApp) -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f4")

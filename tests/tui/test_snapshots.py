@@ -6,11 +6,13 @@ the cursor blink is frozen, so a snapshot changes only when the UI does.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_backend import FakeBackend, FakeFactory
 from textual.widgets import Input
+from tui_support.fake_backend import FakeBackend, FakeFactory
+from tui_support.fakes import MakeApp, SnapCompare
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 
@@ -32,19 +34,21 @@ def _chat(pilot: Any, text: str) -> Any:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_chat_empty(snap_compare, make_app, size) -> None:
+def test_chat_empty(snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(), terminal_size=size, run_before=settle)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_chat_with_reply_and_thinking(snap_compare, make_app, size) -> None:
+def test_chat_with_reply_and_thinking(
+    snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int]
+) -> None:
     chunks = ["<think>The user greets me.", "</think>", "Hello! Here is a list:\n\n",
               "- **bold** point\n", "- `code` point\n"]  # fmt: skip
     app = make_app(factory=FakeFactory(FakeBackend(chunks)))
     assert snap_compare(app, terminal_size=size, run_before=lambda p: _chat(p, "Hi GLM"))
 
 
-def test_chat_settings_modal(snap_compare, make_app) -> None:
+def test_chat_settings_modal(snap_compare: SnapCompare, make_app: MakeApp) -> None:
     async def run(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("ctrl+s")
@@ -53,7 +57,9 @@ def test_chat_settings_modal(snap_compare, make_app) -> None:
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
 
 
-def test_chat_model_picker(snap_compare, make_app, artifacts) -> None:
+def test_chat_model_picker(
+    snap_compare: SnapCompare, make_app: MakeApp, artifacts: list[Path]
+) -> None:
     async def run(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("ctrl+t")
@@ -63,7 +69,9 @@ def test_chat_model_picker(snap_compare, make_app, artifacts) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_models_screen(snap_compare, make_app, artifacts, size) -> None:
+def test_models_screen(
+    snap_compare: SnapCompare, make_app: MakeApp, artifacts: list[Path], size: tuple[int, int]
+) -> None:
     async def run(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("f2")
@@ -73,7 +81,7 @@ def test_models_screen(snap_compare, make_app, artifacts, size) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_bench_setup(snap_compare, make_app, size) -> None:
+def test_bench_setup(snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int]) -> None:
     async def run(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("f3")
@@ -84,7 +92,9 @@ def test_bench_setup(snap_compare, make_app, size) -> None:
 
 @pytest.mark.parametrize("tab", ["results", "plot-tab"])
 @pytest.mark.parametrize("size", SIZES)
-def test_bench_results(snap_compare, make_app, size, tab) -> None:
+def test_bench_results(
+    snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int], tab: str
+) -> None:
     async def run(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("f3")
@@ -98,7 +108,9 @@ def test_bench_results(snap_compare, make_app, size, tab) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_hardware_screen(snap_compare, make_app, size) -> None:
+def test_hardware_screen(
+    snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int]
+) -> None:
     async def run(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("f4")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import bench_report, write_gguf
+from tui_support.fakes import bench_report, write_gguf
 
 from edgeglm.tui import artifacts
 from edgeglm.tui.bench_view import cells, latency_ms, pareto
@@ -103,8 +103,8 @@ def test_settings_validation_and_sampling() -> None:
 
 
 def test_real_planner_plans_the_fixture_with_reasons(fixtures_dir: Path) -> None:
-    from fakes import hardware
     from rich.console import Console
+    from tui_support.fakes import hardware
 
     from edgeglm.tui.hardware_view import plan_view
     from edgeglm.tui.services import plan_model

@@ -1,7 +1,7 @@
 """Every quant scheme's mix against llama.cpp's, on checkpoints deep enough for all its rules.
 
 The 2-layer fixtures leave about half of ``llama_tensor_get_type`` unexercised
-(see tests/synthetic.py). Here every scheme EdgeGLM offers, without and with an
+(see tests/deep_checkpoints.py). Here every scheme EdgeGLM offers, without and with an
 importance matrix, is planned on a 16-layer dense GLM-4, a 16-layer GLM-4.5-like
 MoE with 8 experts and each committed fixture, and llama.cpp's quantizer decides
 the same file in a dry run (``llama-quantize --dry-run``: the same per-tensor
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deep_checkpoints import DENSE, MOE, synthesize
 from gguf import GGUFReader
 from helpers import (
     HF_FIXTURES,
@@ -27,7 +28,6 @@ from helpers import (
     gguf_tensors,
     llama_quantize_types,
 )
-from synthetic import DENSE, MOE, synthesize
 
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.checkpoint.hf import HFCheckpoint

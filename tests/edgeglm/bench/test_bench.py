@@ -49,6 +49,7 @@ def test_report_has_every_figure(report: BenchReport) -> None:
         )
         assert r.peak_rss_bytes > 0 and r.load_s > 0 and r.ttft_s.median > 0
         assert r.vram_bytes in (None, 0)  # measured through NVML; no NVIDIA GPU on this machine
+    assert q8.kl_mean is not None and q4.kl_mean is not None
     assert q8.kl_mean < q4.kl_mean  # more bits, closer to the reference
     assert report.fingerprint["llama_cpp_python"] and report.fingerprint["cpu"]
     assert report.schema_version == 1 and report.settings["repeat"] == 2

@@ -21,7 +21,12 @@ from edgeglm.hardware import (
 from edgeglm.planner.memory import DeviceMemory
 from edgeglm.planner.placement import Placement, Settings
 from edgeglm.planner.plan import Candidate, Decision, Plan
+from edgeglm.tui.app import EdgeGLMApp
 from edgeglm.tui.services import ConvertProgressFn, Services
+
+# The conftest fixtures' types, for annotating test parameters.
+MakeApp = Callable[..., EdgeGLMApp]
+SnapCompare = Callable[..., bool]  # pytest-textual-snapshot's snap_compare
 
 
 def write_gguf(path: Path, arch: str, file_type: int, name: str) -> Path:
@@ -145,7 +150,7 @@ def bench_report(stopped: bool = False) -> BenchReport:
 class FakeBench:
     """Reports progress per step; honours should_stop like the real benchmark."""
 
-    def __init__(self, steps: int = 4, wait: Callable[[], None] | None = None) -> None:
+    def __init__(self, steps: int = 4, wait: Callable[[], object] | None = None) -> None:
         self.steps = steps
         self.wait = wait
         self.calls: list[BenchRequest] = []
