@@ -145,3 +145,35 @@ def test_onnx_runtime_artifacts_are_benchmarked_against_the_same_reference() -> 
     assert onnx.backend == "onnx" and onnx.device == "CPUExecutionProvider"
     assert onnx.kl_mean is not None and onnx.kl_mean > 0 and onnx.decode_tps.median > 0
     assert onnx.bytes_per_token is None  # no roofline figure we could not compute honestly
+
+
+def test_timings_enclose_exactly_the_work_they_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the llama.cpp measurement against a clock that advances one tick per
+    token llama.cpp evaluates. Every rate then comes out as exactly 1 token per
+    tick if, and only if, each timed span holds exactly the tokens it claims:
+    the prompt for prefill, ``decode_tokens`` single-token steps for decode,
+    nothing from warm-up, loading or scoring. Deterministic, unlike a speed."""
+    import time
+
+    import llama_cpp
+
+    from edgeglm.runtime import ensure_gguf
+
+    gguf = str(ensure_gguf(HF_FIXTURES / "glm4", "Q8_0"))
+    ticks = 0
+    real_eval = llama_cpp.Llama.eval
+
+    def counting_eval(self: llama_cpp.Llama, tokens: list[int]) -> None:
+        nonlocal ticks
+        ticks += len(tokens)
+        real_eval(self, tokens)
+
+    monkeypatch.setattr(llama_cpp.Llama, "eval", counting_eval)
+    monkeypatch.setattr(time, "perf_counter", lambda: float(ticks))
+    prompt = list(range(100, 148))
+    m = measure_llamacpp(gguf, prompt, prompt[:16], 3, 1, decode_tokens=10)
+    assert m.prefill_tps == [1.0, 1.0, 1.0]  # len(prompt) tokens in len(prompt) ticks
+    assert m.decode_tps == [1.0, 1.0, 1.0]  # 10 steps, one token each
+    assert m.ttft_s == [len(prompt)] * 3  # the first token costs exactly the prompt
+    assert m.load_s == 0.0  # loading evaluates nothing
+    assert m.logits.shape[0] == 16
