@@ -6,10 +6,8 @@ in importlib mode, where conftest is not importable by name.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,16 +49,3 @@ def config_source() -> Callable[[str], ModelSource]:
 @pytest.fixture
 def plan_for() -> Callable[..., Plan]:
     return _plan_for
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Bandwidth measurements go to a per-session cache, never the user's."""
-    d = tmp_path_factory.mktemp("edgeglm-cache")
-    old = os.environ.get("EDGEGLM_CACHE_DIR")
-    os.environ["EDGEGLM_CACHE_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("EDGEGLM_CACHE_DIR", None)
-    else:
-        os.environ["EDGEGLM_CACHE_DIR"] = old
