@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.paths import cache_dir
 
 
@@ -65,18 +66,6 @@ def find_gguf(roots: list[Path]) -> list[Path]:
     return list(seen)
 
 
-def quant_name(file_type: int | None) -> str | None:
-    if file_type is None:
-        return None
-    from gguf import LlamaFileType
-
-    try:
-        name = LlamaFileType(file_type).name
-    except ValueError:
-        return f"type {file_type}"
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
 def read_artifact(path: Path) -> ArtifactInfo:
     size = path.stat().st_size
     try:
@@ -100,23 +89,10 @@ def read_artifact(path: Path) -> ArtifactInfo:
         path,
         size,
         architecture=str(arch) if arch is not None else None,
-        quant=quant_name(int(ftype)) if isinstance(ftype, int) else None,
+        quant=(quant_name(ftype) or f"type {ftype}") if isinstance(ftype, int) else None,
         name=str(name) if name else None,
     )
 
 
 def scan() -> list[ArtifactInfo]:
     return [read_artifact(p) for p in find_gguf([artifacts_dir(), *user_paths()])]
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "–"
-    if n < 1024:
-        return f"{n} B"
-    size = n / 1024
-    for unit in ("KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from edgeglm.bench.report import BenchRow, pareto_front
-
-from .artifacts import human_bytes
+from edgeglm.units import human_bytes
 
 COLUMNS = (
     *("", "Artifact", "Backend", "Size", "bpw", "tok/s", "TTFT ms"),

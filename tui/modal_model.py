@@ -18,7 +18,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from .artifacts import ArtifactInfo, human_bytes
+from edgeglm.units import human_bytes
+
+from .artifacts import ArtifactInfo
 from .session import ModelChoice
 
 BACKENDS = ("auto", "llama.cpp", "onnx")

@@ -14,8 +14,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static
 
+from edgeglm.units import human_bytes
+
 from . import artifacts
-from .artifacts import ArtifactInfo, human_bytes
+from .artifacts import ArtifactInfo
 from .messages import ConvertEnded, ConvertProgress
 from .services import Services
 from .widgets_common import TopBar, describe_error

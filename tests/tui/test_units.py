@@ -13,6 +13,7 @@ from edgeglm.tui.bench_view import cells, latency_ms, pareto
 from edgeglm.tui.settings import ChatSettings
 from edgeglm.tui.store import Conversation, ConversationStore, Turn
 from edgeglm.tui.thinking import ThinkSplitter
+from edgeglm.units import human_bytes
 
 
 def split(pieces: list[str]) -> list[tuple[str, str]]:
@@ -79,7 +80,7 @@ def test_artifacts_scan_reads_header_and_remembers_paths(cache: Path, tmp_path: 
 
 
 def test_human_bytes() -> None:
-    assert [artifacts.human_bytes(n) for n in (None, 512, 2048, 5 * 2**30)] == [
+    assert [human_bytes(n) for n in (None, 512, 2048, 5 * 2**30)] == [
         "–",
         "512 B",
         "2.0 KiB",
