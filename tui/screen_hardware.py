@@ -15,7 +15,6 @@ from textual.widgets import Footer, Static
 
 from edgeglm.hardware.doctor import render_doctor
 
-from .hardware_view import plan_view
 from .messages import HardwareReady
 from .services import Services
 from .session import ModelChoice
@@ -86,8 +85,10 @@ class HardwareScreen(Screen[None]):
         doctor.remove_class("muted")
         doctor.update(render_doctor(m.profile))
         if m.plan is not None:
+            from edgeglm.planner.explain import render_plan  # the planner loads on first use
+
             plan.remove_class("muted")
-            plan.update(plan_view(m.plan))
+            plan.update(render_plan(m.plan))
         else:
             plan.add_class("muted")
             plan.update(Text(f"Plan not available: {m.plan_error}"))

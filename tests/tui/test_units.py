@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -107,11 +108,11 @@ def test_real_planner_plans_the_fixture_with_reasons(fixtures_dir: Path) -> None
     from rich.console import Console
     from tui_support.fakes import hardware
 
-    from edgeglm.tui.hardware_view import plan_view
+    from edgeglm.planner.explain import render_plan
     from edgeglm.tui.services import plan_model
 
     plan = plan_model(str(fixtures_dir / "glm4"), hardware())
-    console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    console.print(plan_view(plan))
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(render_plan(plan))
     text = console.export_text()
     assert "llama.cpp" in text and "why" in text
