@@ -37,19 +37,13 @@ DENSE: dict[str, int | str] = {
 # llama.cpp's block-size fallback; the shared expert (4 x 64 = 256 wide) keeps each
 # layer's ffn_down rule visible as is.
 MOE: dict[str, int | str] = {
-    "num_hidden_layers": N_LAYER,
-    "hidden_size": HIDDEN,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 2,
-    "head_dim": 32,
-    "intermediate_size": 256,
+    **DENSE,
     "moe_intermediate_size": 32,
     "n_routed_experts": 8,
     "n_shared_experts": 8,
     "num_experts_per_tok": 2,
     "first_k_dense_replace": 1,
     "num_nextn_predict_layers": 1,
-    "dtype": "bfloat16",
 }
 
 _TOKENIZER_FILES = (
