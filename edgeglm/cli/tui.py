@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from edgeglm.cli import app
+from edgeglm.cli import _fail, app
+from edgeglm.errors import EdgeGLMError
 
 ModelArg = Annotated[
     str | None,
@@ -14,17 +15,30 @@ ModelArg = Annotated[
 ]
 
 
-@app.command()
-def chat(model: ModelArg = None) -> None:
-    """Open the terminal app on the chat screen."""
+def _open_app(model: str | None) -> None:
+    """A model that cannot be found or read is refused here, with its exit code,
+    before the full-screen app takes the terminal."""
+    from edgeglm.checkpoint.hf import HFCheckpoint
+    from edgeglm.runtime import resolve
+
+    try:
+        art = resolve(model)
+        if art.kind == "hf":  # headers and shards only: no tensor is read
+            HFCheckpoint(art.path).close()
+    except EdgeGLMError as e:
+        _fail(e)
     from edgeglm.tui.app import run_app
 
     run_app(model)
+
+
+@app.command()
+def chat(model: ModelArg = None) -> None:
+    """Open the terminal app on the chat screen."""
+    _open_app(model)
 
 
 @app.command()
 def tui(model: ModelArg = None) -> None:
     """Open the terminal app (chat, bench, models, hardware and plan)."""
-    from edgeglm.tui.app import run_app
-
-    run_app(model)
+    _open_app(model)
