@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -485,8 +486,9 @@ def _parse(f: IO[bytes], path: Path, size: int) -> GGUFFile:
 
 
 # Parsed headers by file identity: a changed file (size, mtime or ctime; a
-# rewrite always moves ctime) is parsed again. Bounded, and the values are
-# immutable, so sharing them is safe.
+# rewrite always moves ctime) is parsed again. Files changed within the last
+# second are not memoized (timestamps are coarse, a second rewrite could keep
+# them). Bounded, and the values are immutable, so sharing them is safe.
 _MEMO: OrderedDict[tuple[str, int, int, int, int, int], GGUFFile] = OrderedDict()
 _MEMO_SIZE = 16
 
@@ -511,7 +513,8 @@ def read_gguf(path: Path) -> GGUFFile:
             raise CheckpointError(f"{path}: not a valid GGUF: {e}") from None
         except OSError as e:
             raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
-    _MEMO[ident] = parsed
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 1_000_000_000:
+        _MEMO[ident] = parsed
     while len(_MEMO) > _MEMO_SIZE:
         _MEMO.popitem(last=False)
     return parsed

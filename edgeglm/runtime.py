@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,11 @@ def _probe(path: str) -> str:
 # takes seconds, so digests are memoized on the file's identity: device,
 # inode, size, mtime and ctime. ctime cannot be set from user space (utime
 # sets only atime/mtime), so a file rewritten in place with its mtime
-# restored has a new ctime and is hashed again.
+# restored has a new ctime and is hashed again. Timestamps have a coarse
+# granularity, so a file changed within a second of being hashed could keep
+# its identity: such "racily clean" digests (as git calls them) are not
+# memoized.
+_RACY_NS = 1_000_000_000
 _VERDICTS = "verified-gguf.json"
 _DIGESTS = "gguf-digests.json"
 _CACHE_VERSION = 2
@@ -166,7 +171,8 @@ def _sha256(path: Path) -> str:
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
     digest = h.hexdigest()
-    if _identity(after) == _identity(before):  # not changing while it was read
+    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > _RACY_NS
+    if settled and _identity(after) == _identity(before):  # and unchanged while read
         memo.pop(_identity(before), None)
         memo[_identity(before)] = digest
         _save_cache(_DIGESTS, memo)

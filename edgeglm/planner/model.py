@@ -361,17 +361,23 @@ def check_gguf_metadata(
             if kb is not None and len(kb) == 3:
                 expect("attention.head_count", n_head, b + "attn_k_b.weight", 2, kb[2])
         else:
-            for t, key, want in (
-                ("attn_q.weight", "attention.head_count", n_head * k),
-                ("attn_k.weight", "attention.head_count_kv", n_head_kv * k),
-                ("attn_v.weight", "attention.head_count_kv", n_head_kv * v),
-                ("attn_qkv.weight", "attention.head_count", n_head * k + n_head_kv * (k + v)),
+            for t, key, count, want in (
+                ("attn_q.weight", "attention.head_count", n_head, n_head * k),
+                ("attn_k.weight", "attention.head_count_kv", n_head_kv, n_head_kv * k),
+                ("attn_v.weight", "attention.head_count_kv", n_head_kv, n_head_kv * v),
+                (
+                    "attn_qkv.weight",
+                    "attention.head_count",
+                    n_head,
+                    n_head * k + n_head_kv * (k + v),
+                ),
             ):
                 shape = ts.get(t)
                 if shape is not None and len(shape) > 1 and shape[1] != want:
                     h.fail(
                         key,
-                        f"and the head sizes give {want} rows for {b}{t}, which has {shape[1]}",
+                        f"is {count}: with head size {k} that makes {want} rows "
+                        f"of {b}{t}, which has {shape[1]}",
                     )
         for t, key in (("indexer.attn_k.weight", "attention.indexer.key_length"),
                        ("indexer.proj.weight", "attention.indexer.head_count")):  # fmt: skip

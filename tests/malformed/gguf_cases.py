@@ -140,24 +140,26 @@ def _decode(path: Path) -> _Layout:
                    path.read_bytes()[r.data_offset :])  # fmt: skip
 
 
-_BASE_MEMO: list[Path] = []
+MOE_FIXTURE = "glm4_moe"
+_BASE_MEMO: dict[str, Path] = {}
 
 
-def build_gguf_base(folder: Path) -> Path:
-    """A small valid GGUF (the fixture converted once per process, then copied)."""
+def build_gguf_base(folder: Path, fixture: str = FIXTURE) -> Path:
+    """A small valid GGUF of ``fixture`` (converted once per process, then copied)."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / "base.gguf"
+    out = folder / ("base.gguf" if fixture == FIXTURE else f"base-{fixture}.gguf")
     if out.is_file():
         return out
-    if _BASE_MEMO and _BASE_MEMO[0].is_file():
-        shutil.copyfile(_BASE_MEMO[0], out)
+    done = _BASE_MEMO.get(fixture)
+    if done is not None and done.is_file():
+        shutil.copyfile(done, out)
         return out
     from helpers import HF_FIXTURES
 
     from edgeglm.converters.gguf.convert import convert
 
-    convert(HF_FIXTURES / FIXTURE, out, BASE_QUANT)
-    _BASE_MEMO[:] = [out]
+    convert(HF_FIXTURES / fixture, out, BASE_QUANT)
+    _BASE_MEMO[fixture] = out
     return out
 
 
@@ -342,6 +344,62 @@ def build_gguf_cases(folder: Path) -> dict[str, Path]:
     return out
 
 
+# -- metadata that disagrees with the tensors --------------------------------
+#
+# Valid GGUF files (every header check passes) whose hyperparameters do not
+# describe their own tensors: plan must refuse each with exit 4, naming the
+# key, instead of sizing memory from it.
+
+# case name -> (fixture, key, GGUF type, value); the key's value is replaced
+_METADATA_EDITS: dict[str, tuple[str, str, int, bytes]] = {
+    "block_count_huge": (FIXTURE, "glm4.block_count", _T_U32, _U32.pack(1_000_000)),
+    "block_count_too_small": (FIXTURE, "glm4.block_count", _T_U32, _U32.pack(1)),
+    "block_count_zero": (FIXTURE, "glm4.block_count", _T_U32, _U32.pack(0)),
+    "block_count_string": (FIXTURE, "glm4.block_count", _T_STRING, _string(b"2")),
+    "embedding_length_wrong": (FIXTURE, "glm4.embedding_length", _T_U32, _U32.pack(4096)),
+    "context_length_zero": (FIXTURE, "glm4.context_length", _T_U32, _U32.pack(0)),
+    "head_count_wrong": (FIXTURE, "glm4.attention.head_count", _T_U32, _U32.pack(64)),
+    "head_count_kv_wrong": (FIXTURE, "glm4.attention.head_count_kv", _T_U32, _U32.pack(8)),
+    "head_count_kv_per_layer_short": (
+        FIXTURE,
+        "glm4.attention.head_count_kv",
+        _T_ARRAY,
+        _I32.pack(_T_U32) + _U64.pack(1) + _U32.pack(2),
+    ),
+    "feed_forward_length_wrong": (FIXTURE, "glm4.feed_forward_length", _T_U32, _U32.pack(10**6)),
+    "vocab_size_wrong": (FIXTURE, "glm4.vocab_size", _T_U32, _U32.pack(10**9)),
+    "expert_count_wrong": (MOE_FIXTURE, "glm4moe.expert_count", _T_U32, _U32.pack(1000)),
+    "expert_used_over_count": (MOE_FIXTURE, "glm4moe.expert_used_count", _T_U32, _U32.pack(9)),
+    "expert_feed_forward_length_wrong": (
+        MOE_FIXTURE,
+        "glm4moe.expert_feed_forward_length",
+        _T_U32,
+        _U32.pack(10**6),
+    ),
+    "nextn_predict_layers_all": (MOE_FIXTURE, "glm4moe.nextn_predict_layers", _T_U32, _U32.pack(3)),
+}
+# case name -> the key plan's refusal names
+GGUF_METADATA_CASE_KEYS: dict[str, str] = {
+    name: key for name, (_, key, _, _) in _METADATA_EDITS.items()
+}
+
+
+def build_gguf_metadata_cases(folder: Path) -> dict[str, Path]:
+    """Write every metadata-against-tensors case under ``folder``; {case name: path}.
+
+    Each must make ``plan`` exit 4 naming GGUF_METADATA_CASE_KEYS[case]."""
+    bases = {f: _decode(build_gguf_base(folder, f)) for f in (FIXTURE, MOE_FIXTURE)}
+    out: dict[str, Path] = {}
+    for name, (fixture, key, type_, payload) in _METADATA_EDITS.items():
+        b = bases[fixture]
+        p = folder / f"meta_{name}.gguf"
+        p.write_bytes(
+            b.with_kv(b.kv_index(key.encode()), _kv(key.encode(), type_, payload)).encode()
+        )
+        out[name] = p
+    return out
+
+
 def llama_abort_bytes(base: bytes) -> bytes:
     """``base`` with general.file_type renamed to ARCH.expert_count (same length for
     glm4): a dense model claiming experts but routing none, which llama.cpp's
@@ -357,4 +415,20 @@ def build_llama_abort_case(folder: Path) -> Path:
     base = build_gguf_base(folder)
     out = folder / "llama_abort.gguf"
     out.write_bytes(llama_abort_bytes(base.read_bytes()))
+    return out
+
+
+def llama_loads(paths: list[str]) -> dict[str, bool]:
+    """Which files llama.cpp loads (a refusal is a BackendError). Run it in a
+    child (edgeglm.backends.isolated.run_isolated): some files abort it."""
+    from edgeglm.backends.llamacpp import LlamaCppModel
+    from edgeglm.errors import BackendError
+
+    out = {}
+    for p in paths:
+        try:
+            LlamaCppModel(Path(p), n_ctx=64).close()
+            out[p] = True
+        except BackendError:
+            out[p] = False
     return out
