@@ -137,9 +137,11 @@ def _load_cache(name: str) -> dict[str, str]:
         data = json.loads((cache_dir() / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    entries = data.get("entries") if isinstance(data, dict) else None
-    if data.get("version") != _CACHE_VERSION or not isinstance(entries, dict):
-        return {}  # an older layout (path/size/mtime keys): start afresh
+    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION:
+        return {}  # an older layout (path/size/mtime keys) or damage: start afresh
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        return {}
     return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str)}
 
 
