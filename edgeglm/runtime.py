@@ -3,14 +3,17 @@
 ``MODEL`` on the command line may be a GGUF file, an ONNX folder, a Hugging
 Face folder or a repo id in the local HF cache; none means the bundled demo
 model. Hugging Face checkpoints are converted once into EdgeGLM's cache.
-Every GGUF is first loaded in a child process (once per file version), since
-llama.cpp aborts the whole process on some malformed models.
+Every GGUF passes strict header checks (gguf_file.py), then is loaded once in
+a child process per content (sha256), since llama.cpp aborts the whole
+process on some malformed models.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,9 @@ from typing import Any, Literal
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.chat import render
-from edgeglm.errors import UsageError
+from edgeglm.errors import CheckpointError, EdgeGLMError, UsageError
+from edgeglm.fileio import atomic_output
+from edgeglm.gguf_file import is_gguf, read_gguf
 from edgeglm.models import default_model
 from edgeglm.paths import cache_dir
 
@@ -34,14 +39,17 @@ class Artifact:
 
 
 def resolve(ref: str | None) -> Artifact:
+    """What ``ref`` names. A GGUF (by suffix or by magic) passes every header
+    check before it is returned; a file or folder EdgeGLM cannot read is a
+    CheckpointError (exit 4), a path that does not exist ModelNotFoundError (3)."""
     if ref is None:
         return Artifact("hf", default_model())
     p = Path(ref).expanduser()
     if p.is_file():
-        with open(p, "rb") as f:
-            if f.read(4) == b"GGUF":
-                return Artifact("gguf", p)
-        raise UsageError(
+        if p.suffix.lower() == ".gguf" or is_gguf(p):
+            read_gguf(p)
+            return Artifact("gguf", p)
+        raise CheckpointError(
             f"{p}: not a GGUF file (expected a .gguf, an ONNX folder or a model folder)"
         )
     if p.is_dir():
@@ -49,7 +57,12 @@ def resolve(ref: str | None) -> Artifact:
             return Artifact("onnx", p)
         if (p / "config.json").is_file():
             return Artifact("hf", p)
-        raise UsageError(f"{p}: neither a Hugging Face model folder nor an ONNX folder")
+        raise CheckpointError(
+            f"{p}: no config.json and no .onnx files; neither a Hugging Face model folder "
+            "nor an ONNX folder"
+        )
+    if p.exists():
+        raise CheckpointError(f"{p}: not a regular file or folder")
     from edgeglm.checkpoint.hf import resolve_checkpoint
 
     return Artifact("hf", resolve_checkpoint(ref))
@@ -100,22 +113,91 @@ def _probe(path: str) -> str:
     return "ok"
 
 
-def verify_gguf(path: Path) -> None:
-    """Load the GGUF in a child first; remember files that passed."""
-    st = path.stat()
-    key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
-    verdicts = cache_dir() / "verified-gguf.json"
+# Verdicts are keyed on the file's content (sha256). Hashing a large GGUF
+# takes seconds, so digests are memoized on the file's identity: device,
+# inode, size, mtime and ctime. ctime cannot be set from user space (utime
+# sets only atime/mtime), so a file rewritten in place with its mtime
+# restored has a new ctime and is hashed again. Timestamps have a coarse
+# granularity, so a file changed within a second of being hashed could keep
+# its identity: such "racily clean" digests (as git calls them) are not
+# memoized.
+_RACY_NS = 1_000_000_000
+_VERDICTS = "verified-gguf.json"
+_DIGESTS = "gguf-digests.json"
+_CACHE_VERSION = 2
+_CACHE_ENTRIES = 512
+
+
+def _identity(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _load_cache(name: str) -> dict[str, str]:
     try:
-        known: dict[str, str] = json.loads(verdicts.read_text())
+        data = json.loads((cache_dir() / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        known = {}
-    if known.get(key) == "ok":
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _CACHE_VERSION:
+        return {}  # an older layout (path/size/mtime keys) or damage: start afresh
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _save_cache(name: str, entries: dict[str, str]) -> None:
+    """Best effort: a cache that cannot be written is only not remembered."""
+    kept = dict(list(entries.items())[-_CACHE_ENTRIES:])
+    try:
+        with atomic_output(cache_dir() / name) as tmp:
+            tmp.write_text(json.dumps({"version": _CACHE_VERSION, "entries": kept}))
+    except EdgeGLMError:
+        pass
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, memoized on its identity (see above)."""
+    memo = _load_cache(_DIGESTS)
+    try:
+        with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
+            known = memo.get(_identity(before))
+            if known is not None:
+                return known
+            h = hashlib.sha256()
+            buf = bytearray(1 << 20)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                h.update(view[:n])
+            after = os.fstat(f.fileno())
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
+    digest = h.hexdigest()
+    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > _RACY_NS
+    if settled and _identity(after) == _identity(before):  # and unchanged while read
+        memo.pop(_identity(before), None)
+        memo[_identity(before)] = digest
+        _save_cache(_DIGESTS, memo)
+    return digest
+
+
+def verify_gguf(path: Path) -> None:
+    """Check the header, then load the GGUF in a child once per content.
+
+    A file that fails the header checks is a CheckpointError (exit 4); one
+    llama.cpp cannot load, or crashes on, a BackendError (exit 6). Files
+    that loaded are remembered by their sha256, so a changed file is always
+    loaded in a child again, whatever its timestamps say.
+    """
+    read_gguf(path)
+    digest = _sha256(path)
+    verdicts = _load_cache(_VERDICTS)
+    if verdicts.get(digest) == "ok":
         return
     run_isolated(_probe, str(path), what=f"llama.cpp loading {path.name}")
-    known[key] = "ok"
-    tmp = verdicts.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known))
-    tmp.replace(verdicts)
+    verdicts.pop(digest, None)
+    verdicts[digest] = "ok"
+    _save_cache(_VERDICTS, verdicts)
 
 
 def planned_settings(gguf: Path) -> dict[str, Any]:

@@ -65,30 +65,48 @@ def read_imatrix(path: Path) -> Imatrix:
 
 
 def _read_gguf(path: Path) -> Imatrix:
-    from gguf import GGUFReader
+    """llama-imatrix's GGUF: F32 ``<name>.in_sum2`` [n_mat, ne0] and ``<name>.counts``
+    [n_mat] tensors. The header is strictly checked first (gguf_file.py)."""
+    from edgeglm.gguf_file import read_gguf
 
-    try:
-        r = GGUFReader(path)
-    except Exception as e:  # GGUFReader raises ValueError/struct errors on bad files
-        raise CheckpointError(f"{path}: not a valid GGUF imatrix ({e})") from e
+    g = read_gguf(path)
     sums: dict[str, F32Array] = {}
     counts: dict[str, npt.NDArray[np.int64]] = {}
-    for t in r.tensors:
-        data = np.asarray(t.data, dtype=np.float32)
+    for t in g.tensors:
+        if not t.name.endswith((".in_sum2", ".counts")):
+            continue
+        if t.type_name != "F32":
+            raise CheckpointError(f"{path}: imatrix tensor {t.name} is {t.type_name}, not F32")
+        if not t.shape or t.shape[0] < 1:
+            raise CheckpointError(f"{path}: imatrix tensor {t.name} is empty")
+        data = np.frombuffer(g.tensor_bytes(t), dtype="<f4").astype(np.float32)
         if t.name.endswith(".in_sum2"):
-            sums[t.name[: -len(".in_sum2")]] = data.reshape(-1, int(t.shape[0]))
-        elif t.name.endswith(".counts"):
+            sums[t.name[: -len(".in_sum2")]] = data.reshape(-1, t.shape[0])
+        else:
             counts[t.name[: -len(".counts")]] = np.rint(data.reshape(-1)).astype(np.int64)
     missing = sorted(set(sums) ^ set(counts))
     if missing:
         raise CheckpointError(f"{path}: imatrix entries without sums or counts: {missing[:5]}")
+    for name, s in sums.items():
+        if counts[name].shape[0] != s.shape[0]:
+            raise CheckpointError(
+                f"{path}: imatrix entry {name} has {s.shape[0]} rows of sums "
+                f"but {counts[name].shape[0]} counts"
+            )
     im = from_sums(sums, counts)
-    field_ = r.get_field("imatrix.chunk_count")
-    if field_ is not None:
-        im.chunks = int(field_.contents())
-    ds = r.get_field("imatrix.datasets")
-    if ds is not None:
-        im.datasets = [str(x) for x in ds.contents()]
+    chunks = g.get("imatrix.chunk_count")
+    if chunks is not None:
+        if not isinstance(chunks, int) or isinstance(chunks, bool):
+            raise CheckpointError(f"{path}: imatrix.chunk_count is not a whole number")
+        im.chunks = chunks
+    datasets = g.get("imatrix.datasets")
+    if datasets is not None:
+        if isinstance(datasets, tuple) and all(isinstance(x, str) for x in datasets):
+            im.datasets = list(datasets)
+        elif isinstance(datasets, str):
+            im.datasets = [datasets]
+        else:
+            raise CheckpointError(f"{path}: imatrix.datasets is not a list of strings")
     return im
 
 

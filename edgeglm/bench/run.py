@@ -5,6 +5,11 @@ plus the highest-precision one, whose logits are the quality reference.
 Each artifact is measured in its own child process (measure.py); quality is
 KL divergence of next-token distributions against the reference on a
 held-out text, computed here in float64.
+
+This process never loads a model: every GGUF passes the strict header checks
+(gguf_file.py) and a load in a child (runtime.verify_gguf) before anything
+else touches it, and tokenizing the held-out text happens in a child too. A
+file llama.cpp aborts on is then a BackendError, not the end of bench.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGUFReader
 
 from edgeglm import __version__
 from edgeglm.backends.isolated import run_isolated
@@ -32,6 +36,7 @@ from edgeglm.bench.measure import (
 from edgeglm.bench.report import BenchReport, BenchRow, Spread
 from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import UsageError
+from edgeglm.gguf_file import GGUFFile, read_gguf
 from edgeglm.metrics import kl_divergence, log_softmax
 from edgeglm.runtime import ensure_gguf, ensure_onnx, resolve, verify_gguf
 
@@ -68,15 +73,19 @@ class Artifact:
 
 
 def _file_quant(path: Path) -> str:
-    field = GGUFReader(path).get_field("general.file_type")
-    name = quant_name(int(field.contents())) if field is not None else None
+    file_type = read_gguf(path).get("general.file_type")
+    name = quant_name(file_type) if isinstance(file_type, int) else None
     return name or "unknown"
 
 
+def _text_key(g: GGUFFile, key: str) -> str:
+    v = g.get(key)
+    return v if isinstance(v, str) else ""
+
+
 def _gguf_identity(path: Path) -> tuple[str, str]:
-    r = GGUFReader(path)
-    fields = {n: r.get_field(n) for n in ("general.architecture", "general.name")}
-    return tuple(str(f.contents()) if f is not None else "" for f in fields.values())  # type: ignore[return-value]
+    g = read_gguf(path)
+    return _text_key(g, "general.architecture"), _text_key(g, "general.name")
 
 
 def artifacts_for(
@@ -172,13 +181,13 @@ def _gpus() -> list[dict[str, Any]]:
 def bytes_per_token(path: Path) -> int:
     """Weight bytes one decode step reads: all but the embedding table (one row
     is gathered), and for MoE only the routed experts' share in use."""
-    r = GGUFReader(path)
-    arch = str(r.get_field("general.architecture").contents())  # type: ignore[union-attr]
-    n_exp = r.get_field(f"{arch}.expert_count")
-    n_used = r.get_field(f"{arch}.expert_used_count")
-    share = int(n_used.contents()) / int(n_exp.contents()) if n_exp and n_used else 1.0
+    g = read_gguf(path)
+    arch = g.architecture
+    n_exp, n_used = g.get(f"{arch}.expert_count"), g.get(f"{arch}.expert_used_count")
+    counts = isinstance(n_exp, int) and isinstance(n_used, int) and 0 < n_used <= n_exp
+    share = n_used / n_exp if counts else 1.0
     total = 0.0
-    for t in r.tensors:
+    for t in g.tensors:
         if t.name == "token_embd.weight":
             continue
         total += int(t.n_bytes) * (share if "_exps." in t.name else 1.0)
@@ -198,6 +207,7 @@ def _bandwidth() -> float | None:
 
 
 def _tokens(art: Artifact, text: str) -> list[int]:
+    """The held-out text as the artifact's tokens (run in a child: it loads the model)."""
     from edgeglm.backends.base import Backend
 
     m: Backend
@@ -236,14 +246,21 @@ def run_bench(
         "sampling": "greedy",
         "warmup": True,
     }
-    report = BenchReport(fingerprint(), settings)
     groups = artifacts_for(list(request.models), list(request.quants), list(request.backends))
+    for art in (a for g in groups for a in g if a.backend == "llama.cpp"):
+        verify_gguf(art.path)  # header checks, then a load in a child: before anything else
+    report = BenchReport(fingerprint(), settings)
     total = sum(len(g) for g in groups)
     bandwidth = _bandwidth()
     done = 0
     try:
         for group in groups:
-            tokens = _tokens(group[0], heldout)
+            tokens = run_isolated(
+                _tokens,
+                group[0],
+                heldout,
+                what=f"{group[0].backend} tokenizing with {group[0].label}",
+            )
             eval_tokens = tokens[:1024]
             if len(eval_tokens) < 16:
                 raise UsageError(
@@ -258,11 +275,7 @@ def run_bench(
                     raise KeyboardInterrupt
                 if progress is not None:
                     progress(f"{art.label}", done / total)
-                if art.backend == "onnx":
-                    measure = measure_onnx
-                else:
-                    verify_gguf(art.path)
-                    measure = measure_llamacpp
+                measure = measure_onnx if art.backend == "onnx" else measure_llamacpp
                 res = run_isolated(
                     measure,
                     str(art.path),
@@ -330,9 +343,9 @@ def _size(path: Path) -> int:
 
 
 def _bpw(path: Path) -> float:
-    r = GGUFReader(path)
-    n = sum(int(np.prod([int(d) for d in t.shape])) for t in r.tensors)
-    return sum(int(t.n_bytes) for t in r.tensors) * 8 / max(n, 1)
+    tensors = read_gguf(path).tensors
+    n = sum(t.n_elements for t in tensors)
+    return sum(t.n_bytes for t in tensors) * 8 / max(n, 1)
 
 
 def main_table(report: BenchReport) -> Any:

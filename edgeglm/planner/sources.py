@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeglm.converters.gguf.quant_types import quant_name
-from edgeglm.errors import CheckpointError, EdgeGLMError, ModelNotFoundError
-from edgeglm.planner.model import ModelFacts, facts_from_metadata
+from edgeglm.errors import CheckpointError, EdgeGLMError
+from edgeglm.gguf_file import GGUFFile, is_gguf, read_gguf
+from edgeglm.planner.model import ModelFacts, check_gguf_metadata, facts_from_metadata
 
 if TYPE_CHECKING:  # the converter is imported only when a checkpoint is planned
     from edgeglm.checkpoint.hf import HFCheckpoint
@@ -112,65 +113,68 @@ def _repo_of(cfg: dict[str, Any]) -> str | None:
 
 
 def open_model(spec: str) -> ModelSource:
-    """Resolve MODEL: a .gguf, a config .json, or an HF folder / cache entry."""
+    """Resolve MODEL: a .gguf, a config .json, or an HF folder / cache entry.
+
+    A path that does not exist is ModelNotFoundError (exit 3); one that
+    exists but is none of these is CheckpointError (exit 4).
+    """
     path = Path(spec).expanduser()
     if path.is_file():
-        if path.suffix == ".gguf":
+        if path.suffix.lower() == ".gguf" or is_gguf(path):
             return _gguf_source(path)
         if path.suffix == ".json":
             return _config_source(path, path.parent / path.stem)
-        raise ModelNotFoundError(f"{path}: not a .gguf file, a config .json or a model folder")
+        raise CheckpointError(f"{path}: not a GGUF file, a config .json or a model folder")
     if path.is_dir() and (path / "config.json").is_file():
         has_weights = any(path.glob("*.safetensors"))
         if not has_weights and not (path / "model.safetensors.index.json").is_file():
             return _config_source(path / "config.json", path)
         return _checkpoint_source(path)
     if path.is_dir():
-        raise ModelNotFoundError(f"{path}: no config.json and not a GGUF; nothing to plan")
+        raise CheckpointError(f"{path}: no config.json and not a GGUF; nothing to plan")
+    if path.exists():
+        raise CheckpointError(f"{path}: not a regular file or folder")
     from edgeglm.checkpoint.hf import resolve_checkpoint
 
     return _checkpoint_source(resolve_checkpoint(spec))
 
 
 def _gguf_source(path: Path) -> ModelSource:
-    from gguf import GGMLQuantizationType, GGUFReader
-
-    try:
-        reader = GGUFReader(path)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable GGUF ({e})") from e
-    kv: dict[str, Any] = {}
-    for key, fld in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and key != "tokenizer.ggml.model":
-            continue  # vocab arrays: large and not needed for sizing
-        try:
-            kv[key] = fld.contents()
-        except (ValueError, IndexError):
-            continue
-    readers = [reader, *_split_siblings(path, kv)]
-    rows = [
-        (t.name, int(t.n_elements), int(t.n_bytes), GGMLQuantizationType(t.tensor_type).name)
-        for r in readers
-        for t in r.tensors
-    ]
+    """Facts from the header alone (strictly checked, gguf_file.py); the
+    metadata must agree with the tensors before anything is sized from it."""
+    g = read_gguf(path)
+    kv = dict(g.metadata)
+    parts = [g, *_split_siblings(path, kv)]
+    tensors = [t for part in parts for t in part.tensors]
+    seen: set[str] = set()
+    for t in tensors:
+        if t.name in seen:
+            raise CheckpointError(f"{path}: tensor {t.name} appears in two parts of the split GGUF")
+        seen.add(t.name)
+    check_gguf_metadata(kv, {t.name: t.shape for t in tensors}, str(path))
+    rows = [(t.name, t.n_elements, t.n_bytes, t.type_name) for t in tensors]
     repo = kv.get("general.source.huggingface.repository")
+    name = kv.get("general.name")
+    file_type = kv.get("general.file_type")
     facts = facts_from_metadata(
         kv,
         rows,
-        name=str(kv.get("general.name") or path.stem),
+        name=name if isinstance(name, str) and name else path.stem,
         source="gguf",
         path=str(path),
-        quant=quant_name(kv.get("general.file_type")),
-        repo=str(repo) if repo else None,
+        quant=quant_name(file_type) if isinstance(file_type, int) else None,
+        repo=repo if isinstance(repo, str) and repo else None,
     )
     return ModelSource(facts.name, "gguf", path, facts.quant, _gguf=facts)
 
 
-def _split_siblings(path: Path, kv: dict[str, Any]) -> list[Any]:
+def _split_siblings(path: Path, kv: dict[str, Any]) -> list[GGUFFile]:
     """Other files of a split GGUF (name-00001-of-00003.gguf): their tensors count too."""
-    from gguf import GGUFReader
-
-    count = int(kv.get("split.count") or 1)
+    count = kv.get("split.count") or 1
+    if not isinstance(count, int) or not 1 <= count <= 99999:
+        raise CheckpointError(
+            f"{path}: split.count must be a number from 1 to 99999, not {count!r}"
+        )
     m = _SPLIT.search(path.name)
     if count <= 1 or m is None:
         return []
@@ -181,7 +185,7 @@ def _split_siblings(path: Path, kv: dict[str, Any]) -> list[Any]:
             continue
         if not sib.is_file():
             raise CheckpointError(f"{path}: split GGUF part {sib.name} is missing")
-        out.append(GGUFReader(sib))
+        out.append(read_gguf(sib))
     return out
 
 

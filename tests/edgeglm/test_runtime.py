@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import HF_FIXTURES
 
-from edgeglm.errors import UsageError
+from edgeglm.errors import CheckpointError, ModelNotFoundError
 from edgeglm.runtime import Artifact, ensure_gguf, resolve, verify_gguf
 
 
@@ -16,19 +17,40 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEGLM_CACHE_DIR", str(tmp_path / "cache"))
 
 
+def _empty_gguf(path: Path) -> Path:
+    """The smallest valid GGUF: version 3, no tensors, no keys."""
+    path.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
+    return path
+
+
 def test_resolve_kinds(tmp_path: Path) -> None:
     assert resolve(str(HF_FIXTURES / "glm4")) == Artifact("hf", HF_FIXTURES / "glm4")
     assert resolve(None).kind == "hf"  # the bundled demo model
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"GGUF" + b"\0" * 16)
+    gguf = _empty_gguf(tmp_path / "m.gguf")
     assert resolve(str(gguf)) == Artifact("gguf", gguf)
+    by_magic = _empty_gguf(tmp_path / "model.bin")
+    assert resolve(str(by_magic)) == Artifact("gguf", by_magic)
     onnx = tmp_path / "onnx"
     onnx.mkdir()
     (onnx / "genai_config.json").write_text("{}")
     assert resolve(str(onnx)).kind == "onnx"
+
+
+def test_resolve_refuses_what_it_cannot_read_and_what_is_not_there(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(UsageError, match="not a GGUF"):
-        resolve(str(tmp_path / "notes.txt"))
+    (tmp_path / "notes.gguf").write_text("hello")
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(6))
+    (tmp_path / "empty").mkdir()
+    for name, says in [
+        ("notes.txt", "not a GGUF file"),
+        ("notes.gguf", "not a GGUF file"),
+        ("bad.gguf", "not a valid GGUF: number of tensors"),
+        ("empty", "no config.json"),
+    ]:
+        with pytest.raises(CheckpointError, match=says):
+            resolve(str(tmp_path / name))
+    with pytest.raises(ModelNotFoundError):
+        resolve(str(tmp_path / "missing.gguf"))
 
 
 def test_hf_checkpoints_convert_once_and_reconvert_when_changed(tmp_path: Path) -> None:
@@ -42,8 +64,8 @@ def test_hf_checkpoints_convert_once_and_reconvert_when_changed(tmp_path: Path) 
     assert ensure_gguf(src, "Q8_0") != a
 
 
-def test_verified_files_are_remembered(tmp_path: Path) -> None:
+def test_verified_files_are_remembered_by_content(tmp_path: Path) -> None:
     gguf = ensure_gguf(HF_FIXTURES / "glm4", "Q8_0")
     verify_gguf(gguf)
     verdicts = json.loads((tmp_path / "cache" / "verified-gguf.json").read_text())
-    assert any(k.startswith(str(gguf.resolve())) for k in verdicts)
+    assert verdicts["entries"] == {hashlib.sha256(gguf.read_bytes()).hexdigest(): "ok"}

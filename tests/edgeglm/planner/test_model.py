@@ -75,8 +75,11 @@ def test_unusable_inputs_say_why(tmp_path: Path) -> None:
         open_model(str(tmp_path / "missing.gguf"))
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf at all")
-    with pytest.raises(CheckpointError, match="not a readable GGUF"):
+    with pytest.raises(CheckpointError, match="not a GGUF file"):
         open_model(str(bad))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"not a GGUF file, a config \.json"):
+        open_model(str(tmp_path / "notes.txt"))
+    (tmp_path / "empty").mkdir()  # exists, but is nothing EdgeGLM reads: exit 4, not 3
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         open_model(str(tmp_path / "empty"))
