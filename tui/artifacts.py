@@ -1,7 +1,8 @@
 """Local model artifacts for the Models screen: GGUF files and what they hold.
 
-Metadata comes from the GGUF header (gguf.GGUFReader memory-maps the file,
-so even a large model costs only a header read). Paths the user adds are
+Metadata comes from the GGUF header, read by EdgeGLM's strict reader (a
+header read however large the model; a malformed file is listed with the
+reason it was refused). Paths the user adds are
 remembered in ``cache_dir()/tui-paths.json``.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeglm.converters.gguf.quant_types import quant_name
+from edgeglm.errors import EdgeGLMError
+from edgeglm.gguf_file import read_gguf
 from edgeglm.paths import cache_dir
 
 
@@ -69,22 +72,14 @@ def find_gguf(roots: list[Path]) -> list[Path]:
 def read_artifact(path: Path) -> ArtifactInfo:
     size = path.stat().st_size
     try:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(path)
-        fields = reader.fields
-
-        def value(key: str) -> object:
-            f = fields.get(key)
-            return f.contents() if f is not None else None
-
-        arch, ftype, name = (
-            value("general.architecture"),
-            value("general.file_type"),
-            value("general.name"),
-        )
-    except (OSError, ValueError, IndexError, KeyError) as e:
-        return ArtifactInfo(path, size, error=f"unreadable GGUF header: {e}")
+        header = read_gguf(path)
+    except EdgeGLMError as e:
+        return ArtifactInfo(path, size, error=str(e))
+    arch, ftype, name = (
+        header.get("general.architecture"),
+        header.get("general.file_type"),
+        header.get("general.name"),
+    )
     return ArtifactInfo(
         path,
         size,
