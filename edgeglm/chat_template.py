@@ -88,15 +88,18 @@ def _one_line(text: object) -> str:
     return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
 
 
+class _Raised(Exception):
+    """What a template's ``raise_exception(message)`` raises."""
+
+
 @lru_cache(maxsize=8)
 def _compile(template: str) -> Any:
-    from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=False, lstrip_blocks=False)
 
-    def raise_exception(message: str) -> None:  # used by Hugging Face templates
-        raise TemplateError(message)
+    def raise_exception(message: str) -> None:  # Hugging Face templates refuse with it
+        raise _Raised(message)
 
     env.globals["raise_exception"] = raise_exception
     return env.from_string(template)
@@ -117,22 +120,25 @@ class _TooLong(Exception):
     pass
 
 
-def _describe(e: BaseException, memory_limited: bool) -> tuple[str, bool]:
-    """(one-line reason, must the worker restart?) for a failed render."""
+def _describe(e: BaseException, memory_limit: int | None) -> tuple[str, bool]:
+    """(one-line reason, must the worker restart?) for a failed render;
+    ``memory_limit``: the worker's budget, None where none could be set."""
     from jinja2 import TemplateSyntaxError
 
+    if isinstance(e, _Raised):
+        return f"it refused the conversation: {_one_line(e)}", False
     if isinstance(e, TemplateSyntaxError):
         return f"syntax error on line {e.lineno}: {_one_line(e.message)}", False
     if isinstance(e, _TooLong):
         return f"its output passed the limit of {MAX_OUTPUT_CHARS >> 20} M characters", False
     if isinstance(e, MemoryError):
-        limit = f"the limit of {MEMORY_LIMIT >> 20} MiB" if memory_limited else "available"
+        limit = f"the limit of {memory_limit >> 20} MiB" if memory_limit else "available"
         return f"it needs more memory than {limit}", True
     if isinstance(e, RecursionError):
         return "it recurses without end", True
     from jinja2 import TemplateError
 
-    if isinstance(e, TemplateError):  # raise_exception, SecurityError, undefined names
+    if isinstance(e, TemplateError):  # SecurityError, undefined names, bad filters
         return _one_line(e.message or type(e).__name__), False
     return _one_line(f"{type(e).__name__}: {e}"), False
 
@@ -169,7 +175,8 @@ def _worker_main() -> None:
     wire = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     inp = sys.stdin.buffer
-    limited = _limit_memory(int(sys.argv[2]))
+    budget = int(sys.argv[2])
+    limited = _limit_memory(budget)
     _write_frame(wire, {"ready": limited})
     while True:
         request = _read_frame(inp)
@@ -182,7 +189,7 @@ def _worker_main() -> None:
         except BaseException as e:  # a template may raise anything; it is data, not a bug
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 return
-            reason, restart = _describe(e, limited)
+            reason, restart = _describe(e, budget if limited else None)
             reply = {"error": reason, "restart": restart}
         try:
             _write_frame(wire, reply)

@@ -51,7 +51,7 @@ EXPECTED: dict[str, str] = {
     "huge_range": "Range too big",
     "syntax_error": "syntax error on line 1",
     "recursion": "recurses without end",
-    "raise_exception": "refuses every conversation",
+    "raise_exception": "refused the conversation: this template refuses every conversation",
     # the integer grows past the memory limit or the clock runs out first
     "integer_power": "did not finish within|more memory than",
     "output_flood": "output passed the limit",
