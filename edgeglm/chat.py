@@ -1,8 +1,10 @@
 """Chat prompts from the model's own template, and GLM's reply conventions.
 
 Templates come with the model (GGUF ``tokenizer.chat_template`` or
-tokenizer_config.json) and are untrusted text, so they render in Jinja's
-immutable sandbox. GLM specifics live here and nowhere else: the
+tokenizer_config.json) and are untrusted programs: they render in Jinja's
+immutable sandbox inside a worker process with time and memory limits
+(chat_template.py); a template that fails there is the model file's fault
+(CheckpointError, exit 4). GLM specifics live here and nowhere else: the
 ``[gMASK]<sop>`` prefix, ``<|user|>``/``<|observation|>`` as end-of-turn, and
 the ``<think>…</think>`` reasoning block of GLM-4.5 and later.
 """
@@ -12,13 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from edgeglm.errors import UsageError
+from edgeglm.backends.base import check_text
+from edgeglm.chat_template import RENDER_TIMEOUT_S, render_template
+from edgeglm.errors import CheckpointError, UsageError
 
 GLM_PREFIX = "[gMASK]<sop>"
 # Tokens that end an assistant turn in every GLM chat format.
@@ -31,15 +31,28 @@ FALLBACK_TEMPLATE = (
 _THINK = re.compile(r"<think>(.*?)(</think>|$)", re.DOTALL)
 
 
-@lru_cache(maxsize=8)
-def _compile(template: str) -> Any:
-    env = ImmutableSandboxedEnvironment(trim_blocks=False, lstrip_blocks=False)
+ROLES = ("system", "user", "assistant", "observation", "tool")
 
-    def raise_exception(message: str) -> None:  # used by HF templates
-        raise TemplateError(message)
 
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template)
+def check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Known roles, and valid UTF-8 in every string of every message (content may
+    be text or OpenAI-style parts): what a chat request must be before it renders."""
+    for i, m in enumerate(messages):
+        if m.get("role") not in ROLES:
+            raise UsageError(f"unknown chat role {m.get('role')!r}")
+        _check_strings(m, f"the {m['role']} message" + (f" #{i + 1}" if i else ""))
+
+
+def _check_strings(value: Any, what: str) -> None:
+    if isinstance(value, str):
+        check_text(value, what)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_strings(k, what)
+            _check_strings(v, what)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_strings(v, what)
 
 
 def render(
@@ -47,20 +60,24 @@ def render(
     template: str | None,
     *,
     add_generation_prompt: bool = True,
+    timeout: float = RENDER_TIMEOUT_S,
     **extra: Any,
 ) -> str:
-    """The prompt text for ``messages`` (OpenAI shape: role + content)."""
-    for m in messages:
-        if m.get("role") not in ("system", "user", "assistant", "observation", "tool"):
-            raise UsageError(f"unknown chat role {m.get('role')!r}")
+    """The prompt text for ``messages`` (OpenAI shape: role + content).
+
+    ``extra`` become template variables (``enable_thinking``, ``tools``...);
+    they and the messages must pickle (they cross to the render worker).
+    """
+    check_messages(messages)
+    context = {
+        "messages": [dict(m) for m in messages],
+        "add_generation_prompt": add_generation_prompt,
+        **extra,
+    }
     try:
-        text = str(
-            _compile(template or FALLBACK_TEMPLATE).render(
-                messages=list(messages), add_generation_prompt=add_generation_prompt, **extra
-            )
-        )
-    except TemplateError as e:
-        raise UsageError(f"the model's chat template failed: {e}") from e
+        text = render_template(template or FALLBACK_TEMPLATE, context, timeout=timeout)
+    except CheckpointError as e:
+        raise CheckpointError(f"the model's chat template is broken: {e}") from None
     if GLM_PREFIX not in text[: len(GLM_PREFIX) + 16]:
         # Every GLM chat starts with [gMASK]<sop>; a template that omits it
         # (some fine-tunes) makes the model drift.

@@ -210,6 +210,27 @@ def planned_settings(gguf: Path) -> dict[str, Any]:
     return plan.llama_kwargs() if plan.fits else {}
 
 
+def _n_ctx_train(art: Artifact) -> int | None:
+    """The context length the model was trained for, read without loading it."""
+    if art.kind == "onnx":
+        for name, keys in (
+            ("genai_config.json", ("model", "context_length")),
+            ("config.json", ("max_position_embeddings",)),
+        ):
+            try:
+                value: Any = json.loads((art.path / name).read_text(encoding="utf-8"))
+                for key in keys:
+                    value = value[key]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None  # the backend reports the broken folder when it loads
+    from edgeglm.planner.sources import open_model
+
+    return open_model(str(art.path)).facts().n_ctx_train
+
+
 def open_backend(
     ref: str | None,
     *,
@@ -221,10 +242,19 @@ def open_backend(
     **kwargs: Any,
 ) -> Backend:
     """Load ``ref`` with the planner's settings for this machine; explicit
-    keyword arguments (and ``n_ctx``) override the plan."""
-    art = resolve(ref)
+    keyword arguments (and ``n_ctx``) override the plan.
+
+    A given ``n_ctx`` must be at least 1 and at most the model's trained
+    context: it is refused before anything is converted or allocated.
+    """
+    from edgeglm.backends.base import check_n_ctx, check_threads
+
     if backend not in ("auto", "llama.cpp", "onnx"):
         raise UsageError(f"unknown backend {backend!r}; choose auto, llama.cpp or onnx")
+    if n_ctx is not None:
+        check_n_ctx(n_ctx)
+    check_threads(kwargs.get("n_threads"))
+    art = resolve(ref)
     if art.kind == "onnx" or backend == "onnx":
         if art.kind != "onnx":
             raise UsageError(
@@ -232,10 +262,16 @@ def open_backend(
             )
         from edgeglm.backends.onnx import OnnxModel
 
+        if n_ctx is not None:
+            check_n_ctx(n_ctx, _n_ctx_train(art))
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
+    if n_ctx is not None and art.kind == "hf":
+        check_n_ctx(n_ctx, _n_ctx_train(art))  # before converting it
     path = ensure_gguf(art.path, quant) if art.kind == "hf" else art.path
     verify_gguf(path)
+    if n_ctx is not None and art.kind == "gguf":
+        check_n_ctx(n_ctx, _n_ctx_train(art))  # once llama.cpp has read it in a child
     from edgeglm.backends.llamacpp import LlamaCppModel
 
     settings = planned_settings(path) if use_plan else {}
@@ -246,16 +282,36 @@ def open_backend(
     return LlamaCppModel(path, logits_all=logits, **settings)
 
 
+def _origin(model: Backend) -> str:
+    """The model's file or folder, for messages."""
+    where = getattr(model, "path", None) or getattr(model, "folder", None)
+    return f"{where}: " if where else ""
+
+
 def chat(
     model: Backend, messages: Sequence[Mapping[str, Any]], params: SamplingParams
 ) -> Generator[Chunk, None, Completion]:
-    """Stream the assistant's reply to ``messages`` using the model's own template."""
-    prompt = model.tokenize(render(messages, model.chat_template()), special=True)
-    return (yield from model.generate(prompt, params))
+    """Stream the assistant's reply to ``messages`` using the model's own template.
+
+    The request is checked and the template rendered now, not on the first
+    ``next()``: a bad message (UsageError) or a template that fails in its
+    bounded worker (CheckpointError, naming the model) is raised here.
+    """
+    try:
+        text = render(messages, model.chat_template())
+    except CheckpointError as e:
+        raise CheckpointError(f"{_origin(model)}{e}") from e.__cause__
+    return model.generate(model.tokenize(text, special=True), params)
 
 
 def generate_text(
     model: Backend, text: str, params: SamplingParams
 ) -> Generator[Chunk, None, Completion]:
-    """Plain continuation of ``text`` (no chat template)."""
-    return (yield from model.generate(model.tokenize(text), params))
+    """Plain continuation of ``text`` (no chat template): valid UTF-8, not empty.
+    Checked now, like ``chat``."""
+    from edgeglm.backends.base import check_text
+
+    tokens = model.tokenize(check_text(text, "the text to continue", empty_ok=False))
+    if not tokens:
+        raise UsageError("the text to continue has no tokens")
+    return model.generate(tokens, params)

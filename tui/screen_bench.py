@@ -31,6 +31,8 @@ from textual.widgets import (
 
 from edgeglm.bench.report import BenchReport
 from edgeglm.bench.run import BenchRequest
+from edgeglm.errors import EdgeGLMError, UsageError
+from edgeglm.fileio import atomic_output
 from edgeglm.paths import cache_dir
 
 from .bench_view import COLUMNS, cells, pareto
@@ -129,17 +131,21 @@ class BenchScreen(Screen[None]):
         if problems:
             self.notify("; ".join(problems), title="Cannot run", severity="error")
             return
+        try:  # the bounds every benchmark is held to (BenchRequest checks them)
+            request = BenchRequest(
+                models=tuple(models),
+                quants=tuple(quants),
+                backends=tuple(backends),
+                text=text,
+                repeat=int(repeat_raw),
+            )
+        except UsageError as e:
+            self.notify(str(e), title="Cannot run", severity="error")
+            return
         self.running = True
         self._stop.clear()
         self.query_one("#progress", ProgressBar).update(total=1.0, progress=0.0)
         self._status("starting…")
-        request = BenchRequest(
-            models=tuple(models),
-            quants=tuple(quants),
-            backends=tuple(backends),
-            text=text,
-            repeat=int(repeat_raw),
-        )
         self.run_bench(request)
 
     @work(thread=True, exclusive=True)
@@ -195,8 +201,10 @@ class BenchScreen(Screen[None]):
                 ("csv", self.report.to_csv),
                 ("md", self.report.to_markdown),
             ):
-                stem.with_suffix(f".{ext}").write_text(render(), encoding="utf-8")
-        except OSError as e:
+                # never a half-written file at the final name (a full disk, a crash)
+                with atomic_output(stem.with_suffix(f".{ext}")) as tmp:
+                    tmp.write_text(render(), encoding="utf-8")
+        except (OSError, EdgeGLMError) as e:
             self.notify(f"Export failed: {e}", severity="error")
             return
         self.notify(f"Saved {stem}.json, .csv and .md", title="Exported")

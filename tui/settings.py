@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from edgeglm.backends.base import SamplingParams
+from edgeglm.backends.base import SamplingParams, sampling_problems, text_problem
 from edgeglm.chat import GLM_STOP_TOKENS
 
 
@@ -30,19 +30,19 @@ class ChatSettings:
         )
 
     def problems(self) -> list[str]:
-        """Why these settings cannot be used (empty when they can)."""
-        out = []
-        if self.temperature < 0:
-            out.append("temperature must be ≥ 0")
-        if not 0 < self.top_p <= 1:
-            out.append("top-p must be in (0, 1]")
-        if self.top_k < 0:
-            out.append("top-k must be ≥ 0 (0 = off)")
-        if self.max_tokens < 1:
-            out.append("max tokens must be ≥ 1")
-        if self.seed < 0:
-            out.append("seed must be ≥ 0")
-        return out
+        """Why these settings cannot be used (empty when they can): the same
+        rules the CLI and every backend apply (backends.base)."""
+        out = sampling_problems(
+            {
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "top_k": self.top_k,
+                "seed": self.seed,
+            }
+        )
+        problem = text_problem(self.system, "the system prompt")
+        return out + ([problem] if problem else [])
 
     def with_system(self, system: str) -> ChatSettings:
         return replace(self, system=system)

@@ -4,12 +4,20 @@ llama.cpp calls abort() on some malformed models (GGML_ASSERT), and a few
 kernels crash outright; either kills the whole Python process. Loading an
 untrusted file first in a child turns that into a BackendError the CLI (or a
 server, or the TUI) can report.
+
+An unexpected Python exception in the child is reported in one line (its type
+and message); its traceback goes to the ``edgeglm`` logger at debug level,
+to stderr when ``EDGEGLM_DEBUG=1``, and rides along as the error's
+``__cause__`` (a ``ChildTraceback``) for code that wants it.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -18,6 +26,13 @@ from typing import Any, TypeVar
 from edgeglm.errors import BackendError, EdgeGLMError
 
 R = TypeVar("R")
+log = logging.getLogger("edgeglm")
+# Longest exception message from a child that goes into the one-line error.
+_MESSAGE_CHARS = 400
+
+
+class ChildTraceback(Exception):
+    """The traceback of an exception raised in a child process, as text."""
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -25,10 +40,16 @@ def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> N
         conn.send(("ok", fn(*args)))
     except EdgeGLMError as e:
         conn.send(("error", e))
-    except BaseException as e:  # reported to the parent with its traceback
-        conn.send(("raise", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    except BaseException as e:  # the parent reports the first line, keeps the traceback
+        conn.send(("raise", (_summary(e), traceback.format_exc())))
     finally:
         conn.close()
+
+
+def _summary(e: BaseException) -> str:
+    """``Type: message`` on one line."""
+    text = " ".join(f"{type(e).__name__}: {e}".split()).removesuffix(":")
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
 
 
 def run_isolated(
@@ -58,7 +79,11 @@ def run_isolated(
         return payload  # type: ignore[no-any-return]
     if status == "error":
         raise payload
-    raise BackendError(f"{what} failed in a child process: {payload}")
+    summary, child_tb = payload
+    log.debug("%s failed in a child process:\n%s", what, child_tb)
+    if os.environ.get("EDGEGLM_DEBUG") == "1":
+        sys.stderr.write(f"{what} failed in a child process:\n{child_tb}")
+    raise BackendError(f"{what} failed in a child process: {summary}") from ChildTraceback(child_tb)
 
 
 def _describe(exitcode: int | None) -> str:

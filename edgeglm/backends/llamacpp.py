@@ -5,6 +5,15 @@ AMX matmul path of the ggml build llama-cpp-python 0.3.36 compiles with
 ``-march=native`` segfaults on K-quant weights (seen here on Q4_K_M GLM
 models, in ggml_backend_amx_mul_mat). Weight repacking into "extra buffer
 types" is what routes weights to it, so on AMX machines we turn those off.
+
+Another: ``llama_cpp.Llama`` compiles every chat template in the GGUF with
+Jinja while it loads (``Jinja2ChatFormatter``, for ``create_chat_completion``).
+A template is untrusted data, and compiling it is not harmless: a syntax error
+makes the load raise ``TemplateSyntaxError``, and Jinja folds constant
+expressions at compile time, so ``{{ 10 ** (10 ** 10) }}`` hangs the load and
+``{{ 'x' * 2000000000 }}`` takes ~8 GB and 40 s before the model is usable.
+EdgeGLM renders templates itself, in a bounded worker (edgeglm.chat_template),
+and never uses llama-cpp-python's chat handlers, so the load skips them.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import codecs
 import os
 import sys
+import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -40,11 +50,40 @@ def extra_buffers_safe() -> bool:
     return not any(f.startswith("amx") for f in probe_cpu().flags)
 
 
+class _NoChatFormatter:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter while a model loads:
+    keeps the template text, compiles nothing."""
+
+    def __init__(self, template: str, *args: Any, **kwargs: Any) -> None:
+        self.template = template
+
+    def to_chat_handler(self) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise BackendError(
+                "llama-cpp-python's chat handlers are disabled in EdgeGLM "
+                "(edgeglm.runtime.chat renders the model's template in a sandboxed worker)"
+            )
+
+        return refuse
+
+
+# The patches below swap module attributes for the length of one load; loads
+# from two threads must not interleave them.
+_LOAD_LOCK = threading.RLock()
+
+
 @contextmanager
 def _default_params(*, use_extra_bufts: bool, cb_eval: Any = None) -> Iterator[None]:
     """llama_cpp.Llama builds its model and context params from the library
     defaults and exposes neither field; wrap the two default factories while
-    the model loads."""
+    the model loads. Its chat-template compiler is switched off meanwhile
+    (see the module docstring)."""
+    with _LOAD_LOCK, _patched_load(use_extra_bufts=use_extra_bufts, cb_eval=cb_eval):
+        yield
+
+
+@contextmanager
+def _patched_load(*, use_extra_bufts: bool, cb_eval: Any) -> Iterator[None]:
     import llama_cpp
 
     mod: Any = sys.modules["llama_cpp.llama"]
@@ -64,13 +103,16 @@ def _default_params(*, use_extra_bufts: bool, cb_eval: Any = None) -> Iterator[N
             p.cb_eval = cb_eval
         return p
 
+    orig_formatter = mod.llama_chat_format.Jinja2ChatFormatter
     mod.llama_cpp.llama_model_default_params = model_params
     mod.llama_cpp.llama_context_default_params = ctx_params
+    mod.llama_chat_format.Jinja2ChatFormatter = _NoChatFormatter
     try:
         yield
     finally:
         mod.llama_cpp.llama_model_default_params = orig_model
         mod.llama_cpp.llama_context_default_params = orig_ctx
+        mod.llama_chat_format.Jinja2ChatFormatter = orig_formatter
 
 
 class LlamaCppModel:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from edgeglm.backends.base import SamplingParams
+from edgeglm.backends.base import SamplingParams, sampling_problems
 from edgeglm.errors import UsageError
 
 # Tokens the repeat penalty looks back over (llama.cpp's penalty_last_n default).
@@ -25,20 +25,12 @@ REPEAT_LAST_N = 64
 
 
 def check_params(p: SamplingParams) -> None:
-    """Refuse settings that have no meaning, instead of sampling something odd."""
-    problems = []
-    if p.temperature < 0:
-        problems.append(f"temperature {p.temperature} < 0")
-    if not 0 < p.top_p <= 1:
-        problems.append(f"top_p {p.top_p} outside (0, 1]")
-    if not 0 <= p.min_p <= 1:
-        problems.append(f"min_p {p.min_p} outside [0, 1]")
-    if p.top_k < 0:
-        problems.append(f"top_k {p.top_k} < 0")
-    if p.repeat_penalty <= 0:
-        problems.append(f"repeat_penalty {p.repeat_penalty} <= 0")
-    if p.max_tokens < 0:
-        problems.append(f"max_tokens {p.max_tokens} < 0")
+    """Refuse settings that have no meaning, instead of sampling something odd.
+
+    ``SamplingParams`` already checks itself when built (base.sampling_problems,
+    the one rule set for every backend); this catches one altered since.
+    """
+    problems = sampling_problems(vars(p))
     if problems:
         raise UsageError("invalid sampling parameters: " + "; ".join(problems))
 

@@ -47,6 +47,8 @@ HELDOUT = Path(__file__).with_name("heldout.txt")
 _PRECISION = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M"]
 
 Progress = Callable[[str, float], None]
+# Timed runs per artifact: a median of more says nothing new, and takes hours.
+MAX_REPEAT = 1000
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,17 @@ class BenchRequest:
     threads: int | None = None
     prompt_tokens: int = PROMPT_TOKENS
     decode_tokens: int = DECODE_TOKENS
+
+    def __post_init__(self) -> None:
+        """The bounds every benchmark is held to, whoever builds the request."""
+        from edgeglm.backends.base import INT32_MAX, check_count, check_threads
+
+        check_count("repeat", self.repeat, 1, MAX_REPEAT)
+        check_threads(self.threads)
+        check_count("prompt_tokens", self.prompt_tokens, 1, INT32_MAX)
+        check_count("decode_tokens", self.decode_tokens, 1, INT32_MAX)
+        if not self.models or not self.backends:
+            raise UsageError("a benchmark needs at least one model and one backend")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -53,7 +54,11 @@ def bench(
             _bench_compare([Path(a) for a in args[1:]], as_json)
             return
         from edgeglm.bench.run import BenchRequest, main_table, run_bench
+        from edgeglm.cli.run import check_output
 
+        if output is not None:  # refused now, not after minutes of measuring
+            for path in [output, *_report_paths(output)]:
+                check_output(path)
         request = BenchRequest(
             models=tuple(args) or (None,),
             quants=tuple(q.strip() for q in quants.split(",") if q.strip()),
@@ -82,7 +87,10 @@ def bench(
     if not report.complete:
         err.print("[yellow]interrupted: the report holds the artifacts that finished[/]")
     if output is not None:
-        _write_report(report, output)
+        try:
+            _write_report(report, output)
+        except EdgeGLMError as e:
+            _fail(e)
     if as_json:
         print(report.to_json())
     else:
@@ -94,21 +102,24 @@ def bench(
         )
 
 
-def _write_report(report: BenchReport, output: Path) -> None:
-    from edgeglm.bench.plot import to_svg
-
+def _report_paths(output: Path) -> list[Path]:
+    """The four files ``-o`` names: its stem with .json, .csv, .md and .svg."""
     stem = output.with_suffix("")
-    for suffix, text in (
-        (".json", report.to_json()),
-        (".csv", report.to_csv()),
-        (".md", report.to_markdown()),
-        (".svg", to_svg(report)),
-    ):
-        path = stem.with_suffix(suffix)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    err.print(f"report: {stem}.json (+ .csv .md .svg)")
+    return [stem.with_suffix(s) for s in (".json", ".csv", ".md", ".svg")]
+
+
+def _write_report(report: BenchReport, output: Path) -> None:
+    """All four report files, or none: each is written under a temporary name,
+    and only when all are complete are they renamed into place."""
+    from edgeglm.bench.plot import to_svg
+    from edgeglm.fileio import atomic_output
+
+    texts = [report.to_json(), report.to_csv(), report.to_markdown(), to_svg(report)]
+    with ExitStack() as stack:
+        for path, text in zip(_report_paths(output), texts, strict=True):
+            # a failed write unwinds every open atomic_output: no file is renamed
+            stack.enter_context(atomic_output(path)).write_text(text, encoding="utf-8")
+    err.print(f"report: {output.with_suffix('')}.json (+ .csv .md .svg)")
 
 
 def _bench_compare(paths: list[Path], as_json: bool) -> None:

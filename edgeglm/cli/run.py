@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,21 @@ import typer
 
 from edgeglm.cli import _fail, app, err
 from edgeglm.errors import EdgeGLMError, UsageError
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    ``fileio.atomic_output`` checks again when it writes (and maps a full disk
+    to exit 5); this only spares the user a model load that ends in a refusal.
+    """
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: cannot write there (permission denied)")
 
 
 @app.command()
@@ -32,7 +48,9 @@ def run(
     ] = False,
     temperature: Annotated[float, typer.Option("--temp", help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k")] = 0,
+    top_k: Annotated[int, typer.Option("--top-k", help="0 = off.")] = 0,
+    min_p: Annotated[float, typer.Option("--min-p")] = 0.0,
+    repeat_penalty: Annotated[float, typer.Option("--repeat-penalty", help="1 = off.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ctx: Annotated[
         int | None, typer.Option("--ctx", help="Context size in tokens (default: the plan's).")
@@ -47,19 +65,30 @@ def run(
     ] = False,
 ) -> None:
     """Generate a reply, streaming tokens to stdout."""
-    from edgeglm.backends.base import SamplingParams
+    from edgeglm.backends.base import SamplingParams, check_n_ctx, check_text
     from edgeglm.chat import split_thinking
     from edgeglm.runtime import chat, generate_text, open_backend
 
-    params = SamplingParams(
-        max_tokens=n, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
-    )
     try:
+        # Every value is checked before a model is touched (the same checks
+        # open_backend, chat and generate_text make for every caller).
+        params = SamplingParams(
+            max_tokens=n,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            seed=seed,
+        )
+        check_text(prompt, "--prompt")
+        if raw and not prompt:
+            raise UsageError("--raw needs a non-empty --prompt to continue")
+        if system is not None:
+            check_text(system, "--system")
+        if ctx is not None:
+            check_n_ctx(ctx, what="--ctx")
         m = open_backend(model, backend=backend, n_ctx=ctx, use_plan=not no_plan)
-        settings = getattr(m, "settings", None)
-        if settings and not as_json:
-            shown = ", ".join(f"{k}={v}" for k, v in settings.items())
-            err.print(f"[dim]{m.name}: {shown}  (edgeglm plan MODEL explains these)[/]")
         try:
             if raw:
                 stream = generate_text(m, prompt, params)
@@ -67,7 +96,11 @@ def run(
                 messages = ([{"role": "system", "content": system}] if system else []) + [
                     {"role": "user", "content": prompt}
                 ]
-                stream = chat(m, messages, params)
+                stream = chat(m, messages, params)  # renders the template now
+            settings = getattr(m, "settings", None)
+            if settings and not as_json:
+                shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+                err.print(f"[dim]{m.name}: {shown}  (edgeglm plan MODEL explains these)[/]")
             while True:
                 try:
                     piece = next(stream)
@@ -130,15 +163,15 @@ def score(
     """Save the model's next-token logits for every token of a text."""
     import numpy as np
 
+    from edgeglm.fileio import atomic_output
     from edgeglm.runtime import open_backend
 
     try:
+        check_output(output)
         try:
             content = text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"{text}: cannot read as UTF-8 text ({e})") from e
-        if not output.parent.is_dir():
-            raise UsageError(f"{output.parent}: output folder does not exist")
+            raise UsageError(f"{text}: cannot read as UTF-8 text ({_reason(e)})") from e
         probe = open_backend(model, backend=backend, n_ctx=64)
         tokens = probe.tokenize(content)
         probe.close()
@@ -149,9 +182,16 @@ def score(
             logits = m.score(tokens)
         finally:
             m.close()
-        tmp = output.with_name(f".{output.name}.tmp.npz")
-        np.savez(tmp, tokens=np.asarray(tokens, dtype=np.int32), logits=logits.astype(np.float32))
-        tmp.replace(output)
+        with atomic_output(output) as tmp, open(tmp, "wb") as f:
+            # a file object: given a path, np.savez would append ".npz" to the temp name
+            np.savez(f, tokens=np.asarray(tokens, dtype=np.int32), logits=logits.astype(np.float32))
     except EdgeGLMError as e:
         _fail(e)
     err.print(f"scored {len(tokens)} tokens -> {output}")
+
+
+def _reason(e: OSError | UnicodeDecodeError) -> str:
+    """An OSError's reason without its repeated path; a decode error's position."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return f"byte 0x{e.object[e.start]:02x} at offset {e.start} is not UTF-8"

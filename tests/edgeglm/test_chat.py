@@ -6,7 +6,7 @@ import pytest
 from helpers import HF_FIXTURES
 
 from edgeglm.chat import GLM_PREFIX, render, split_thinking
-from edgeglm.errors import UsageError
+from edgeglm.errors import CheckpointError, UsageError
 
 TEMPLATE = json.loads((HF_FIXTURES / "glm4" / "tokenizer_config.json").read_text())["chat_template"]
 
@@ -43,7 +43,8 @@ def test_fallback_template_when_model_has_none() -> None:
 
 def test_templates_are_sandboxed() -> None:
     evil = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
-    with pytest.raises(UsageError, match="chat template failed"):
+    # the model file's template is at fault: exit 4, not a usage error
+    with pytest.raises(CheckpointError, match=r"chat template is broken: .*unsafe"):
         render([{"role": "user", "content": "x"}], evil)
 
 
