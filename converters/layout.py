@@ -181,7 +181,9 @@ BLOCK_NORMS = norms("input_layernorm", "post_attention_layernorm")
 MTP_OPTIONAL = ("shared_head.norm.weight",)
 
 
-def checkpoint_tensors(layout: Layout, cfg: dict[str, Any], *, mtp_blocks: Iterable[int] = ()) -> Tensors:
+def checkpoint_tensors(
+    layout: Layout, cfg: dict[str, Any], *, mtp_blocks: Iterable[int] = ()
+) -> Tensors:
     """HF tensor name -> shape for a checkpoint with this config, with these NextN blocks.
 
     NextN blocks come first: MoEFamily.block_count scans the tensor names for

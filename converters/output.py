@@ -34,9 +34,7 @@ def input_files(root: Path, also: Iterable[Path | None] = ()) -> list[Path]:
     return files + [p for p in also if p is not None]
 
 
-def check_output(
-    out: Path, root: Path, *, folder: bool, also: Iterable[Path | None] = ()
-) -> None:
+def check_output(out: Path, root: Path, *, folder: bool, also: Iterable[Path | None] = ()) -> None:
     """Refuse (``UsageError``, exit 2) an output that is, or would replace, an input.
 
     ``root`` is the checkpoint folder; ``also`` more inputs (shards named by an

@@ -147,9 +147,7 @@ class Family:
             raise NotImplementedError(f"{type(self).__name__} must list its required tensors")
         tensors = checkpoint_tensors(self.layout, self.cfg.data, mtp_blocks=self.nextn_blocks)
         nextn = tuple(f"{self.block_prefix}{i}." for i in self.nextn_blocks)
-        return [
-            n for n in tensors if not (n.startswith(nextn) and n.endswith(MTP_OPTIONAL))
-        ]
+        return [n for n in tensors if not (n.startswith(nextn) and n.endswith(MTP_OPTIONAL))]
 
     def check_consistency(self) -> None:
         """The shared check of checkpoint against config (converters/consistency.py), once."""

@@ -91,7 +91,9 @@ def load_vocab(root: Path, vocab_size: int, specials: dict[str, str]) -> Vocab:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         # A tokenizer.json of the wrong shape (a list where a map belongs, an id
         # that is not a number): its own fault, said without echoing it.
-        raise CheckpointError(f"{path}: not a tokenizer.json EdgeGLM can read ({type(e).__name__})") from e
+        raise CheckpointError(
+            f"{path}: not a tokenizer.json EdgeGLM can read ({type(e).__name__})"
+        ) from e
 
 
 def _vocab(

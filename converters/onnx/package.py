@@ -135,8 +135,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def _number(gen: dict[str, Any], key: str, default: float) -> float:
     """A sampling default from generation_config.json; anything but a finite number is ignored."""
     value = gen.get(key)
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else default
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return default
 
 
 def _optional_json(src: Path, name: str) -> dict[str, Any]:

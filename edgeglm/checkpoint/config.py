@@ -6,7 +6,6 @@ from typing import Any
 
 from edgeglm.errors import CheckpointError
 
-
 # Sizes and counts the converters compute with: a string or a float here
 # would surface as a Python error deep inside a converter, so they are checked
 # once, when the config is read.

@@ -222,13 +222,9 @@ def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
             f"{path}: safetensors header is not UTF-8 text (at byte {8 + e.start})"
         ) from None
     try:
-        header = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _DuplicateKey as e:
-        raise CheckpointError(
-            f"{path}: safetensors header names {_short(str(e))} twice"
-        ) from None
+        raise CheckpointError(f"{path}: safetensors header names {_short(str(e))} twice") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(
             f"{path}: safetensors header is not valid JSON ({e.msg} at line {e.lineno} "

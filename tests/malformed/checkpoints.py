@@ -63,7 +63,11 @@ def write_tensors(
     header: Header = {}
     blobs, offset = [], 0
     for name, (dtype, shape, blob) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": shape,
+            "data_offsets": [offset, offset + len(blob)],
+        }
         blobs.append(blob)
         offset += len(blob)
         if name == gap_after:
@@ -116,7 +120,7 @@ def _shard(model: Path) -> Path:
         "model-00001-of-00002.safetensors": names[:half],
         "model-00002-of-00002.safetensors": names[half:],
     }
-    weight_map = {}
+    weight_map: dict[str, str] = {}
     for shard, members in parts.items():
         write_tensors(model / shard, {n: tensors[n] for n in members})
         weight_map |= dict.fromkeys(members, shard)
