@@ -40,11 +40,14 @@ def check_output(out: Path, root: Path, *, folder: bool, also: Iterable[Path | N
     ``root`` is the checkpoint folder; ``also`` more inputs (shards named by an
     index, an imatrix, a calibration text). A file output (GGUF) must not be
     any of them, by name, symlink or hard link; a new file inside the model
-    folder is fine (llama.cpp's own converter writes there). A folder output
+    folder is fine (llama.cpp's own converter writes there), and so is
+    replacing an earlier GGUF there, which no converter reads. A folder output
     (ONNX), which replaces whatever folder is at ``out``, must not be the
     checkpoint folder or one of its ancestors, nor hold an input file.
     """
-    inputs = input_files(root, also)
+    in_folder = input_files(root)
+    extra = [p for p in also if p is not None]
+    inputs = in_folder + extra
     if folder:
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out}: is a file; give a folder path for the ONNX model")
@@ -55,8 +58,11 @@ def check_output(out: Path, root: Path, *, folder: bool, also: Iterable[Path | N
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: is not a folder")
     if not folder:
+        earlier = {
+            f for f in in_folder if _earlier_gguf(f) and not any(same_file(f, e) for e in extra)
+        }
         for f in inputs:
-            if same_file(out, f):
+            if same_file(out, f) and f not in earlier:
                 raise UsageError(f"{out}: would overwrite the input checkpoint's file {f}")
         return
     target, source = out.resolve(), root.resolve()
@@ -70,6 +76,16 @@ def check_output(out: Path, root: Path, *, folder: bool, also: Iterable[Path | N
         for f in inputs:
             if _inode(f, follow=True) in held - {None}:
                 raise UsageError(f"{out}: holds a hard link of the input file {f}")
+
+
+def _earlier_gguf(p: Path) -> bool:
+    """A GGUF in the model folder is an earlier conversion, not an input: rerunning
+    ``-o MODEL/model.gguf`` (llama.cpp's habit) replaces it."""
+    try:
+        with open(p, "rb") as f:
+            return p.suffix == ".gguf" and f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def _inode(p: Path, *, follow: bool) -> tuple[int, int] | None:

@@ -76,6 +76,12 @@ def test_a_new_file_in_the_model_folder_is_fine(src: Path) -> None:
     result = gguf_convert(src, src / "model-F16.gguf", "F16")
     assert result.output.is_file()
     assert {k: v for k, v in _digest(src).items() if k != "model-F16.gguf"} == before
+    # converting again replaces that earlier GGUF, which no converter reads
+    assert gguf_convert(src, src / "model-F16.gguf", "Q8_0").quant == "Q8_0"
+    # ... but a file merely named .gguf is not one
+    (src / "notes.gguf").write_text("mine")
+    with pytest.raises(UsageError, match="would overwrite the input"):
+        gguf_convert(src, src / "notes.gguf", "F16")
 
 
 def test_imatrix_and_calibration_text_are_inputs_too(src: Path, tmp_path: Path) -> None:
@@ -84,11 +90,11 @@ def test_imatrix_and_calibration_text_are_inputs_too(src: Path, tmp_path: Path) 
     code, err = _cli("convert", str(src), "-o", str(text), "--calibrate", str(text))
     assert code == ExitCode.USAGE and "would overwrite the input" in err
     assert text.read_text().startswith("GLM models")
-    imatrix = tmp_path / "imatrix.dat"
-    imatrix.write_bytes(b"not read: refused first")
+    imatrix = src / "imatrix.gguf"  # a GGUF, in the model folder, but an input all the same
+    imatrix.write_bytes(b"GGUF, not read: refused first")
     code, err = _cli("convert", str(src), "-o", str(imatrix), "--imatrix", str(imatrix))
     assert code == ExitCode.USAGE and "would overwrite the input" in err
-    assert imatrix.read_bytes() == b"not read: refused first"
+    assert imatrix.read_bytes() == b"GGUF, not read: refused first"
 
 
 def test_onnx_output_is_never_the_input_folder_or_holds_its_files(src: Path) -> None:
