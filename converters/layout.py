@@ -9,7 +9,7 @@ every real fixture checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,3 +175,34 @@ class Layout:
 
 
 BLOCK_NORMS = norms("input_layernorm", "post_attention_layernorm")
+
+
+# NextN/MTP block extras llama.cpp loads only when present (TENSOR_NOT_REQUIRED).
+MTP_OPTIONAL = ("shared_head.norm.weight",)
+
+
+def checkpoint_tensors(
+    layout: Layout, cfg: dict[str, Any], *, mtp_blocks: Iterable[int] = ()
+) -> Tensors:
+    """HF tensor name -> shape for a checkpoint with this config, with these NextN blocks.
+
+    NextN blocks come first: MoEFamily.block_count scans the tensor names for
+    one and is asked once per tensor, so finding it first keeps planning fast.
+    """
+    d = Dims(cfg)
+    vocab, h = d.need("vocab_size"), d.hidden
+    n_layer = int(d.get("num_hidden_layers") or d.need("num_layers"))
+    first_moe = int(d.get("first_k_dense_replace", 0))
+    out: Tensors = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
+    if not d.get("tie_word_embeddings", False):
+        out["lm_head.weight"] = (vocab, h)
+    for i in [*mtp_blocks, *range(n_layer)]:
+        block: Tensors = {}
+        for part in layout.attention:
+            block |= part(d)
+        moe = layout.moe_mlp is not None and i >= first_moe
+        block |= layout.moe_mlp(d) if moe and layout.moe_mlp else layout.dense_mlp(d)
+        if i >= n_layer:
+            block |= mtp_extras(d)
+        out |= {f"model.layers.{i}.{k}": v for k, v in block.items()}
+    return out

@@ -21,8 +21,9 @@ from gguf import GGUFWriter
 
 from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import HFCheckpoint
+from edgeglm.converters.consistency import check_family
 from edgeglm.converters.gguf.policy import ModelShape
-from edgeglm.converters.layout import Layout
+from edgeglm.converters.layout import MTP_OPTIONAL, Layout, checkpoint_tensors
 from edgeglm.errors import CheckpointError
 
 F32Array = npt.NDArray[np.float32]
@@ -90,10 +91,15 @@ class Family:
     # The checkpoint's tensors as a function of config.json (planning without weights);
     # None: this family cannot be planned from a config alone.
     layout: ClassVar[Layout | None] = None
+    # Checkpoint names of the transformer blocks: PREFIX{i}.
+    block_prefix: ClassVar[str] = "model.layers."
+    # Blocks after the trunk (NextN/MTP) may be in the checkpoint.
+    has_nextn_blocks: ClassVar[bool] = False
 
     def __init__(self, ckpt: HFCheckpoint) -> None:
         self.ckpt = ckpt
         self.cfg = Config(ckpt.config, str(ckpt.root / "config.json"))
+        self._consistent = False
 
     # -- hyperparameters --------------------------------------------------
 
@@ -128,6 +134,26 @@ class Family:
         # The true trained context. llama.cpp's converter writes seq_length or
         # hidden_size for GlmForCausalLM, which gives a 4096-token GLM-4-9B.
         return int(self.cfg.need("max_position_embeddings", "seq_length"))
+
+    @property
+    def nextn_blocks(self) -> range:
+        """The NextN/MTP blocks this conversion writes (after the trunk)."""
+        return range(self.n_layer, self.block_count)
+
+    def required_tensors(self) -> list[str]:
+        """Checkpoint tensors the config implies, in checkpoint-name order of a layout:
+        transformers' for the trunk, llama.cpp's required ones for NextN blocks."""
+        if self.layout is None:
+            raise NotImplementedError(f"{type(self).__name__} must list its required tensors")
+        tensors = checkpoint_tensors(self.layout, self.cfg.data, mtp_blocks=self.nextn_blocks)
+        nextn = tuple(f"{self.block_prefix}{i}." for i in self.nextn_blocks)
+        return [n for n in tensors if not (n.startswith(nextn) and n.endswith(MTP_OPTIONAL))]
+
+    def check_consistency(self) -> None:
+        """The shared check of checkpoint against config (converters/consistency.py), once."""
+        if not self._consistent:
+            check_family(self)
+            self._consistent = True
 
     def model_shape(self) -> ModelShape:
         return ModelShape(
@@ -203,6 +229,7 @@ class Family:
 
     def check(self, planned: list[OutTensor]) -> None:
         """Config and tensors must agree; llama.cpp would fail later and less clearly."""
+        self.check_consistency()
         c = self.cfg
         hidden = int(c.need("hidden_size"))
         vocab = self.vocab_size
@@ -280,7 +307,7 @@ def group_experts(names: list[str]) -> dict[tuple[str, str], dict[int, str]]:
     """{(block, proj): {expert_id: hf_name}} for names like
     model.layers.3.mlp.experts.7.gate_proj.weight."""
     groups: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
-    pat = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(\w+)\.weight$")
+    pat = re.compile(r"^model\.layers\.(\d{1,9})\.mlp\.experts\.(\d{1,9})\.(\w+)\.weight$")
     for n in names:
         m = pat.match(n)
         if m:

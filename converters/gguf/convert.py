@@ -9,6 +9,7 @@ inputs are only ever opened for reading.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -40,8 +41,14 @@ from edgeglm.converters.gguf.policy import (
 from edgeglm.converters.gguf.quant_types import QuantScheme, scheme
 from edgeglm.converters.gguf.registry import family_for
 from edgeglm.converters.gguf.vocab import Vocab, load_vocab
-from edgeglm.converters.output import ConvertResult, clean_stale_temps, sha256_file
+from edgeglm.converters.output import (
+    ConvertResult,
+    check_output,
+    clean_stale_temps,
+    sha256_file,
+)
 from edgeglm.errors import ConversionError, InsufficientDiskError, QuantizationError, UsageError
+from edgeglm.fileio import atomic_output
 from edgeglm.hardware import usable_threads
 
 # Called after each tensor: (tensor name, tensors done, tensors total, bytes done, bytes total).
@@ -86,6 +93,7 @@ def plan_conversion(
 ) -> Plan:
     fam = family_for(ckpt.architecture)(ckpt)
     sch = scheme(quant)
+    fam.check_consistency()  # before mapping: a config may claim a billion blocks
     tensors = list(fam.tensors())
     fam.check(tensors)
     # Tensors llama.cpp's converter writes in F32 enter the mix as F32: kept so
@@ -131,17 +139,6 @@ def _float_type(t: OutTensor) -> T:
     return T.BF16 if t.source_dtype == "BF16" else T.F16
 
 
-def _check_paths(ckpt: HFCheckpoint, out: Path) -> None:
-    if out.exists() and out.is_dir():
-        raise UsageError(f"{out}: is a directory; give a .gguf file path")
-    target = out.resolve()
-    for f in ckpt.files:
-        if f.resolve() == target:
-            raise UsageError(f"{out}: would overwrite the input checkpoint")
-    if not out.parent.exists():
-        raise UsageError(f"{out.parent}: output folder does not exist")
-
-
 def convert(
     src: str | Path,
     out: Path,
@@ -157,7 +154,7 @@ def convert(
     root = resolve_checkpoint(str(src))
     ckpt = HFCheckpoint(root)
     try:
-        _check_paths(ckpt, out)
+        check_output(out, root, folder=False, also=ckpt.files)
         plan = plan_conversion(ckpt, quant, imatrix, keep)
         fam = plan.family
         vocab = load_vocab(root, fam.vocab_size, fam.special_tokens())
@@ -168,13 +165,10 @@ def convert(
                 f"{out.parent}: {free / 2**30:.2f} GiB free, the GGUF needs {need / 2**30:.2f} GiB"
             )
         clean_stale_temps(out, (_TMP_MARK,))
-        tmp = out.parent / f".{out.name}{_TMP_MARK}{os.getpid()}"
-        try:
+        # A full disk (exit 5) or an unwritable folder (exit 2) comes out of
+        # here as one message; the temporary is gone and nothing is at ``out``.
+        with atomic_output(out, mark=_TMP_MARK) as tmp:
             digest = _write(plan, vocab, tmp, root, imatrix, threads, progress)
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     finally:
         ckpt.close()
     counts = Counter(plan.types[t.name].name for t in plan.tensors)
@@ -211,6 +205,26 @@ def _write(
 ) -> str:
     fam = plan.family
     w = GGUFWriter(tmp, fam.gguf_arch)
+    try:
+        return _write_all(w, plan, vocab, tmp, root, imatrix, threads, progress)
+    except BaseException:
+        for f in w.fout or []:  # the caller removes the file; don't leak its handle
+            with contextlib.suppress(OSError):
+                f.close()
+        raise
+
+
+def _write_all(
+    w: GGUFWriter,
+    plan: Plan,
+    vocab: Vocab,
+    tmp: Path,
+    root: Path,
+    imatrix: Imatrix | None,
+    threads: int | None,
+    progress: Progress | None,
+) -> str:
+    fam = plan.family
     _write_general(w, plan, root, imatrix)
     fam.write_hparams(w)
     vocab.write(w)

@@ -10,13 +10,13 @@ instead of silently mis-tokenizing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gguf import GGUFWriter
 
+from edgeglm.checkpoint.hf import model_file, read_json
 from edgeglm.errors import CheckpointError
 
 # GLM-4's split regex, as written in its tokenizer.json; llama.cpp implements
@@ -79,16 +79,26 @@ def _split_regexes(node: Any) -> list[str]:
 
 
 def load_vocab(root: Path, vocab_size: int, specials: dict[str, str]) -> Vocab:
-    path = root / "tokenizer.json"
+    path = model_file(root, "tokenizer.json")
     if not path.is_file():
         raise CheckpointError(
             f"{root}: no tokenizer.json. GLM checkpoints that ship only a Python tokenizer "
             "(tokenization_chatglm.py) need remote code to read it, which EdgeGLM never runs."
         )
+    tj = read_json(path)
     try:
-        tj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+        return _vocab(root, path, tj, vocab_size, specials)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # A tokenizer.json of the wrong shape (a list where a map belongs, an id
+        # that is not a number): its own fault, said without echoing it.
+        raise CheckpointError(
+            f"{path}: not a tokenizer.json EdgeGLM can read ({type(e).__name__})"
+        ) from e
+
+
+def _vocab(
+    root: Path, path: Path, tj: dict[str, Any], vocab_size: int, specials: dict[str, str]
+) -> Vocab:
     model = tj.get("model") or {}
     if model.get("type") != "BPE":
         raise CheckpointError(f"{path}: tokenizer model is {model.get('type')!r}, expected BPE")
@@ -131,12 +141,9 @@ def load_vocab(root: Path, vocab_size: int, specials: dict[str, str]) -> Vocab:
 
 
 def _chat_template(root: Path) -> str | None:
-    cfg_path = root / "tokenizer_config.json"
+    cfg_path = model_file(root, "tokenizer_config.json")
     if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
+        cfg = read_json(cfg_path)
         tmpl = cfg.get("chat_template")
         if isinstance(tmpl, str):
             return tmpl
@@ -144,7 +151,10 @@ def _chat_template(root: Path) -> str | None:
             for t in tmpl:
                 if isinstance(t, dict) and t.get("name") == "default":
                     return str(t.get("template"))
-    jinja = root / "chat_template.jinja"
+    jinja = model_file(root, "chat_template.jinja")
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        try:
+            return jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{jinja}: not readable UTF-8 text") from e
     return None

@@ -8,14 +8,16 @@ half-written model folder at the target path.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from edgeglm.chat import GLM_STOP_TOKENS
 from edgeglm.checkpoint.config import Config
-from edgeglm.checkpoint.hf import read_json
+from edgeglm.checkpoint.hf import model_file, read_json
 from edgeglm.converters import output
 from edgeglm.converters.onnx.spec import ModelSpec
 from edgeglm.errors import CheckpointError, UsageError
@@ -37,12 +39,17 @@ _OLD_MARK = ".edgeglm-old-"
 
 
 def copy_tokenizer(src: Path, dst: Path) -> list[str]:
-    if not (src / "tokenizer.json").is_file():
+    if not model_file(src, "tokenizer.json").is_file():
         raise CheckpointError(f"{src}: no tokenizer.json (the ONNX folder needs one)")
     copied = []
     for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
+        path = model_file(src, name)
+        if path.is_file():
+            try:
+                data = path.read_bytes()
+            except OSError as e:  # a read error is the checkpoint's, not the output's
+                raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
+            (dst / name).write_bytes(data)
             copied.append(name)
     return copied
 
@@ -51,12 +58,12 @@ def stop_token_ids(src: Path, cfg: Config) -> list[int]:
     """eos ids from config.json and generation_config.json, plus GLM's turn and tool-call
     boundaries, which end a reply as surely as <|endoftext|>."""
     ids: list[int] = []
-    gen = _optional_json(src / "generation_config.json")
+    gen = _optional_json(src, "generation_config.json")
     for value in (cfg.get("eos_token_id"), gen.get("eos_token_id")):
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and v not in ids:
                 ids.append(v)
-    vocab = read_json(src / "tokenizer.json").get("added_tokens") or []
+    vocab = read_json(model_file(src, "tokenizer.json")).get("added_tokens") or []
     by_text = {t.get("content"): t.get("id") for t in vocab if isinstance(t, dict)}
     for text in GLM_STOP_TOKENS:
         tid = by_text.get(text)
@@ -67,7 +74,7 @@ def stop_token_ids(src: Path, cfg: Config) -> list[int]:
 
 def genai_config(src: Path, cfg: Config, spec: ModelSpec, eos: list[int]) -> dict[str, Any]:
     """onnxruntime-genai's decoder config (its parser rejects unknown keys: add none)."""
-    gen = _optional_json(src / "generation_config.json")
+    gen = _optional_json(src, "generation_config.json")
     pad = cfg.get("pad_token_id", default=gen.get("pad_token_id"))
     pad = pad if isinstance(pad, int) else (eos[0] if eos else 0)
     bos = cfg.get("bos_token_id", default=gen.get("bos_token_id"))
@@ -113,10 +120,10 @@ def genai_config(src: Path, cfg: Config, spec: ModelSpec, eos: list[int]) -> dic
             "num_return_sequences": 1,
             # GroupQueryAttention updates one preallocated cache in place.
             "past_present_share_buffer": True,
-            "repetition_penalty": float(gen.get("repetition_penalty", 1.0)),
-            "temperature": float(gen.get("temperature", 1.0)),
-            "top_k": int(gen.get("top_k", 50)),
-            "top_p": float(gen.get("top_p", 1.0)),
+            "repetition_penalty": _number(gen, "repetition_penalty", 1.0),
+            "temperature": _number(gen, "temperature", 1.0),
+            "top_k": int(_number(gen, "top_k", 50)),
+            "top_p": _number(gen, "top_p", 1.0),
         },
     }
 
@@ -125,21 +132,24 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _optional_json(path: Path) -> dict[str, Any]:
+def _number(gen: dict[str, Any], key: str, default: float) -> float:
+    """A sampling default from generation_config.json; anything but a finite number is ignored."""
+    value = gen.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return default
+
+
+def _optional_json(src: Path, name: str) -> dict[str, Any]:
+    path = model_file(src, name)
     return read_json(path) if path.is_file() else {}
 
 
 # -- atomic placement -------------------------------------------------------
 
 
-def check_target(out: Path, src: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: is a file; give a folder path for the ONNX model")
-    if not out.parent.is_dir():
-        raise UsageError(f"{out.parent}: output folder does not exist")
-    target, source = out.resolve(), src.resolve()
-    if target == source or target in source.parents:
-        raise UsageError(f"{out}: would replace the input checkpoint folder")
+def check_target(out: Path, src: Path, shards: Iterable[Path] = ()) -> None:
+    output.check_output(out, src, folder=True, also=shards)
     if out.is_dir() and any(out.iterdir()) and not _is_model_folder(out):
         raise UsageError(
             f"{out}: exists and is not an ONNX model folder; refusing to replace its contents"
@@ -164,7 +174,11 @@ def place(tmp: Path, out: Path) -> None:
         return
     old = out.parent / f".{out.name}{_OLD_MARK}{os.getpid()}"
     os.rename(out, old)
-    os.rename(tmp, out)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)  # the earlier model stays where it was
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

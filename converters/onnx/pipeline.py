@@ -17,6 +17,7 @@ import onnx
 from edgeglm import __version__
 from edgeglm.backends.onnx import check_external_data
 from edgeglm.checkpoint.hf import HFCheckpoint, resolve_checkpoint
+from edgeglm.converters.consistency import check_checkpoint
 from edgeglm.converters.onnx.base import Family, Progress
 from edgeglm.converters.onnx.graph import GraphBuilder, TensorStore
 from edgeglm.converters.onnx.package import (
@@ -35,6 +36,7 @@ from edgeglm.converters.onnx.quant import Precision, WeightFormat, precision
 from edgeglm.converters.onnx.registry import family_for
 from edgeglm.converters.output import ConvertResult, sha256_file
 from edgeglm.errors import ConversionError, InsufficientDiskError
+from edgeglm.fileio import write_error
 
 # Above this the weights go to an external data file: a protobuf message
 # cannot exceed 2 GiB, and the estimate below is an upper bound.
@@ -66,8 +68,12 @@ def convert(
     root = resolve_checkpoint(str(src))
     ckpt = HFCheckpoint(root)
     try:
-        check_target(out_dir, root)
-        fam = family_for(ckpt.architecture)(ckpt, prec, progress)
+        check_target(out_dir, root, ckpt.files)
+        family = family_for(ckpt.architecture)
+        # Config against checkpoint first, as the GGUF converter does: the graph
+        # builder would otherwise loop over whatever layer count the config claims.
+        check_checkpoint(ckpt)
+        fam = family(ckpt, prec, progress)
         need = estimate_bytes(fam, prec)
         free = shutil.disk_usage(out_dir.parent).free
         if free < need + (16 << 20):
@@ -76,12 +82,16 @@ def convert(
                 f"the ONNX model may need {need / 2**30:.2f} GiB"
             )
         external = need > EXTERNAL_ABOVE
-        tmp = temp_folder(out_dir)
+        tmp: Path | None = None
         try:
+            tmp = temp_folder(out_dir)
             g = _write_folder(fam, prec, root, tmp, external)
             place(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):  # full disk: exit 5; unwritable place: exit 2
+                raise write_error(e, out_dir) from e
             raise
     finally:
         ckpt.close()

@@ -19,7 +19,7 @@ import functools
 import json
 import time
 from collections.abc import Generator, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from edgeglm.backends.base import Capabilities, Chunk, Completion, SamplingParam
 from edgeglm.backends.sampling import Sampler, check_params
 from edgeglm.backends.text import StopStrings, TokenText
 from edgeglm.errors import BackendError, EdgeGLMError, UsageError
+from edgeglm.fileio import contained
 from edgeglm.hardware import usable_threads
 from edgeglm.hardware.runtimes import probe_onnxruntime
 
@@ -51,20 +52,8 @@ def check_external_data(
             continue
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
-        posix, win = PurePosixPath(loc), PureWindowsPath(loc)
-        if not loc or posix.is_absolute() or win.is_absolute() or win.drive or "\\" in loc:
-            raise error(
-                f"{base_dir}: tensor {t.name!r}: external data path {loc!r} is not relative"
-            )
-        if ".." in posix.parts:
-            raise error(
-                f"{base_dir}: tensor {t.name!r}: external data path {loc!r} leaves the folder"
-            )
-        path = base_dir
-        for part in posix.parts:
-            path = path / part
-            if path.is_symlink():
-                raise error(f"{base_dir}: tensor {t.name!r}: external data {loc!r} is a symlink")
+        path = contained(base_dir, loc, what=f"{base_dir}: tensor {t.name!r}: external data",
+                         error=error)  # fmt: skip
         if not path.is_file():
             raise error(f"{base_dir}: tensor {t.name!r}: external data file {loc!r} is missing")
         try:
@@ -105,11 +94,10 @@ def load_model_folder(path: Path) -> tuple[Path, dict[str, Any]]:
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BackendError(f"{cfg_path}: unreadable genai config ({e!r})") from e
-    if PurePosixPath(filename).name != filename or filename in ("", ".", ".."):
-        raise BackendError(f"{cfg_path}: decoder filename {filename!r} is not a plain file name")
-    model_file = folder / filename
-    if model_file.is_symlink() or not model_file.is_file():
-        raise BackendError(f"{model_file}: missing (or a symlink)")
+    model_file = contained(folder, filename, what=f"{cfg_path}: decoder filename",
+                           error=BackendError)  # fmt: skip
+    if not model_file.is_file():
+        raise BackendError(f"{model_file}: missing")
     try:
         proto = onnx.load(str(model_file), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, onnx's own: any means "not ONNX"

@@ -11,7 +11,6 @@ tensor costs no RAM until it is touched.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import mmap
 import os
@@ -72,6 +71,7 @@ class SafetensorsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.tensors, self.metadata, self._data_start = _read_header(path)
+        self._end = max((t.start + t.nbytes for t in self.tensors.values()), default=0)
         self._mmap: mmap.mmap | None = None
         self._fd: int | None = None
 
@@ -83,10 +83,15 @@ class SafetensorsFile:
 
     def _buffer(self) -> mmap.mmap:
         if self._mmap is None:
-            with open(self.path, "rb") as f:
-                # An empty data section cannot be mapped; such files hold only
-                # zero-sized tensors, which never reach here.
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                with open(self.path, "rb") as f:
+                    # An empty data section cannot be mapped; such files hold only
+                    # zero-sized tensors, which never reach here.
+                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"{self.path}: cannot read: {e}") from e
+            if len(self._mmap) < self._end:
+                raise CheckpointError(f"{self.path}: the file shrank after it was opened")
         return self._mmap
 
     def raw(self, name: str) -> npt.NDArray[Any]:
@@ -118,9 +123,13 @@ class SafetensorsFile:
         row = info.shape[-1] if info.shape else 1
         start = info.start + r0 * row * esize
         nbytes = (r1 - r0) * row * esize
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        buf = os.pread(self._fd, nbytes, start)
+        # Reading errors are the checkpoint's, never a write error of the output.
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            buf = os.pread(self._fd, nbytes, start)
+        except OSError as e:
+            raise CheckpointError(f"{self.path}: cannot read: {e.strerror or e}") from e
         if len(buf) != nbytes:
             raise CheckpointError(f"{self.path}: short read in tensor {name!r} (file changed?)")
         arr = np.frombuffer(buf, dtype=np_dtype).reshape(r1 - r0, row)
@@ -139,6 +148,16 @@ class SafetensorsFile:
             self._mmap = None
 
 
+# What the safetensors library accepts, checked the way its Rust reader does
+# (safetensors/src/tensor.rs: read_metadata and Metadata::validate): a header
+# of at most 100 MB of UTF-8 JSON; every tensor a dtype, a shape of
+# non-negative integers and a [begin, end) pair; the ranges, sorted, tile the
+# data section exactly (from 0, no gap, no overlap, nothing after the last);
+# element and byte counts that fit 64 bits. We also refuse a tensor name given
+# twice, which serde would silently resolve to the last one.
+_U64_MAX = 2**64 - 1
+
+
 def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
     try:
         size = path.stat().st_size
@@ -147,59 +166,153 @@ def _read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], int
             if len(head) < 8:
                 raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
             (hlen,) = struct.unpack("<Q", head)
-            if hlen > _MAX_HEADER or 8 + hlen > size:
+            # The length is not echoed: in a file that is not safetensors it is
+            # just the file's first 8 bytes.
+            if hlen > _MAX_HEADER:
                 raise CheckpointError(
-                    f"{path}: truncated or corrupt safetensors header "
-                    f"(header claims {hlen} bytes, file has {size})"
+                    f"{path}: not a safetensors file (its header length field is over 100 MB)"
+                )
+            if 8 + hlen > size:
+                raise CheckpointError(
+                    f"{path}: truncated or corrupt safetensors header (its length field "
+                    f"points past the end of the {size}-byte file)"
                 )
             raw = f.read(hlen)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
+    header = _parse_json(path, raw)
+    data_start = 8 + hlen
+    metadata = _metadata(path, header.pop("__metadata__", None))
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        dtype, shape, begin, end = _entry(path, name, entry)
+        tensors[name] = TensorInfo(name, dtype, shape, data_start + begin, end - begin, path)
+    _check_tiling(path, tensors, data_start, size - data_start)
+    return tensors, metadata, data_start
+
+
+def _short(name: str) -> str:
+    """A tensor name for a message (a hostile header can make one 100 MB long)."""
+    return repr(name if len(name) <= 200 else name[:200] + "…")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _no_constants(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from e
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # The offending byte is not echoed: the file may not be ours to show.
+        raise CheckpointError(
+            f"{path}: safetensors header is not UTF-8 text (at byte {8 + e.start})"
+        ) from None
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except _DuplicateKey as e:
+        raise CheckpointError(f"{path}: safetensors header names {_short(str(e))} twice") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{path}: safetensors header is not valid JSON ({e.msg} at line {e.lineno} "
+            f"column {e.colno})"
+        ) from None
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header is not a JSON object")
+    return header
 
-    data_start = 8 + hlen
-    data_size = size - data_start
-    metadata = header.pop("__metadata__", None) or {}
-    tensors: dict[str, TensorInfo] = {}
-    spans: list[tuple[int, int, str]] = []
-    for name, entry in header.items():
-        try:
-            dtype = entry["dtype"]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: malformed header entry for tensor {name!r}") from e
-        if dtype not in _DTYPES:
+
+def _metadata(path: Path, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise CheckpointError(f"{path}: __metadata__ is not an object of strings")
+    return value
+
+
+def _is_u64(x: Any) -> bool:
+    return type(x) is int and 0 <= x <= _U64_MAX
+
+
+def _entry(path: Path, name: str, entry: Any) -> tuple[str, tuple[int, ...], int, int]:
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: header entry for tensor {_short(name)} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise CheckpointError(f"{path}: tensor {_short(name)} has no dtype")
+    if dtype not in _DTYPES:
+        raise CheckpointError(
+            f"{path}: tensor {_short(name)} has dtype {dtype[:20]!r}, which EdgeGLM cannot "
+            f"read (supported: {', '.join(_DTYPES)})"
+        )
+    if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
+        raise CheckpointError(
+            f"{path}: tensor {_short(name)}: shape is not a list of non-negative integers"
+        )
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_u64, offsets)):
+        raise CheckpointError(
+            f"{path}: tensor {_short(name)}: data_offsets is not a pair of offsets"
+        )
+    begin, end = offsets
+    if end < begin:
+        raise CheckpointError(f"{path}: tensor {_short(name)} ends before it begins")
+    numel = 1
+    for d in shape:
+        numel *= d
+    nbytes = numel * _DTYPES[dtype][1]
+    if numel > _U64_MAX or nbytes > _U64_MAX:
+        raise CheckpointError(
+            f"{path}: tensor {_short(name)}: shape {shape} overflows 64-bit sizes"
+        )
+    if nbytes != end - begin:
+        raise CheckpointError(
+            f"{path}: tensor {_short(name)} has inconsistent shape {shape} and byte "
+            f"range [{begin}, {end}) for dtype {dtype}"
+        )
+    return dtype, tuple(shape), begin, end
+
+
+def _check_tiling(
+    path: Path, tensors: dict[str, TensorInfo], data_start: int, data_size: int
+) -> None:
+    """Sorted by offset, the tensors must cover the data section exactly."""
+    spans = sorted((t.start - data_start, t.start - data_start + t.nbytes, t.name)
+                   for t in tensors.values())  # fmt: skip
+    at, prev = 0, None
+    for begin, end, name in spans:
+        if begin < at:
             raise CheckpointError(
-                f"{path}: tensor {name!r} has dtype {dtype}, which EdgeGLM cannot read "
-                f"(supported: {', '.join(_DTYPES)})"
+                f"{path}: tensors {_short(prev or '')} and {_short(name)} overlap in the file"
             )
-        info = TensorInfo(name, dtype, shape, data_start + begin, end - begin, path)
-        if (
-            any(d < 0 for d in shape)
-            or end < begin
-            or info.nbytes != info.numel * _DTYPES[dtype][1]
-        ):
+        if begin > at:
+            where = f"after tensor {_short(prev)}" if prev else "before the first tensor"
             raise CheckpointError(
-                f"{path}: tensor {name!r} has inconsistent shape {list(shape)} "
-                f"and byte range [{begin}, {end}) for dtype {dtype}"
+                f"{path}: {begin - at} unused bytes {where} (at byte {at} of the data "
+                "section); safetensors data must be contiguous"
             )
         if end > data_size:
             raise CheckpointError(
-                f"{path}: truncated: tensor {name!r} ends at byte {end} of the data "
+                f"{path}: truncated: tensor {_short(name)} ends at byte {end} of the data "
                 f"section, but the file holds only {data_size} bytes of data"
             )
-        tensors[name] = info
-        spans.append((begin, end, name))
-    spans.sort()
-    for (_, e1, n1), (b2, _, n2) in itertools.pairwise(spans):
-        if b2 < e1:
-            raise CheckpointError(f"{path}: tensors {n1!r} and {n2!r} overlap in the file")
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{path}: __metadata__ is not a JSON object")
-    return tensors, {str(k): str(v) for k, v in metadata.items()}, data_start
+        at, prev = end, name
+    if at != data_size:
+        raise CheckpointError(
+            f"{path}: {data_size - at} trailing bytes after the last tensor; "
+            "safetensors data must end where the last tensor does"
+        )

@@ -62,6 +62,7 @@ def convert(
 
     from edgeglm.checkpoint.hf import resolve_checkpoint
     from edgeglm.converters.gguf.imatrix import read_imatrix
+    from edgeglm.converters.output import check_output
 
     _sigterm_as_interrupt()
     try:
@@ -77,6 +78,10 @@ def convert(
         quant = quant or ("Q4_K_M" if fmt == "gguf" else "int4")
         if imatrix is not None and calibrate is not None:
             raise UsageError("give --imatrix or --calibrate, not both")
+        # The output must not be any input; the converters check the checkpoint's
+        # own files again, this adds the imatrix and calibration text.
+        check_output(output, resolve_checkpoint(src), folder=fmt == "onnx",
+                     also=(imatrix, calibrate))  # fmt: skip
         im = read_imatrix(imatrix) if imatrix is not None else None
         if calibrate is not None:
             from edgeglm.converters.gguf.calibrate import calibrate as run_calibration

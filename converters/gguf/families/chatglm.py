@@ -33,6 +33,27 @@ class ChatGLM(Family):
         "transformer.encoder.layers.{bid}.mlp.dense_4h_to_h.weight": "blk.{bid}.ffn_down.weight",
     }
     ignored_suffixes: ClassVar[tuple[str, ...]] = ("rotary_pos_emb.inv_freq",)
+    block_prefix = "transformer.encoder.layers."
+
+    def required_tensors(self) -> list[str]:
+        # ChatGLMConfig's defaults: no qkv bias, a final norm.
+        c = self.cfg
+        names = ["transformer.embedding.word_embeddings.weight"]
+        if c.get("post_layer_norm", default=True):
+            names.append("transformer.encoder.final_layernorm.weight")
+        names.append("transformer.output_layer.weight")
+        parts = [
+            "input_layernorm.weight",
+            "self_attention.query_key_value.weight",
+            *(["self_attention.query_key_value.bias"] if c.get("add_qkv_bias") else []),
+            "self_attention.dense.weight",
+            "post_attention_layernorm.weight",
+            "mlp.dense_h_to_4h.weight",
+            "mlp.dense_4h_to_h.weight",
+        ]
+        for i in range(self.n_layer):
+            names += [f"{self.block_prefix}{i}.{part}" for part in parts]
+        return names
 
     @property
     def n_head_kv(self) -> int:

@@ -64,6 +64,7 @@ class MoEFamily(Family):
     """Shared by the GLM MoE families: expert stacking, NextN blocks, MoE keys."""
 
     f32_suffixes: ClassVar[tuple[str, ...]] = ("ffn_gate_inp.weight", "exp_probs_b.bias")
+    has_nextn_blocks = True
 
     @property
     def n_nextn(self) -> int:
@@ -129,11 +130,18 @@ class MoEFamily(Family):
         emitted.add(key)
         if proj not in _EXPERT_TARGETS:
             raise CheckpointError(f"{self.ckpt.root}: unexpected expert tensor {hf_name!r}")
-        group = experts[key]
-        if sorted(group) != list(range(self.n_expert)):
+        group = experts.get(key, {})
+        for e in range(self.n_expert):
+            if e not in group:
+                raise CheckpointError(
+                    f"{self.ckpt.root}: tensor 'model.layers.{block}.mlp.experts.{e}.{proj}"
+                    f".weight' is missing; config n_routed_experts={self.n_expert}"
+                )
+        if len(group) != self.n_expert:
+            extra = max(group)
             raise CheckpointError(
-                f"{self.ckpt.root}: block {block} has {len(group)} {proj} experts, "
-                f"config n_routed_experts={self.n_expert}"
+                f"{self.ckpt.root}: block {block} has {proj} expert {extra}, but config "
+                f"n_routed_experts={self.n_expert}"
             )
         names = [group[e] for e in range(self.n_expert)]
         yield stack_experts(self, names, f"blk.{block}.{_EXPERT_TARGETS[proj]}.weight")

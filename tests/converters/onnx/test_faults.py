@@ -193,8 +193,8 @@ def _relocate(folder: Path, location: str) -> None:
     [
         ("/etc/passwd", "is not relative"),
         ("C:\\\\weights.bin", "is not relative"),
-        ("../model.onnx.data", "leaves the folder"),
-        ("sub/../../x.data", "leaves the folder"),
+        ("../model.onnx.data", "leaves"),
+        ("sub/../../x.data", "leaves"),
         ("nowhere.data", "is missing"),
     ],
 )
@@ -211,7 +211,7 @@ def test_external_data_symlinks_and_truncation(external: Path, tmp_path: Path) -
     elsewhere = tmp_path / "elsewhere.data"
     shutil.move(data, elsewhere)
     data.symlink_to(elsewhere)
-    with pytest.raises(BackendError, match="is a symlink"):
+    with pytest.raises(BackendError, match="symlink"):
         OnnxModel(external)
     data.unlink()
     data.write_bytes(elsewhere.read_bytes()[:1000])
@@ -224,7 +224,7 @@ def test_external_data_is_checked_on_save(external: Path) -> None:
     check_external_data(model, external, error=ConversionError)  # what convert() runs
     _relocate(external, "../escape.data")
     model = onnx.load(str(external / "model.onnx"), load_external_data=False)
-    with pytest.raises(ConversionError, match="leaves the folder"):
+    with pytest.raises(ConversionError, match="leaves"):
         check_external_data(model, external, error=ConversionError)
 
 
