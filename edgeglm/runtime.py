@@ -40,14 +40,18 @@ class Artifact:
 
 def resolve(ref: str | None) -> Artifact:
     """What ``ref`` names. A GGUF (by suffix or by magic) passes every header
-    check before it is returned; a file or folder EdgeGLM cannot read is a
+    and metadata check before it is returned; a file or folder EdgeGLM cannot read is a
     CheckpointError (exit 4), a path that does not exist ModelNotFoundError (3)."""
     if ref is None:
         return Artifact("hf", default_model())
     p = Path(ref).expanduser()
     if p.is_file():
         if p.suffix.lower() == ".gguf" or is_gguf(p):
-            read_gguf(p)
+            from edgeglm.planner.sources import open_model
+
+            # The header, and its metadata against its tensors, exactly as
+            # `plan` checks them: every command refuses the same files.
+            open_model(str(p))
             return Artifact("gguf", p)
         raise CheckpointError(
             f"{p}: not a GGUF file (expected a .gguf, an ONNX folder or a model folder)"
@@ -266,12 +270,10 @@ def open_backend(
             check_n_ctx(n_ctx, _n_ctx_train(art))
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
-    if n_ctx is not None and art.kind == "hf":
-        check_n_ctx(n_ctx, _n_ctx_train(art))  # before converting it
+    if n_ctx is not None:
+        check_n_ctx(n_ctx, _n_ctx_train(art))  # before converting or loading anything
     path = ensure_gguf(art.path, quant) if art.kind == "hf" else art.path
     verify_gguf(path)
-    if n_ctx is not None and art.kind == "gguf":
-        check_n_ctx(n_ctx, _n_ctx_train(art))  # once llama.cpp has read it in a child
     from edgeglm.backends.llamacpp import LlamaCppModel
 
     settings = planned_settings(path) if use_plan else {}

@@ -5,8 +5,11 @@ kernels crash outright; either kills the whole Python process. Loading an
 untrusted file first in a child turns that into a BackendError the CLI (or a
 server, or the TUI) can report.
 
-An unexpected Python exception in the child is reported in one line (its type
-and message); its traceback goes to the ``edgeglm`` logger at debug level,
+The child's stderr goes to a temporary file rather than the terminal: native
+code writes there (ggml's ``GGML_ASSERT(...) failed``), and a crash is
+reported as one line that carries that last native message. An unexpected
+Python exception in the child is reported in one line too (its type and
+message); its traceback goes to the ``edgeglm`` logger at debug level,
 to stderr when ``EDGEGLM_DEBUG=1``, and rides along as the error's
 ``__cause__`` (a ``ChildTraceback``) for code that wants it.
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -35,7 +40,15 @@ class ChildTraceback(Exception):
     """The traceback of an exception raised in a child process, as text."""
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(
+    conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...], stderr_path: str | None
+) -> None:
+    if stderr_path is not None:
+        fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 2)
+        os.close(fd)
+        # ggml's abort handler would also attach gdb for a native backtrace.
+        os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     try:
         conn.send(("ok", fn(*args)))
     except EdgeGLMError as e:
@@ -58,23 +71,30 @@ def run_isolated(
     """``fn(*args)`` in a fresh spawned process; arguments and result must pickle."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
-    proc.start()
-    child.close()
+    debug = os.environ.get("EDGEGLM_DEBUG") == "1"
+    log_fd, log_path = (None, None) if debug else tempfile.mkstemp(prefix="edgeglm-child-")
+    proc = ctx.Process(target=_child, args=(child, fn, args, log_path), daemon=True)
     try:
+        proc.start()
+        child.close()
         if not parent.poll(timeout):
             raise BackendError(f"{what} did not finish within {timeout} s")
         status, payload = parent.recv()
     except EOFError:
         proc.join()
+        native = f": {line}" if (line := _last_native_line(log_fd)) else ""
         raise BackendError(
-            f"{what} crashed{_describe(proc.exitcode)}; the model is unusable here"
+            f"{what} crashed{_describe(proc.exitcode)}{native}; the model is unusable here"
         ) from None
     finally:
         if proc.is_alive():
             proc.kill()
-        proc.join()
+        if proc.pid is not None:
+            proc.join()
         parent.close()
+        if log_fd is not None and log_path is not None:
+            os.close(log_fd)
+            os.unlink(log_path)
     if status == "ok":
         return payload  # type: ignore[no-any-return]
     if status == "error":
@@ -84,6 +104,20 @@ def run_isolated(
     if os.environ.get("EDGEGLM_DEBUG") == "1":
         sys.stderr.write(f"{what} failed in a child process:\n{child_tb}")
     raise BackendError(f"{what} failed in a child process: {summary}") from ChildTraceback(child_tb)
+
+
+def _last_native_line(fd: int | None) -> str:
+    """The last line native code wrote to the child's stderr, shortened: a
+    source path becomes its file name."""
+    if fd is None:
+        return ""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, 4096, max(0, size - 4096)).decode("utf-8", "replace")
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = re.sub(r"\S*/([^/\s]+:\d+:)", r"\1", lines[-1])
+    return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
 
 
 def _describe(exitcode: int | None) -> str:

@@ -8,12 +8,59 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from edgeglm.errors import EdgeGLMError, ExitCode
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def _error_line(message: str) -> None:
+    # Messages quote paths and model text: "[...]" in them is not markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+class _OneLineErrors(TyperGroup):
+    """Click's usage errors (a flag that does not parse, an unknown option or
+    command) as one ``error:`` line with exit 2, like every other mistake,
+    instead of a framed usage box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        call = (args, prog_name, complete_var, False, windows_expand_args)
+        if not standalone_mode:
+            return super().main(*call, **extra)
+        try:
+            rv = super().main(*call, **extra)
+        except typer.TyperException as e:  # typer's (vendored) click errors
+            if type(e).__name__ == "NoArgsIsHelpError":  # `edgeglm` alone: the help
+                sys.exit(int(ExitCode.USAGE))  # typer has printed it already
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _error_line(e.format_message() + hint)
+            sys.exit(int(getattr(e, "exit_code", ExitCode.USAGE)))
+        except typer.Abort:
+            err.print("interrupted")
+            sys.exit(int(ExitCode.INTERRUPTED))
+        if rv == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into this code
+            err.print("interrupted")
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="edgeglm",
@@ -21,13 +68,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
 
 
 def _fail(e: EdgeGLMError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    _error_line(str(e))
     raise typer.Exit(int(e.exit_code))
 
 
@@ -37,7 +83,8 @@ def _sigterm_as_interrupt() -> None:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is threading.main_thread():  # only there can it be set
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _register() -> None:

@@ -88,8 +88,9 @@ def plan(
         _plan_onnx(Path(model), hardware, ctx, as_json)
         return
     try:
+        source = open_model(model)  # a bad model fails before the machine is probed
         hw = _machine(hardware)
-        result = make_plan(open_model(model), hw, ctx=ctx, quant=quant)
+        result = make_plan(source, hw, ctx=ctx, quant=quant)
     except EdgeGLMError as e:
         _fail(e)
     if as_json:

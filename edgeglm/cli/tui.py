@@ -19,12 +19,19 @@ def _open_app(model: str | None) -> None:
     """A model that cannot be found or read is refused here, with its exit code,
     before the full-screen app takes the terminal."""
     from edgeglm.checkpoint.hf import HFCheckpoint
-    from edgeglm.runtime import resolve
+    from edgeglm.converters.consistency import check_checkpoint
+    from edgeglm.runtime import resolve, verify_gguf
 
     try:
         art = resolve(model)
-        if art.kind == "hf":  # headers and shards only: no tensor is read
-            HFCheckpoint(art.path).close()
+        if art.kind == "gguf":  # loaded in a child once per content, as run does
+            verify_gguf(art.path)
+        elif art.kind == "hf":  # headers, shards and config: no tensor is read
+            ckpt = HFCheckpoint(art.path)
+            try:
+                check_checkpoint(ckpt)
+            finally:
+                ckpt.close()
     except EdgeGLMError as e:
         _fail(e)
     from edgeglm.tui.app import run_app

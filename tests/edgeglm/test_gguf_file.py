@@ -99,13 +99,18 @@ def test_llama_cpp_refuses_every_case_the_reader_refuses(
 def test_a_file_llama_cpp_aborts_on_passes_the_header_checks(
     corpus: tuple[Path, dict[str, Path]],
 ) -> None:
-    """The other side: header checks cannot catch everything, so loads stay in a child."""
+    """The other side: header and metadata checks cannot catch everything, so
+    every GGUF is first loaded and run in a child (runtime's probe)."""
+    from edgeglm.planner.sources import open_model
+    from edgeglm.runtime import _probe
+
     folder, _ = corpus
     bad = build_llama_abort_case(folder)
     assert bad.stat().st_size == build_gguf_base(folder).stat().st_size
     read_gguf(bad)
-    with pytest.raises(BackendError, match="SIGABRT"):
-        run_isolated(llama_loads, [str(bad)])
+    open_model(str(bad))  # the metadata agrees with the tensors
+    with pytest.raises(BackendError, match=r"SIGABRT\): ops.cpp:\d+: GGML_ASSERT"):
+        run_isolated(_probe, str(bad))
 
 
 def test_absurd_counts_cost_neither_memory_nor_loops(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import HF_FIXTURES
+from malformed.gguf_cases import build_gguf_base
 
 from edgeglm.errors import CheckpointError, ModelNotFoundError
 from edgeglm.runtime import Artifact, ensure_gguf, resolve, verify_gguf
@@ -17,18 +18,13 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEGLM_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _empty_gguf(path: Path) -> Path:
-    """The smallest valid GGUF: version 3, no tensors, no keys."""
-    path.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
-    return path
-
-
 def test_resolve_kinds(tmp_path: Path) -> None:
     assert resolve(str(HF_FIXTURES / "glm4")) == Artifact("hf", HF_FIXTURES / "glm4")
     assert resolve(None).kind == "hf"  # the bundled demo model
-    gguf = _empty_gguf(tmp_path / "m.gguf")
+    gguf = build_gguf_base(tmp_path)
     assert resolve(str(gguf)) == Artifact("gguf", gguf)
-    by_magic = _empty_gguf(tmp_path / "model.bin")
+    by_magic = tmp_path / "model.bin"
+    shutil.copyfile(gguf, by_magic)
     assert resolve(str(by_magic)) == Artifact("gguf", by_magic)
     onnx = tmp_path / "onnx"
     onnx.mkdir()

@@ -60,6 +60,10 @@ _RUN: dict[str, tuple[tuple[Arg, ...], str]] = {
     "prompt_not_utf8": (("-p", b"caf\xe9 \xff"), "not valid UTF-8"),
     "system_not_utf8": (("--system", b"\xc3\x28"), "not valid UTF-8"),
     "backend_unknown": (("--backend", "tensorrt"), "unknown backend"),
+    # Values the command line itself cannot parse: the same one line.
+    "temperature_not_a_number": (("--temp", "abc"), "--temp"),
+    "max_tokens_not_an_integer": (("-n", "1.5"), "-n"),
+    "option_unknown": (("--temperature", "1"), "No such option"),
 }
 
 

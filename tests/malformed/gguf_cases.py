@@ -13,11 +13,11 @@ Every case is a file llama.cpp refuses to load and EdgeGLM must refuse with
 exit 4 (CheckpointError) before anything is loaded. ``GGUF_CASE_REASONS``
 gives, per case, words the refusal's message contains.
 
-``build_llama_abort_case`` is the other kind: a GGUF every header check
-accepts, but whose metadata makes llama.cpp's model loader abort the
-process (GGML_ASSERT on the expert counts), with the same size as the base
-file, so it can overwrite a verified one in place. Commands must report it
-as a backend failure (exit 6), never die with it.
+``build_llama_abort_case`` is the other kind: a GGUF every header and
+metadata check accepts, but which makes llama.cpp abort the process on its
+first decode (GGML_ASSERT in rope), with the same size as the base file, so
+it can overwrite a verified one in place. Commands must report it as a
+backend failure (exit 6), never die with it.
 
 The base file is parsed here with gguf-py's reader, not EdgeGLM's, so the
 corpus does not depend on the reader it tests.
@@ -401,16 +401,18 @@ def build_gguf_metadata_cases(folder: Path) -> dict[str, Path]:
 
 
 def llama_abort_bytes(base: bytes) -> bytes:
-    """``base`` with general.file_type renamed to ARCH.expert_count (same length for
-    glm4): a dense model claiming experts but routing none, which llama.cpp's
-    hparams loading asserts on (GGML_ASSERT(n_expert_used_max > 0): SIGABRT)."""
-    old, new = b"general.file_type", b"glm4.expert_count"
-    assert len(old) == len(new) and base.count(_string(old)) == 1
-    return base.replace(_string(old), _string(new))
+    """``base`` (a glm4 GGUF) with an odd rope.dimension_count, same size: every
+    header and metadata check passes and llama.cpp loads it, then its first
+    decode asserts (GGML_ASSERT(n_dims % 2 == 0) in ggml's rope: SIGABRT).
+    Only loading it in a child can tell."""
+    key = _string(b"glm4.rope.dimension_count") + _I32.pack(4)  # GGUF type UINT32
+    at = base.index(key) + len(key)
+    assert base.count(key) == 1 and _U32.unpack_from(base, at)[0] % 2 == 0
+    return base[:at] + _U32.pack(3) + base[at + 4 :]
 
 
 def build_llama_abort_case(folder: Path) -> Path:
-    """A GGUF that passes every header check and makes llama.cpp abort; same
+    """A GGUF that passes every header and metadata check and makes llama.cpp abort; same
     size as ``build_gguf_base``'s file."""
     base = build_gguf_base(folder)
     out = folder / "llama_abort.gguf"
