@@ -11,7 +11,8 @@ the first thing that is wrong:
 - tensors: every tensor the config implies must be present (the family's
   ``required_tensors``: transformers' layout, and for NextN/MTP blocks what
   llama.cpp loads), the first missing one named;
-- dtypes: every tensor a converter reads is float32, float16 or bfloat16.
+- dtypes: every tensor a converter reads is float32, float16 or bfloat16;
+- context: the trained context length is a sane whole number.
 
 The families' knowledge (layouts, block names, NextN blocks) lives on the
 GGUF family classes, which cover every architecture the ONNX converter does.
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 # Float weights; GLM checkpoints hold nothing else a converter reads.
 FLOAT_DTYPES = ("F32", "F16", "BF16")
+# 16 Mi tokens: far past any GLM (GLM-4.x: 128 Ki, GLM-5: 200 Ki).
+MAX_CONTEXT = 1 << 24
 
 
 def check_checkpoint(ckpt: HFCheckpoint) -> None:
@@ -41,6 +44,7 @@ def check_checkpoint(ckpt: HFCheckpoint) -> None:
 
 def check_family(fam: Family) -> None:
     _check_blocks(fam)
+    _check_context(fam)
     root = fam.ckpt.root
     for name in fam.required_tensors():
         if name not in fam.ckpt:
@@ -57,6 +61,19 @@ def check_family(fam: Family) -> None:
                 f"{info.path}: tensor {name!r} is stored as {info.dtype}; "
                 f"{fam.hf_architectures[0]} weights must be F32, F16 or BF16"
             )
+
+
+def _check_context(fam: Family) -> None:
+    """The trained context is the one size no tensor witnesses; the ONNX
+    rotary tables and the GGUF's u32 field are sized from it."""
+    n = fam.cfg.get("max_position_embeddings", "seq_length")
+    if n is None:
+        return  # families that need it ask for it (Config.need) and say so
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CONTEXT:
+        raise CheckpointError(
+            f"{fam.cfg.where}: max_position_embeddings is {n!r}; "
+            f"expected a whole number from 1 to {MAX_CONTEXT}"
+        )
 
 
 def _check_blocks(fam: Family) -> None:

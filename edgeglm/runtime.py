@@ -10,11 +10,12 @@ process on some malformed models.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -86,23 +87,34 @@ def ensure_gguf(hf_folder: Path, quant: str = DEFAULT_QUANT) -> Path:
     """The GGUF of a Hugging Face checkpoint, converting it on first use."""
     from edgeglm.converters.gguf.convert import convert
 
-    out_dir = cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{quant.upper()}.gguf"
-    if not out.exists():
-        convert(hf_folder, out, quant)
-    return out
+    return _cached_artifact(
+        hf_folder, f"{quant.upper()}.gguf", lambda out: convert(hf_folder, out, quant)
+    )
 
 
 def ensure_onnx(hf_folder: Path, quant: str = "int4") -> Path:
     """The ONNX folder of a Hugging Face checkpoint, converting it on first use."""
     from edgeglm.converters.onnx import convert
 
+    return _cached_artifact(
+        hf_folder, f"onnx-{quant.lower()}", lambda out: convert(hf_folder, out, quant)
+    )
+
+
+def _cached_artifact(hf_folder: Path, name: str, make: Callable[[Path], object]) -> Path:
+    """``artifacts/<model>-<fingerprint>/<name>`` in the cache, made by ``make`` if
+    missing; a failed conversion leaves no empty folder behind."""
     out_dir = cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}"
+    out = out_dir / name
+    if out.exists():
+        return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"onnx-{quant.lower()}"
-    if not out.exists():
-        convert(hf_folder, out, quant)
+    try:
+        make(out)
+    except BaseException:
+        with contextlib.suppress(OSError):  # only if empty: other artifacts stay
+            out_dir.rmdir()
+        raise
     return out
 
 

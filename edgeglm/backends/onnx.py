@@ -234,8 +234,6 @@ class OnnxModel:
         check_params(params)
         self._check_length(len(prompt))
         timings = Timings(prompt_tokens=len(prompt))
-        if params.max_tokens == 0:
-            return Completion("", [], "length", timings)
         sampler = Sampler(params)
         words, stops = TokenText(self.detokenize), StopStrings(params.stop)
         capacity = min(self.context_length, len(prompt) + params.max_tokens)

@@ -78,6 +78,9 @@ def convert(
         quant = quant or ("Q4_K_M" if fmt == "gguf" else "int4")
         if imatrix is not None and calibrate is not None:
             raise UsageError("give --imatrix or --calibrate, not both")
+        for flag, given in (("--imatrix", imatrix), ("--calibrate", calibrate)):
+            if given is not None and not given.is_file():
+                raise UsageError(f"{flag} {given}: no such file")
         # The output must not be any input; the converters check the checkpoint's
         # own files again, this adds the imatrix and calibration text.
         check_output(output, resolve_checkpoint(src), folder=fmt == "onnx",

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeglm.errors import ModelNotFoundError, UsageError
+from edgeglm.errors import CheckpointError
+from edgeglm.fileio import contained
 from edgeglm.hardware import HardwareProfile
 
 MiB = 1 << 20
@@ -87,22 +88,34 @@ def is_onnx_folder(path: Path) -> bool:
 def _kv_itemsize(model_file: Path) -> int:
     import onnx
 
-    m = onnx.load(str(model_file), load_external_data=False)
+    try:
+        m = onnx.load(str(model_file), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: a file we cannot read
+        raise CheckpointError(f"{model_file}: not a readable ONNX model ({e})") from e
     for inp in m.graph.input:
         if inp.name.startswith("past_key_values."):
             return 2 if inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 4
-    raise UsageError(f"{model_file}: no past_key_values inputs; not an EdgeGLM/genai export")
+    raise CheckpointError(f"{model_file}: no past_key_values inputs; not an EdgeGLM/genai export")
 
 
 def onnx_memory(folder: Path, n_ctx: int) -> OnnxMemory:
+    where = folder / "genai_config.json"
     try:
-        cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        cfg = json.loads(where.read_text(encoding="utf-8"))["model"]
         dec = cfg["decoder"]
-        n_layer, n_kv, head = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
-        vocab = cfg["vocab_size"]
-        model_file = folder / dec["filename"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelNotFoundError(f"{folder}: unreadable genai_config.json ({e})") from e
+        sizes = [dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]]
+        sizes.append(cfg["vocab_size"])
+        filename = dec["filename"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: unreadable ({e})") from e
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        raise CheckpointError(f"{where}: decoder sizes must be positive integers, got {sizes}")
+    if not isinstance(filename, str):
+        raise CheckpointError(f"{where}: decoder filename must be a string")
+    n_layer, n_kv, head, vocab = sizes
+    model_file = contained(folder, filename, what=str(where))
+    if not model_file.is_file():
+        raise CheckpointError(f"{where}: names {filename!r}, which is not in {folder}")
     weights = sum(
         f.stat().st_size
         for f in folder.iterdir()

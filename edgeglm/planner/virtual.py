@@ -19,6 +19,7 @@ from edgeglm.checkpoint.safetensors import TensorInfo
 from edgeglm.converters.gguf.registry import family_for, supported_architectures
 from edgeglm.converters.layout import Dims, Layout, Tensors, mtp_extras
 from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
+from edgeglm.planner.model import LLAMA_MAX_LAYERS
 
 
 def plannable_architectures() -> list[str]:
@@ -46,8 +47,16 @@ def synthesize(cfg: dict[str, Any], *, with_mtp: bool = True) -> Tensors:
     layout = layout_for(architecture_of(cfg))
     d = Dims(cfg)
     vocab, h = d.need("vocab_size"), d.hidden
-    n_layer = int(d.get("num_hidden_layers") or d.need("num_layers"))
+    n_layer = d.get("num_hidden_layers")
+    n_layer = int(n_layer if n_layer is not None else d.need("num_layers"))
     n_mtp = int(d.get("num_nextn_predict_layers", 0)) if layout.mtp and with_mtp else 0
+    # Shapes are listed block by block: an absurd count must be refused, not
+    # expanded (llama.cpp itself loads at most LLAMA_MAX_LAYERS blocks).
+    if not 1 <= n_layer + n_mtp <= LLAMA_MAX_LAYERS or n_mtp < 0:
+        raise CheckpointError(
+            f"config.json describes {n_layer} blocks and {n_mtp} NextN blocks; "
+            f"llama.cpp loads 1 to {LLAMA_MAX_LAYERS}"
+        )
     first_moe = int(d.get("first_k_dense_replace", 0))
     out: Tensors = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
     if not d.get("tie_word_embeddings", False):

@@ -56,6 +56,16 @@ def test_user_mistakes_get_one_line_and_an_exit_code(tmp_path: Path) -> None:
             ExitCode.USAGE,
             "unknown quant type",
         ),
+        (
+            ["convert", str(HF_FIXTURES / "glm4"), "-o", "x.gguf", "--imatrix", "no.dat"],
+            ExitCode.USAGE,
+            "--imatrix no.dat: no such file",
+        ),
+        (
+            ["convert", str(HF_FIXTURES / "glm4"), "-o", "x.gguf", "--calibrate", "no.txt"],
+            ExitCode.USAGE,
+            "--calibrate no.txt: no such file",
+        ),
     ]
     pkl = tmp_path / "pkl"
     pkl.mkdir()
@@ -66,7 +76,7 @@ def test_user_mistakes_get_one_line_and_an_exit_code(tmp_path: Path) -> None:
         r = edgeglm(*args, cwd=tmp_path)
         assert r.returncode == code, (args, r.stderr)
         assert message in r.stderr
-        assert "Traceback" not in r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert r.stdout == ""
     assert not (tmp_path / "x.gguf").exists()
 

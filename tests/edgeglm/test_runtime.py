@@ -10,7 +10,7 @@ from helpers import HF_FIXTURES
 from malformed.gguf_cases import build_gguf_base
 
 from edgeglm.errors import CheckpointError, ModelNotFoundError
-from edgeglm.runtime import Artifact, ensure_gguf, resolve, verify_gguf
+from edgeglm.runtime import Artifact, ensure_gguf, ensure_onnx, resolve, verify_gguf
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +58,19 @@ def test_hf_checkpoints_convert_once_and_reconvert_when_changed(tmp_path: Path) 
     cfg = json.loads((src / "config.json").read_text())
     (src / "config.json").write_text(json.dumps(cfg, indent=1))  # the checkpoint changed
     assert ensure_gguf(src, "Q8_0") != a
+
+
+def test_a_failed_conversion_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    src = tmp_path / "glm4"
+    shutil.copytree(HF_FIXTURES / "glm4", src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] += 1  # a block the checkpoint does not have
+    (src / "config.json").write_text(json.dumps(cfg))
+    for make in (ensure_gguf, ensure_onnx):
+        with pytest.raises(CheckpointError, match="blocks"):
+            make(src)
+    artifacts = tmp_path / "cache" / "artifacts"
+    assert not artifacts.exists() or list(artifacts.iterdir()) == []
 
 
 def test_verified_files_are_remembered_by_content(tmp_path: Path) -> None:

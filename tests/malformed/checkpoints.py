@@ -263,6 +263,7 @@ def build_checkpoint_cases(folder: Path) -> dict[str, Path]:
     _edit_config(case("absurd_layer_count_moe", moe), num_hidden_layers=10**9)
     _edit_config(case("layer_count_is_text"), num_hidden_layers="2")
     _edit_config(case("too_few_layers_in_config"), num_hidden_layers=1)
+    _edit_config(case("absurd_context_length"), max_position_embeddings=10**12)
     (case("config_not_json") / "config.json").write_text("{not json")
     (case("missing_config") / "config.json").unlink()
     return cases

@@ -72,3 +72,47 @@ def test_plan_for_an_onnx_folder(demo_int4: Path) -> None:
     assert d["fits"] and d["memory"]["total"] == sum(
         d["memory"][k] for k in ("weights", "runtime", "kv_cache", "logits", "fixed")
     )
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        ({"filename": "../model.onnx"}, "leaves"),
+        ({"filename": "/etc/passwd"}, "not relative"),
+        ({"filename": "missing.onnx"}, "not in"),
+        ({"head_size": "64"}, "positive integers"),
+        ({"num_hidden_layers": 0}, "positive integers"),
+    ],
+)
+def test_a_broken_genai_config_is_refused_with_exit_4(
+    demo_int4: Path, tmp_path: Path, edit: dict[str, object], says: str
+) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgeglm.cli import _register, app
+
+    folder = tmp_path / "onnx"
+    shutil.copytree(demo_int4, folder)
+    cfg = json.loads((folder / "genai_config.json").read_text())
+    cfg["model"]["decoder"].update(edit)
+    (folder / "genai_config.json").write_text(json.dumps(cfg))
+    _register()
+    r = CliRunner().invoke(app, ["plan", str(folder)])
+    assert r.exit_code == 4, r.stderr
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_onnx_file_that_does_not_parse_is_refused_with_exit_4(
+    demo_int4: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from edgeglm.errors import CheckpointError
+
+    folder = tmp_path / "onnx"
+    shutil.copytree(demo_int4, folder)
+    (folder / "model.onnx").write_bytes(b"\x08\x07not a protobuf" * 10)
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        onnx_memory(folder, 256)

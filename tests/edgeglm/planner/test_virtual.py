@@ -8,7 +8,7 @@ import pytest
 from helpers import HF_FIXTURES, fixture_names
 
 from edgeglm.checkpoint.hf import HFCheckpoint
-from edgeglm.errors import UnsupportedArchitectureError
+from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
 from edgeglm.planner.sources import open_model
 from edgeglm.planner.virtual import synthesize
 
@@ -41,3 +41,20 @@ def test_unknown_architecture_lists_the_known_ones(tmp_path: Path) -> None:
     cfg.write_text('{"architectures": ["LlamaForCausalLM"], "hidden_size": 8}')
     with pytest.raises(UnsupportedArchitectureError, match="Glm4ForCausalLM"):
         open_model(str(cfg))
+
+
+@pytest.mark.parametrize("layers", [10**9, 0, -3])
+def test_an_absurd_layer_count_is_refused_not_expanded(layers: int, tmp_path: Path) -> None:
+    import json
+    import tracemalloc
+
+    cfg = json.loads((HF_FIXTURES / "glm4" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg | {"num_hidden_layers": layers}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="blocks"):
+            open_model(str(tmp_path / "config.json"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
