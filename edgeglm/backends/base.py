@@ -27,8 +27,10 @@ from edgeglm.errors import UsageError
 
 # llama.cpp keeps token counts (n_predict, top_k, n_ctx) in int32_t ...
 INT32_MAX = 2**31 - 1
-# ... and the sampler seed in a uint32_t (0xFFFFFFFF: "pick one at random").
-SEED_MAX = 2**32 - 1
+# ... and the sampler seed in a uint32_t, where 0xFFFFFFFF (LLAMA_DEFAULT_SEED)
+# means "pick one at random": a seed the user gave must be reproducible, so
+# that one is not a seed.
+SEED_MAX = 2**32 - 2
 # GGML_MAX_N_THREADS: ggml refuses thread pools larger than this.
 MAX_THREADS = 512
 

@@ -53,6 +53,7 @@ _RUN: dict[str, tuple[tuple[Arg, ...], str]] = {
     "repeat_penalty_zero": (("--repeat-penalty", "0"), "repeat_penalty"),
     "seed_negative": (("--seed", "-1"), "seed"),
     "seed_beyond_uint32": (("--seed", "4294967296"), "seed"),
+    "seed_is_llama_cpp_random": (("--seed", "4294967295"), "seed"),
     "ctx_negative": (("--ctx", "-1"), "--ctx"),
     "ctx_zero": (("--ctx", "0"), "--ctx"),
     "ctx_beyond_trained": (("--ctx", "100000000"), "trained context"),
