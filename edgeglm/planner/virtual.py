@@ -17,7 +17,7 @@ from typing import Any
 from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.checkpoint.safetensors import TensorInfo
 from edgeglm.converters.gguf.registry import family_for, supported_architectures
-from edgeglm.converters.layout import Dims, Layout, Tensors, mtp_extras
+from edgeglm.converters.layout import Dims, Layout, Tensors, checkpoint_tensors
 from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
 from edgeglm.planner.model import LLAMA_MAX_LAYERS
 
@@ -43,10 +43,10 @@ def architecture_of(cfg: dict[str, Any]) -> str:
 
 
 def synthesize(cfg: dict[str, Any], *, with_mtp: bool = True) -> Tensors:
-    """HF tensor name -> shape for a checkpoint with this config."""
+    """HF tensor name -> shape for a checkpoint with this config (the converter's
+    own layout: converters.layout.checkpoint_tensors)."""
     layout = layout_for(architecture_of(cfg))
     d = Dims(cfg)
-    vocab, h = d.need("vocab_size"), d.hidden
     n_layer = d.get("num_hidden_layers")
     n_layer = int(n_layer if n_layer is not None else d.need("num_layers"))
     n_mtp = int(d.get("num_nextn_predict_layers", 0)) if layout.mtp and with_mtp else 0
@@ -57,22 +57,7 @@ def synthesize(cfg: dict[str, Any], *, with_mtp: bool = True) -> Tensors:
             f"config.json describes {n_layer} blocks and {n_mtp} NextN blocks; "
             f"llama.cpp loads 1 to {LLAMA_MAX_LAYERS}"
         )
-    first_moe = int(d.get("first_k_dense_replace", 0))
-    out: Tensors = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
-    if not d.get("tie_word_embeddings", False):
-        out["lm_head.weight"] = (vocab, h)
-    # NextN blocks first: MoEFamily.block_count scans the tensor names for one
-    # and is asked once per tensor, so finding it first keeps planning fast.
-    for i in [*range(n_layer, n_layer + n_mtp), *range(n_layer)]:
-        block: Tensors = {}
-        for part in layout.attention:
-            block |= part(d)
-        moe = layout.moe_mlp is not None and i >= first_moe
-        block |= layout.moe_mlp(d) if moe and layout.moe_mlp else layout.dense_mlp(d)
-        if i >= n_layer:
-            block |= mtp_extras(d)
-        out |= {f"model.layers.{i}.{k}": v for k, v in block.items()}
-    return out
+    return checkpoint_tensors(layout, cfg, mtp_blocks=range(n_layer, n_layer + n_mtp))
 
 
 class VirtualCheckpoint(HFCheckpoint):

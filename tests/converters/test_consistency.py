@@ -18,10 +18,9 @@ from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.converters.consistency import check_checkpoint
 from edgeglm.converters.gguf.convert import convert as gguf_convert
 from edgeglm.converters.gguf.registry import family_for
-from edgeglm.converters.layout import MTP_OPTIONAL, checkpoint_tensors
+from edgeglm.converters.layout import MTP_OPTIONAL
 from edgeglm.converters.onnx import convert as onnx_convert
 from edgeglm.errors import CheckpointError
-from edgeglm.planner.virtual import synthesize
 
 CHATGLM_CONFIG = {
     "architectures": ["ChatGLMModel"],
@@ -129,17 +128,6 @@ def test_tensors_no_converter_reads_may_be_any_dtype(tmp_path: Path) -> None:
     inv_freq = "transformer.encoder.layers.0.rotary_pos_emb.inv_freq"
     root = _skeleton(tmp_path / "m", CHATGLM_CONFIG, CHATGLM_TENSORS, {inv_freq: "I64"})
     check_checkpoint(HFCheckpoint(root))
-
-
-@pytest.mark.parametrize("name", fixture_names())
-def test_the_planner_sees_the_same_layout(name: str) -> None:
-    """planner/virtual.synthesize and checkpoint_tensors describe one checkpoint."""
-    cfg = HFCheckpoint(HF_FIXTURES / name).config
-    layout = family_for(cfg["architectures"][0]).layout
-    assert layout is not None
-    n_layer, n_mtp = cfg["num_hidden_layers"], cfg.get("num_nextn_predict_layers") or 0
-    mtp = range(n_layer, n_layer + n_mtp) if layout.mtp else range(0)
-    assert checkpoint_tensors(layout, cfg, mtp_blocks=mtp) == synthesize(cfg)
 
 
 def _absurd(tmp_path: Path, src: str) -> Path:
