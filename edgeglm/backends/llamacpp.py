@@ -14,11 +14,18 @@ expressions at compile time, so ``{{ 10 ** (10 ** 10) }}`` hangs the load and
 ``{{ 'x' * 2000000000 }}`` takes ~8 GB and 40 s before the model is usable.
 EdgeGLM renders templates itself, in a bounded worker (edgeglm.chat_template),
 and never uses llama-cpp-python's chat handlers, so the load skips them.
+
+Models load from a LaunchSpec (edgeglm.planner.launch). ``llama_cpp.Llama``
+has no parameter for tensor buffer overrides (MoE expert placement,
+llama.cpp's ``-ot``), so they are set on ``llama_model_params`` at load, like
+``use_extra_bufts``: a NULL-terminated array of ``llama_model_tensor_buft_override``
+whose buffer types come from ggml's device registry.
 """
 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import os
 import sys
 import threading
@@ -41,6 +48,7 @@ from edgeglm.backends.base import (
 from edgeglm.backends.text import StopStrings
 from edgeglm.errors import BackendError, UsageError
 from edgeglm.hardware import probe_cpu, usable_threads
+from edgeglm.planner.launch import LaunchSpec, TensorOverride
 
 
 def extra_buffers_safe() -> bool:
@@ -72,18 +80,129 @@ class _NoChatFormatter:
 _LOAD_LOCK = threading.RLock()
 
 
+class llama_model_tensor_buft_override(ctypes.Structure):  # noqa: N801 (llama.h's name)
+    """``struct llama_model_tensor_buft_override { const char * pattern;
+    ggml_backend_buffer_type_t buft; }`` (llama.h); llama-cpp-python declares
+    the field that points to an array of them as a bare ``void *``."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _ggml() -> Any:
+    """libggml as llama-cpp-python loaded it (the same registry llama.cpp uses)."""
+    from llama_cpp._ggml import libggml
+
+    for name, res, args in (
+        ("ggml_backend_dev_count", ctypes.c_size_t, []),
+        ("ggml_backend_dev_get", ctypes.c_void_p, [ctypes.c_size_t]),
+        ("ggml_backend_dev_name", ctypes.c_char_p, [ctypes.c_void_p]),
+        ("ggml_backend_dev_type", ctypes.c_int, [ctypes.c_void_p]),
+        ("ggml_backend_dev_by_name", ctypes.c_void_p, [ctypes.c_char_p]),
+        ("ggml_backend_dev_buffer_type", ctypes.c_void_p, [ctypes.c_void_p]),
+        ("ggml_backend_buft_name", ctypes.c_char_p, [ctypes.c_void_p]),
+    ):
+        fn = getattr(libggml, name)
+        fn.restype, fn.argtypes = res, args
+    return libggml
+
+
+# enum ggml_backend_dev_type (ggml-backend.h)
+_DEV_GPU, _DEV_IGPU = 1, 2
+
+
+def devices() -> dict[str, int]:
+    """llama.cpp's devices here: name -> ggml_backend_dev_type ("CPU" always exists)."""
+    lib = _ggml()
+    out: dict[str, int] = {}
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        out[lib.ggml_backend_dev_name(dev).decode()] = int(lib.ggml_backend_dev_type(dev))
+    return out
+
+
+def gpu_count() -> int:
+    """Devices llama.cpp offloads layers to (what main_gpu and tensor_split index)."""
+    return sum(1 for t in devices().values() if t in (_DEV_GPU, _DEV_IGPU))
+
+
+def buffer_type(device: str) -> int:
+    """The buffer type of a device named as ``-ot`` names it: a device name
+    (``ggml_backend_dev_by_name``) or one of the buffer type names llama.cpp's
+    own parser accepts. Unknown: UsageError naming what exists."""
+    lib = _ggml()
+    dev = lib.ggml_backend_dev_by_name(device.encode())
+    if dev:
+        buft = lib.ggml_backend_dev_buffer_type(dev)
+        if buft:
+            return int(buft)
+    names: list[str] = []
+    for i in range(lib.ggml_backend_dev_count()):
+        buft = lib.ggml_backend_dev_buffer_type(lib.ggml_backend_dev_get(i))
+        if not buft:
+            continue
+        name = lib.ggml_backend_buft_name(buft).decode()
+        if name == device:
+            return int(buft)
+        names.append(name)
+    raise UsageError(
+        f"--override-tensor ...={device}: this llama.cpp has no device {device!r} "
+        f"(available: {', '.join(sorted(set(names)))})"
+    )
+
+
+def override_array(overrides: tuple[TensorOverride, ...]) -> ctypes.Array[Any] | None:
+    """The NULL-terminated array llama_model_params.tensor_buft_overrides points to
+    (None for no overrides). The caller keeps it alive as long as the model."""
+    if not overrides:
+        return None
+    import llama_cpp
+
+    limit = int(llama_cpp.llama_max_tensor_buft_overrides())
+    if len(overrides) > limit:
+        raise UsageError(f"{len(overrides)} tensor overrides; llama.cpp takes at most {limit}")
+    arr = (llama_model_tensor_buft_override * (len(overrides) + 1))()
+    for i, o in enumerate(overrides):
+        arr[i].pattern = o.pattern.encode()
+        arr[i].buft = buffer_type(o.device)
+    arr[len(overrides)].pattern = None  # the terminator llama.cpp stops at
+    arr[len(overrides)].buft = None
+    return arr
+
+
+def read_overrides(model_params: Any) -> list[tuple[str, str]]:
+    """(pattern, buffer type name) pairs a llama_model_params points to."""
+    ptr = model_params.tensor_buft_overrides
+    if not ptr:
+        return []
+    lib = _ggml()
+    items = ctypes.cast(ptr, ctypes.POINTER(llama_model_tensor_buft_override))
+    out: list[tuple[str, str]] = []
+    i = 0
+    while items[i].pattern is not None:
+        out.append((items[i].pattern.decode(), lib.ggml_backend_buft_name(items[i].buft).decode()))
+        i += 1
+    return out
+
+
 @contextmanager
-def _default_params(*, use_extra_bufts: bool, cb_eval: Any = None) -> Iterator[None]:
+def _default_params(
+    *, use_extra_bufts: bool, cb_eval: Any = None, overrides: ctypes.Array[Any] | None = None
+) -> Iterator[None]:
     """llama_cpp.Llama builds its model and context params from the library
-    defaults and exposes neither field; wrap the two default factories while
-    the model loads. Its chat-template compiler is switched off meanwhile
+    defaults and exposes none of these fields; wrap the two default factories
+    while the model loads. Its chat-template compiler is switched off meanwhile
     (see the module docstring)."""
-    with _LOAD_LOCK, _patched_load(use_extra_bufts=use_extra_bufts, cb_eval=cb_eval):
+    with (
+        _LOAD_LOCK,
+        _patched_load(use_extra_bufts=use_extra_bufts, cb_eval=cb_eval, overrides=overrides),
+    ):
         yield
 
 
 @contextmanager
-def _patched_load(*, use_extra_bufts: bool, cb_eval: Any) -> Iterator[None]:
+def _patched_load(
+    *, use_extra_bufts: bool, cb_eval: Any, overrides: ctypes.Array[Any] | None
+) -> Iterator[None]:
     import llama_cpp
 
     mod: Any = sys.modules["llama_cpp.llama"]
@@ -95,6 +214,8 @@ def _patched_load(*, use_extra_bufts: bool, cb_eval: Any) -> Iterator[None]:
     def model_params() -> Any:
         p = orig_model()
         p.use_extra_bufts = use_extra_bufts
+        if overrides is not None:
+            p.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
         return p
 
     def ctx_params() -> Any:
@@ -115,6 +236,23 @@ def _patched_load(*, use_extra_bufts: bool, cb_eval: Any) -> Iterator[None]:
         mod.llama_chat_format.Jinja2ChatFormatter = orig_formatter
 
 
+def _check_devices(spec: LaunchSpec) -> None:
+    """Refuse what this llama.cpp build would silently ignore (UsageError)."""
+    import llama_cpp
+
+    n_gpus = gpu_count() if llama_cpp.llama_supports_gpu_offload() else 0
+    no_gpu = "this llama.cpp build has no GPU backend (llama_supports_gpu_offload() is false)"
+    if spec.n_gpu_layers > 0 and n_gpus == 0:
+        raise UsageError(f"-ngl {spec.n_gpu_layers}: {no_gpu}; use -ngl 0")
+    if spec.main_gpu and spec.main_gpu >= max(n_gpus, 1):
+        raise UsageError(f"main_gpu {spec.main_gpu}: llama.cpp sees {n_gpus} GPU(s) here")
+    if spec.tensor_split and len(spec.tensor_split) > max(n_gpus, 1):
+        raise UsageError(
+            f"tensor_split {list(spec.tensor_split)}: {len(spec.tensor_split)} shares, but "
+            f"llama.cpp sees {n_gpus} GPU(s) here"
+        )
+
+
 class LlamaCppModel:
     """A GGUF loaded in llama.cpp, behind the Backend protocol (see base.py)."""
 
@@ -128,61 +266,117 @@ class LlamaCppModel:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         logits_all: bool = False,
-        flash_attn: bool | None = None,
-        type_k: int | None = None,
-        type_v: int | None = None,
-        n_ubatch: int | None = None,
+        flash_attn: bool = False,
+        type_k: str = "f16",
+        type_v: str = "f16",
+        n_ubatch: int = 512,
         tensor_split: list[float] | None = None,
         seed: int = 0,
         cb_eval: Any = None,
+        verbose: bool = False,
     ) -> None:
-        """``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller).
+        """Load ``path`` with these settings (llama-cpp-python's defaults where
+        not given); ``from_spec`` loads a planned LaunchSpec.
 
-        llama-cpp-python 0.3.36 cannot pass tensor overrides (MoE expert
-        placement) to llama.cpp; the planner prints them as llama.cpp flags."""
+        ``cb_eval``: a ggml_backend_sched_eval_callback (kept alive by the caller).
+        ``verbose``: llama.cpp's own log, debug lines included, on stderr."""
+        spec = LaunchSpec(
+            artifact=str(path),
+            n_gpu_layers=n_gpu_layers,
+            tensor_split=tuple(tensor_split or ()),
+            n_threads=n_threads,
+            n_ctx=n_ctx,
+            type_k=type_k,
+            type_v=type_v,
+            flash_attn=flash_attn,
+            n_ubatch=n_ubatch,
+        )
+        self._load(spec, logits_all=logits_all, seed=seed, cb_eval=cb_eval, verbose=verbose)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: LaunchSpec,
+        *,
+        logits_all: bool = False,
+        seed: int = 0,
+        cb_eval: Any = None,
+        verbose: bool = False,
+    ) -> LlamaCppModel:
+        """Load the spec's artifact with every one of its fields, or refuse."""
+        if spec.backend != "llama.cpp":
+            raise UsageError(f"the launch spec is for {spec.backend}, not llama.cpp")
+        if spec.artifact is None:
+            raise UsageError(
+                f"the launch spec has no GGUF yet: convert the model to {spec.quant} first"
+            )
+        self = cls.__new__(cls)
+        self._load(spec, logits_all=logits_all, seed=seed, cb_eval=cb_eval, verbose=verbose)
+        return self
+
+    def _load(
+        self, spec: LaunchSpec, *, logits_all: bool, seed: int, cb_eval: Any, verbose: bool
+    ) -> None:
         import llama_cpp
 
+        from edgeglm.planner.policy import GGML_TYPE_IDS
+
+        assert spec.artifact is not None
+        path = Path(spec.artifact)
         if not path.is_file():
             raise BackendError(f"{path}: no such GGUF file")
-        kwargs: dict[str, Any] = {}
-        if flash_attn is not None:
-            kwargs["flash_attn"] = flash_attn
-        if type_k is not None:
-            kwargs["type_k"] = type_k
-        if type_v is not None:
-            kwargs["type_v"] = type_v
-        if n_ubatch is not None:
-            kwargs["n_ubatch"] = n_ubatch
-        if tensor_split is not None:
-            kwargs["tensor_split"] = tensor_split
+        _check_devices(spec)
+        # Kept for the model's lifetime: llama.cpp keeps the pointer.
+        self._buft_overrides = override_array(spec.tensor_overrides)
+        threads = spec.n_threads or usable_threads()
+        kwargs: dict[str, Any] = {
+            "n_ctx": spec.n_ctx,
+            "n_threads": threads,
+            "n_threads_batch": threads,
+            "n_gpu_layers": spec.n_gpu_layers,
+            "main_gpu": spec.main_gpu,
+            "flash_attn": spec.flash_attn,
+            "type_k": GGML_TYPE_IDS[spec.type_k],
+            "type_v": GGML_TYPE_IDS[spec.type_v],
+            "n_batch": spec.n_batch,
+            "n_ubatch": spec.n_ubatch,
+        }
+        if spec.tensor_split:
+            kwargs["tensor_split"] = list(spec.tensor_split)
         try:
-            with _default_params(use_extra_bufts=extra_buffers_safe(), cb_eval=cb_eval):
+            with _default_params(
+                use_extra_bufts=extra_buffers_safe(),
+                cb_eval=cb_eval,
+                overrides=self._buft_overrides,
+            ):
                 self.llm = llama_cpp.Llama(
-                    str(path),
-                    n_ctx=n_ctx,
-                    n_threads=n_threads or usable_threads(),
-                    n_threads_batch=n_threads or usable_threads(),
-                    n_gpu_layers=n_gpu_layers,
-                    logits_all=logits_all,
-                    seed=seed,
-                    verbose=False,
-                    **kwargs,
+                    str(path), logits_all=logits_all, seed=seed, verbose=verbose, **kwargs
                 )
         except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
             raise BackendError(f"{path}: llama.cpp could not load it ({e})") from e
         self.path = path
-        # What llama.cpp was actually given, for "explain what ran" displays.
+        self.spec = spec
+        cp = self.llm.context_params
+        # What llama.cpp was actually given, for "explain what ran" displays
+        # (llama.cpp caps the batch at the context, as llama-cli does).
         self.settings: dict[str, Any] = {
-            "n_ctx": n_ctx,
-            "n_threads": n_threads or usable_threads(),
-            "n_gpu_layers": n_gpu_layers,
-            **kwargs,
+            **{k: v for k, v in spec.to_dict().items() if k != "schema_version"},
+            "n_threads": threads,
+            "n_ctx": int(cp.n_ctx),
+            "n_batch": int(cp.n_batch),
+            "n_ubatch": int(cp.n_ubatch),
         }
-        offload = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        offload = spec.n_gpu_layers != 0 or any(
+            o.device != "CPU" for o in spec.tensor_overrides
+        )
         self.capabilities = Capabilities(
             logits=logits_all, gpu_offload=offload, device="gpu" if offload else "cpu"
         )
         self._vocab = self.llm._model.vocab
+
+    def tensor_overrides(self) -> list[tuple[str, str]]:
+        """The overrides llama_model_params carried at load: (pattern, buffer type)."""
+        return read_overrides(self.llm.model_params)
 
     @property
     def metadata(self) -> dict[str, str]:

@@ -33,6 +33,7 @@ class Settings:
     type_k: str = "f16"
     type_v: str = "f16"
     flash_attn: bool = True
+    n_batch: int = 512  # llama-cpp-python's default logical batch
     n_ubatch: int = 512
 
 
@@ -44,15 +45,19 @@ class Placement:
     all_experts_on_cpu: bool = False  # every MoE block's experts: a shorter pattern says so
     tensor_split: tuple[float, ...] = ()
 
-    def tensor_overrides(self) -> list[str]:
-        """llama.cpp -ot / --override-tensor patterns for this placement."""
+    def override_pairs(self) -> list[tuple[str, str]]:
+        """(tensor name pattern, device) pairs for llama.cpp's tensor_buft_overrides."""
         if not self.cpu_expert_layers:
             return []
         if self.all_experts_on_cpu:
             block = r"\d+"
         else:
             block = "(" + "|".join(str(i) for i in self.cpu_expert_layers) + ")"
-        return [rf"blk\.{block}\.{EXPERT_PATTERN}=CPU"]
+        return [(rf"blk\.{block}\.{EXPERT_PATTERN}", "CPU")]
+
+    def tensor_overrides(self) -> list[str]:
+        """llama.cpp -ot / --override-tensor values for this placement."""
+        return [f"{pattern}={device}" for pattern, device in self.override_pairs()]
 
 
 @dataclass

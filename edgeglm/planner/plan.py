@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeglm.planner.launch import LaunchSpec, TensorOverride
 from edgeglm.planner.memory import DeviceMemory
 from edgeglm.planner.placement import Placement, Settings
 
@@ -64,47 +65,38 @@ class Plan:
     def reason(self, what: str) -> str | None:
         return next((d.reason for d in self.decisions if d.what == what), None)
 
+    def launch_spec(self) -> LaunchSpec | None:
+        """What a backend loads, exactly as planned (None when nothing fits).
+
+        ``artifact`` is the GGUF planned for, or None for a checkpoint whose
+        planned quant must still be converted."""
+        if not self.fits or self.placement is None or self.settings is None:
+            return None
+        s, p = self.settings, self.placement
+        return LaunchSpec(
+            backend=self.backend,
+            artifact=self.model["path"] if self.model.get("source") == "gguf" else None,
+            quant=self.quant,
+            n_gpu_layers=p.n_gpu_layers,
+            tensor_split=tuple(p.tensor_split),
+            tensor_overrides=tuple(TensorOverride(pat, dev) for pat, dev in p.override_pairs()),
+            n_threads=self.n_threads,
+            n_ctx=s.n_ctx,
+            type_k=s.type_k,
+            type_v=s.type_v,
+            flash_attn=s.flash_attn,
+            n_batch=s.n_batch,
+            n_ubatch=s.n_ubatch,
+        )
+
     def llama_cpp_args(self) -> list[str]:
         """The same plan as llama.cpp command-line flags (llama-cli / llama-server)."""
-        if self.placement is None or self.settings is None:
-            return []
-        s, p = self.settings, self.placement
-        args = ["-c", str(s.n_ctx), "-ngl", str(p.n_gpu_layers)]
-        for o in p.tensor_overrides():
-            args += ["-ot", o]
-        if p.tensor_split:
-            args += ["-ts", ",".join(f"{x:g}" for x in p.tensor_split)]
-        if self.n_threads:
-            args += ["-t", str(self.n_threads)]
-        args += ["-fa", "on" if s.flash_attn else "off"]
-        if s.type_k != "f16" or s.type_v != "f16":
-            args += ["-ctk", s.type_k, "-ctv", s.type_v]
-        return args
-
-    def llama_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for llama_cpp.Llama (tensor overrides are not among
-        them: llama-cpp-python 0.3.36 does not pass them to llama.cpp)."""
-        from edgeglm.planner.policy import GGML_TYPE_IDS
-
-        if self.placement is None or self.settings is None:
-            return {}
-        s = self.settings
-        kw: dict[str, Any] = {
-            "n_ctx": s.n_ctx,
-            "n_gpu_layers": self.placement.n_gpu_layers,
-            "flash_attn": s.flash_attn,
-            "type_k": GGML_TYPE_IDS[s.type_k],
-            "type_v": GGML_TYPE_IDS[s.type_v],
-            "n_ubatch": s.n_ubatch,
-        }
-        if self.n_threads:
-            kw["n_threads"] = self.n_threads
-        if self.placement.tensor_split:
-            kw["tensor_split"] = list(self.placement.tensor_split)
-        return kw
+        spec = self.launch_spec()
+        return [] if spec is None else spec.llama_cpp_args()
 
     def to_dict(self) -> dict[str, Any]:
         p, s = self.placement, self.settings
+        spec = self.launch_spec()
         return {
             "schema_version": PLAN_SCHEMA_VERSION,
             "fits": self.fits,
@@ -130,6 +122,7 @@ class Plan:
                 "type_k": s.type_k,
                 "type_v": s.type_v,
                 "flash_attn": s.flash_attn,
+                "n_batch": s.n_batch,
                 "n_ubatch": s.n_ubatch,
             },
             "memory": {
@@ -156,7 +149,8 @@ class Plan:
                 }
                 for c in self.candidates
             ],
-            "llama_cpp_args": self.llama_cpp_args(),
+            "launch": None if spec is None else spec.to_dict(),
+            "llama_cpp_args": [] if spec is None else spec.llama_cpp_args(),
             "warnings": self.warnings,
             "suggestions": self.suggestions,
         }

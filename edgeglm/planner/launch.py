@@ -1,0 +1,207 @@
+"""The launch spec: everything a backend is told when it loads a model, as the planner decided it.
+
+One frozen value travels from the plan to every loader (``run``, ``score``,
+the TUI, ``bench``'s measurement child): ``LaunchSpec.to_dict()`` is what
+``edgeglm plan --json`` prints under ``launch`` and what ``edgeglm run
+--dry-run --json`` prints, and ``LlamaCppModel`` applies every field or
+refuses. Field names are llama.cpp's (``llama_model_params`` /
+``llama_context_params``); ``llama_cpp_args()`` is the same spec as
+llama-cli / llama-server flags.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from edgeglm.errors import UsageError
+
+# llama.cpp's common.h LLM_FFN_EXPS_REGEX: what --cpu-moe / --n-cpu-moe keep in RAM.
+FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1")
+LAUNCH_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorOverride:
+    """``-ot PATTERN=DEVICE``: weights whose name matches ``pattern`` (a regex,
+    searched anywhere in the name, first override wins) go to ``device``'s buffer."""
+
+    pattern: str
+    device: str
+
+    def flag(self) -> str:
+        return f"{self.pattern}={self.device}"
+
+
+def parse_overrides(values: list[str], flag: str = "--override-tensor") -> list[TensorOverride]:
+    """``PATTERN=DEVICE[,PATTERN=DEVICE...]`` values, as llama.cpp's arg.cpp splits them."""
+    out: list[TensorOverride] = []
+    for value in values:
+        for item in value.split(","):
+            pattern, sep, device = item.partition("=")
+            if not sep or not device:
+                raise UsageError(f"{flag} {item!r}: expected PATTERN=DEVICE (e.g. 'exps=CPU')")
+            out.append(TensorOverride(check_pattern(pattern, flag), device))
+    return out
+
+
+def check_pattern(pattern: str, flag: str = "--override-tensor") -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise UsageError(f"{flag} {pattern!r}: not a regular expression ({e})") from e
+    return pattern
+
+
+def cpu_moe_overrides(n_layers: int | None = None) -> list[TensorOverride]:
+    """llama.cpp's ``--cpu-moe`` (every block) or ``--n-cpu-moe N`` (blocks 0..N-1)."""
+    if n_layers is None:
+        return [TensorOverride(FFN_EXPS_REGEX, "CPU")]
+    if n_layers < 0:
+        raise UsageError(f"--n-cpu-moe {n_layers}: must be 0 or more")
+    return [TensorOverride(rf"blk\.{i}{FFN_EXPS_REGEX}", "CPU") for i in range(n_layers)]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How to load one model. ``artifact`` is the file the backend opens; None
+    while the planned quant must still be made (``edgeglm convert``)."""
+
+    backend: str = "llama.cpp"
+    artifact: str | None = None
+    quant: str | None = None
+    n_gpu_layers: int = 0  # llama.cpp semantics: output layer + the last (n - 1) blocks
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()
+    tensor_overrides: tuple[TensorOverride, ...] = field(default_factory=tuple)
+    n_threads: int | None = None  # None: every usable core
+    n_ctx: int = 2048
+    type_k: str = "f16"
+    type_v: str = "f16"
+    flash_attn: bool = True
+    n_batch: int = 512
+    n_ubatch: int = 512
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Values llama.cpp would reject or silently change: refused here (UsageError)."""
+        if self.backend not in ("llama.cpp", "onnx"):
+            raise UsageError(f"launch spec: unknown backend {self.backend!r}")
+        if self.n_gpu_layers < 0:
+            raise UsageError(f"-ngl {self.n_gpu_layers}: must be 0 or more")
+        if self.main_gpu < 0:
+            raise UsageError(f"main_gpu {self.main_gpu}: must be 0 or more")
+        if any(not (x >= 0) for x in self.tensor_split) or (
+            self.tensor_split and sum(self.tensor_split) <= 0
+        ):
+            raise UsageError(f"tensor_split {list(self.tensor_split)}: needs non-negative shares")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise UsageError(f"n_threads {self.n_threads}: must be at least 1")
+        if self.n_ctx < 1:
+            raise UsageError(f"n_ctx {self.n_ctx}: must be at least 1")
+        for t in (self.type_k, self.type_v):
+            if t not in KV_CACHE_TYPES:
+                raise UsageError(f"KV cache type {t!r}: choose one of {', '.join(KV_CACHE_TYPES)}")
+        if self.type_v != "f16" and self.type_v != "f32" and not self.flash_attn:
+            raise UsageError("a quantized V cache needs flash attention in llama.cpp")
+        if not 1 <= self.n_ubatch <= self.n_batch:
+            # llama.cpp would shrink n_ubatch to n_batch without a word
+            raise UsageError(
+                f"n_ubatch {self.n_ubatch}, n_batch {self.n_batch}: need 1 <= n_ubatch <= n_batch"
+            )
+        for o in self.tensor_overrides:
+            check_pattern(o.pattern)
+            if not o.device:
+                raise UsageError(f"--override-tensor {o.pattern!r}: no device named")
+
+    def with_(self, **changes: Any) -> LaunchSpec:
+        """A copy with some fields changed (checked again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": LAUNCH_SCHEMA_VERSION,
+            "backend": self.backend,
+            "artifact": self.artifact,
+            "quant": self.quant,
+            "n_gpu_layers": self.n_gpu_layers,
+            "main_gpu": self.main_gpu,
+            "tensor_split": list(self.tensor_split),
+            "tensor_overrides": [
+                {"pattern": o.pattern, "device": o.device} for o in self.tensor_overrides
+            ],
+            "n_threads": self.n_threads,
+            "n_ctx": self.n_ctx,
+            "type_k": self.type_k,
+            "type_v": self.type_v,
+            "flash_attn": self.flash_attn,
+            "n_batch": self.n_batch,
+            "n_ubatch": self.n_ubatch,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LaunchSpec:
+        return cls(
+            backend=d["backend"],
+            artifact=d["artifact"],
+            quant=d["quant"],
+            n_gpu_layers=d["n_gpu_layers"],
+            main_gpu=d["main_gpu"],
+            tensor_split=tuple(d["tensor_split"]),
+            tensor_overrides=tuple(
+                TensorOverride(o["pattern"], o["device"]) for o in d["tensor_overrides"]
+            ),
+            n_threads=d["n_threads"],
+            n_ctx=d["n_ctx"],
+            type_k=d["type_k"],
+            type_v=d["type_v"],
+            flash_attn=d["flash_attn"],
+            n_batch=d["n_batch"],
+            n_ubatch=d["n_ubatch"],
+        )
+
+    def llama_cpp_args(self) -> list[str]:
+        """The same spec as llama.cpp command-line flags (llama-cli / llama-server)."""
+        args = ["-c", str(self.n_ctx), "-ngl", str(self.n_gpu_layers)]
+        if self.main_gpu:
+            args += ["-mg", str(self.main_gpu)]
+        for o in self.tensor_overrides:
+            args += ["-ot", o.flag()]
+        if self.tensor_split:
+            args += ["-ts", ",".join(f"{x:g}" for x in self.tensor_split)]
+        if self.n_threads:
+            args += ["-t", str(self.n_threads)]
+        args += ["-fa", "on" if self.flash_attn else "off"]
+        if self.type_k != "f16" or self.type_v != "f16":
+            args += ["-ctk", self.type_k, "-ctv", self.type_v]
+        return args + ["-b", str(self.n_batch), "-ub", str(self.n_ubatch)]
+
+
+def apply_user_controls(
+    spec: LaunchSpec,
+    *,
+    override_tensor: list[str] | None = None,
+    cpu_moe: bool = False,
+    n_cpu_moe: int | None = None,
+    n_gpu_layers: int | None = None,
+) -> LaunchSpec:
+    """llama.cpp's own flags on top of a planned spec. Any tensor-override flag
+    replaces the plan's overrides (in llama.cpp's order: -ot, --cpu-moe,
+    --n-cpu-moe; the first matching override wins); -ngl replaces its layer count."""
+    changes: dict[str, Any] = {}
+    user: list[TensorOverride] = parse_overrides(override_tensor or [])
+    if cpu_moe:
+        user += cpu_moe_overrides()
+    if n_cpu_moe is not None:
+        user += cpu_moe_overrides(n_cpu_moe)
+    if override_tensor or cpu_moe or n_cpu_moe is not None:
+        changes["tensor_overrides"] = tuple(user)
+    if n_gpu_layers is not None:
+        if n_gpu_layers < 0:
+            raise UsageError(f"-ngl {n_gpu_layers}: must be 0 or more")
+        changes["n_gpu_layers"] = n_gpu_layers
+    return spec.with_(**changes) if changes else spec
