@@ -47,11 +47,14 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
     out.rule("3. plan (edgeglm plan, for the Q4_K_M artifact on this machine)")
     plan = make_plan(open_model(str(results["Q4_K_M"].output)), hw)
     out.print(render_plan(plan))
-    settings = plan.llama_kwargs()
+    spec = plan.launch_spec()
 
     out.rule("4. chat (Q4_K_M, llama.cpp, the plan's settings, sampled with seed 0)")
     verify_gguf(results["Q4_K_M"].output)
-    m = LlamaCppModel(results["Q4_K_M"].output, **{**settings, "n_ctx": 1024})
+    if spec is None:
+        m = LlamaCppModel(results["Q4_K_M"].output, n_ctx=1024)
+    else:
+        m = LlamaCppModel.from_spec(spec.with_(n_ctx=1024))
     messages: list[dict[str, str]] = []
     for question in (
         "What does the with statement do?",

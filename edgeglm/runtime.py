@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.isolated import run_isolated
@@ -28,6 +28,11 @@ from edgeglm.fileio import atomic_output
 from edgeglm.gguf_file import is_gguf, read_gguf
 from edgeglm.models import default_model
 from edgeglm.paths import cache_dir
+
+if TYPE_CHECKING:
+    from edgeglm.hardware import HardwareProfile
+    from edgeglm.planner.launch import LaunchControls, LaunchSpec
+    from edgeglm.planner.plan import Plan
 
 Kind = Literal["gguf", "onnx", "hf"]
 DEFAULT_QUANT = "Q4_K_M"
@@ -101,11 +106,15 @@ def ensure_onnx(hf_folder: Path, quant: str = "int4") -> Path:
     )
 
 
+def _cached_path(hf_folder: Path, name: str) -> Path:
+    return cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}" / name
+
+
 def _cached_artifact(hf_folder: Path, name: str, make: Callable[[Path], object]) -> Path:
     """``artifacts/<model>-<fingerprint>/<name>`` in the cache, made by ``make`` if
     missing; a failed conversion leaves no empty folder behind."""
-    out_dir = cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}"
-    out = out_dir / name
+    out = _cached_path(hf_folder, name)
+    out_dir = out.parent
     if out.exists():
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,14 +225,85 @@ def verify_gguf(path: Path) -> None:
     _save_cache(_VERDICTS, verdicts)
 
 
-def planned_settings(gguf: Path) -> dict[str, Any]:
-    """llama.cpp settings the planner chooses for this GGUF on this machine."""
+def _plan(ref: str, hardware: HardwareProfile | None, quant: str | None = None) -> Plan:
     from edgeglm.hardware import probe
     from edgeglm.planner.planner import make_plan
     from edgeglm.planner.sources import open_model
 
-    plan = make_plan(open_model(str(gguf)), probe(bandwidth=False))
-    return plan.llama_kwargs() if plan.fits else {}
+    source = open_model(ref)
+    return make_plan(source, hardware or probe(bandwidth=False), quant=quant)
+
+
+def unplanned_spec(gguf: Path) -> LaunchSpec:
+    """llama-cpp-python's own defaults (``--no-plan``)."""
+    from edgeglm.planner.launch import LaunchSpec
+
+    return LaunchSpec(artifact=str(gguf), flash_attn=False)
+
+
+def planned_spec(gguf: Path, hardware: HardwareProfile | None = None) -> LaunchSpec:
+    """The launch spec the planner chooses for this GGUF on this machine (or on
+    ``hardware``); llama-cpp-python's defaults where the plan does not fit."""
+    spec = _plan(str(gguf), hardware).launch_spec()
+    return unplanned_spec(gguf) if spec is None else spec
+
+
+def finish_spec(
+    spec: LaunchSpec,
+    *,
+    n_ctx: int | None = None,
+    controls: LaunchControls | None = None,
+    **fields: Any,
+) -> LaunchSpec:
+    """A planned spec with the caller's choices on top: explicit fields, a
+    context, then llama.cpp's own flags (-ot, --cpu-moe, --n-cpu-moe, -ngl)."""
+    if n_ctx is not None:
+        fields["n_ctx"] = n_ctx
+    spec = spec.with_(**fields) if fields else spec
+    return controls.apply(spec) if controls is not None else spec
+
+
+def dry_run_spec(
+    ref: str | None,
+    *,
+    n_ctx: int | None = None,
+    quant: str = DEFAULT_QUANT,
+    use_plan: bool = True,
+    controls: LaunchControls | None = None,
+    hardware: HardwareProfile | None = None,
+) -> LaunchSpec:
+    """What ``open_backend`` would load, without converting or loading anything.
+
+    A GGUF is planned as ``run`` plans it. A Hugging Face checkpoint is planned
+    at the quant ``run`` converts it to (its artifact is the cached GGUF, or
+    None until it is made). A bare config.json cannot run: its spec is the
+    plan's, as ``edgeglm plan`` prints it."""
+    from edgeglm.planner.launch import LaunchSpec
+
+    p = None if ref is None else Path(ref).expanduser()
+    if p is not None and p.is_file() and p.suffix.lower() == ".json":
+        config_only = _plan(str(p), hardware).launch_spec()
+        if config_only is None:
+            raise UsageError(f"{p}: the plan does not fit; see edgeglm plan {p}")
+        return finish_spec(config_only, n_ctx=n_ctx, controls=controls)
+    art = resolve(ref)
+    if art.kind == "onnx":
+        raise UsageError(f"{art.path}: --dry-run prints llama.cpp launch specs; this is ONNX")
+    if n_ctx is not None:
+        from edgeglm.backends.base import check_n_ctx
+
+        check_n_ctx(n_ctx, _n_ctx_train(art))
+    if art.kind == "gguf":
+        spec = planned_spec(art.path, hardware) if use_plan else unplanned_spec(art.path)
+    else:
+        cached = _cached_path(art.path, f"{quant.upper()}.gguf")
+        if use_plan:
+            planned = _plan(str(art.path), hardware, quant=quant).launch_spec()
+            spec = planned or LaunchSpec(quant=quant.upper(), flash_attn=False)
+        else:
+            spec = LaunchSpec(quant=quant.upper(), flash_attn=False)
+        spec = spec.with_(artifact=str(cached) if cached.exists() else None)
+    return finish_spec(spec, n_ctx=n_ctx, controls=controls)
 
 
 def _n_ctx_train(art: Artifact) -> int | None:
@@ -255,10 +335,12 @@ def open_backend(
     logits: bool = False,
     quant: str = DEFAULT_QUANT,
     use_plan: bool = True,
+    controls: LaunchControls | None = None,
     **kwargs: Any,
 ) -> Backend:
-    """Load ``ref`` with the planner's settings for this machine; explicit
-    keyword arguments (and ``n_ctx``) override the plan.
+    """Load ``ref`` from the planner's launch spec for this machine; explicit
+    keyword arguments (LaunchSpec fields), ``n_ctx`` and ``controls``
+    (llama.cpp's -ot, --cpu-moe, --n-cpu-moe, -ngl) override the plan.
 
     A given ``n_ctx`` must be at least 1 and at most the model's trained
     context: it is refused before anything is converted or allocated.
@@ -278,6 +360,10 @@ def open_backend(
             )
         from edgeglm.backends.onnx import OnnxModel
 
+        if controls is not None and controls.given():
+            raise UsageError(
+                f"{controls.given()[0]} applies to llama.cpp; the ONNX backend does not take it"
+            )
         if n_ctx is not None:
             check_n_ctx(n_ctx, _n_ctx_train(art))
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
@@ -288,12 +374,9 @@ def open_backend(
     verify_gguf(path)
     from edgeglm.backends.llamacpp import LlamaCppModel
 
-    settings = planned_settings(path) if use_plan else {}
-    settings.update(kwargs)
-    if n_ctx is not None:
-        settings["n_ctx"] = n_ctx
-    settings.setdefault("n_ctx", 2048)
-    return LlamaCppModel(path, logits_all=logits, **settings)
+    spec = planned_spec(path) if use_plan else unplanned_spec(path)
+    spec = finish_spec(spec, n_ctx=n_ctx, controls=controls, **kwargs)
+    return LlamaCppModel.from_spec(spec, logits_all=logits)
 
 
 def _origin(model: Backend) -> str:

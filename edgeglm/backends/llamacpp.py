@@ -80,7 +80,7 @@ class _NoChatFormatter:
 _LOAD_LOCK = threading.RLock()
 
 
-class llama_model_tensor_buft_override(ctypes.Structure):  # noqa: N801 (llama.h's name)
+class llama_model_tensor_buft_override(ctypes.Structure):  # llama.h names it so
     """``struct llama_model_tensor_buft_override { const char * pattern;
     ggml_backend_buffer_type_t buft; }`` (llama.h); llama-cpp-python declares
     the field that points to an array of them as a bare ``void *``."""
@@ -366,9 +366,7 @@ class LlamaCppModel:
             "n_batch": int(cp.n_batch),
             "n_ubatch": int(cp.n_ubatch),
         }
-        offload = spec.n_gpu_layers != 0 or any(
-            o.device != "CPU" for o in spec.tensor_overrides
-        )
+        offload = spec.n_gpu_layers != 0 or any(o.device != "CPU" for o in spec.tensor_overrides)
         self.capabilities = Capabilities(
             logits=logits_all, gpu_offload=offload, device="gpu" if offload else "cpu"
         )

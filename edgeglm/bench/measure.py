@@ -12,10 +12,13 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from edgeglm.planner.launch import LaunchSpec
 
 PROMPT_TOKENS = 512
 DECODE_TOKENS = 128
@@ -33,6 +36,7 @@ class Measurement:
     peak_rss_bytes: int
     vram_bytes: int | None
     logits: npt.NDArray[np.float32]  # next-token logits at every position of the eval text
+    launch: dict[str, Any] | None = None  # the llama.cpp launch spec the speed rows ran with
 
 
 def peak_rss_bytes() -> int:
@@ -74,12 +78,18 @@ def measure_llamacpp(
     repeat: int,
     threads: int | None,
     decode_tokens: int = DECODE_TOKENS,
+    spec: LaunchSpec | None = None,
 ) -> Measurement:
+    """``spec``: the launch spec to measure (its context is sized here); None:
+    llama-cpp-python's defaults on the CPU with ``threads``."""
     from edgeglm.backends.llamacpp import LlamaCppModel
+    from edgeglm.planner.launch import LaunchSpec
 
+    if spec is None:
+        spec = LaunchSpec(artifact=path, n_threads=threads, flash_attn=False)
     n_ctx = len(prompt) + decode_tokens + 8
     t0 = time.perf_counter()
-    m = LlamaCppModel(Path(path), n_ctx=n_ctx, n_threads=threads)
+    m = LlamaCppModel.from_spec(spec.with_(artifact=path, n_ctx=n_ctx))
     load_s = time.perf_counter() - t0
     llm = m.llm
     # warm-up: first calls allocate buffers and page the weights in
@@ -109,12 +119,13 @@ def measure_llamacpp(
     # all-positions logits buffer; VRAM while the model is still loaded.
     peak = peak_rss_bytes()
     vram = vram_now
-    scorer = LlamaCppModel(
-        Path(path), n_ctx=len(eval_tokens) + 8, n_threads=threads, logits_all=True
+    launch = dict(m.settings)
+    scorer = LlamaCppModel.from_spec(
+        spec.with_(artifact=path, n_ctx=len(eval_tokens) + 8), logits_all=True
     )
     logits = scorer.score(eval_tokens)
     scorer.close()
-    return Measurement(device, load_s, ttft, prefill, decode, peak, vram, logits)
+    return Measurement(device, load_s, ttft, prefill, decode, peak, vram, logits, launch)
 
 
 def measure_onnx(

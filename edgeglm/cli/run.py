@@ -12,6 +12,42 @@ import typer
 
 from edgeglm.cli import _fail, app, err
 from edgeglm.errors import EdgeGLMError, UsageError
+from edgeglm.planner.launch import LaunchControls
+
+# llama.cpp's own placement flags, named as llama.cpp names them (common/arg.cpp);
+# shared by run and score. They override the plan's fields.
+OverrideTensorOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--override-tensor",
+        "-ot",
+        help="PATTERN=DEVICE[,...]: weights matching the regex go to DEVICE (e.g. 'exps=CPU'); "
+        "repeatable; replaces the plan's overrides.",
+    ),
+]
+CpuMoeOpt = Annotated[
+    bool, typer.Option("--cpu-moe", "-cmoe", help="Keep every MoE expert weight in RAM.")
+]
+NCpuMoeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-cpu-moe", "-ncmoe", help="Keep the MoE experts of the first N blocks in RAM."
+    ),
+]
+NglOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-gpu-layers", "-ngl", help="Layers in VRAM (llama.cpp semantics); replaces the plan's."
+    ),
+]
+
+
+def _controls(
+    override_tensor: list[str] | None, cpu_moe: bool, n_cpu_moe: int | None, ngl: int | None
+) -> LaunchControls:
+    c = LaunchControls(tuple(override_tensor or ()), cpu_moe, n_cpu_moe, ngl)
+    c.check()  # before any model is touched
+    return c
 
 
 def check_output(path: Path) -> None:
@@ -38,8 +74,9 @@ def run(
         ),
     ] = None,
     prompt: Annotated[
-        str, typer.Option("-p", "--prompt", help="The user message (or raw text with --raw).")
-    ] = ...,  # type: ignore[assignment]
+        str | None,
+        typer.Option("-p", "--prompt", help="The user message (or raw text with --raw)."),
+    ] = None,
     n: Annotated[int, typer.Option("-n", "--max-tokens", help="Maximum new tokens.")] = 256,
     backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
     system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
@@ -59,6 +96,23 @@ def run(
         bool,
         typer.Option("--no-plan", help="llama.cpp defaults instead of the planner's settings."),
     ] = False,
+    override_tensor: OverrideTensorOpt = None,
+    cpu_moe: CpuMoeOpt = False,
+    n_cpu_moe: NCpuMoeOpt = None,
+    n_gpu_layers: NglOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the launch spec that would load, without loading anything."
+        ),
+    ] = False,
+    hardware: Annotated[
+        Path | None,
+        typer.Option(
+            "--hardware",
+            help="With --dry-run: plan for this hardware profile (JSON) instead of this machine.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the text and timings as JSON instead of streaming."),
@@ -70,6 +124,14 @@ def run(
     from edgeglm.runtime import chat, generate_text, open_backend
 
     try:
+        controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        if hardware is not None and not dry_run:
+            raise UsageError("--hardware plans for another machine: it needs --dry-run")
+        if dry_run:
+            _dry_run(model, backend, ctx, no_plan, controls, hardware, as_json)
+            return
+        if prompt is None:
+            raise UsageError("run needs -p/--prompt (or --dry-run)")
         # Every value is checked before a model is touched (the same checks
         # open_backend, chat and generate_text make for every caller).
         params = SamplingParams(
@@ -88,7 +150,7 @@ def run(
             check_text(system, "--system")
         if ctx is not None:
             check_n_ctx(ctx, what="--ctx")
-        m = open_backend(model, backend=backend, n_ctx=ctx, use_plan=not no_plan)
+        m = open_backend(model, backend=backend, n_ctx=ctx, use_plan=not no_plan, controls=controls)
         try:
             if raw:
                 stream = generate_text(m, prompt, params)
@@ -149,6 +211,40 @@ def run(
         )
 
 
+def _dry_run(
+    model: str | None,
+    backend: str,
+    ctx: int | None,
+    no_plan: bool,
+    controls: LaunchControls,
+    hardware: Path | None,
+    as_json: bool,
+) -> None:
+    """Print the launch spec ``run`` would load (EdgeGLMError on a bad model or flag)."""
+    from edgeglm.backends.base import check_n_ctx
+    from edgeglm.runtime import dry_run_spec
+
+    if backend == "onnx":
+        raise UsageError("--dry-run prints llama.cpp launch specs; not with --backend onnx")
+    if backend not in ("auto", "llama.cpp"):
+        raise UsageError(f"unknown backend {backend!r}; choose auto, llama.cpp or onnx")
+    if ctx is not None:
+        check_n_ctx(ctx, what="--ctx")
+    hw = None
+    if hardware is not None:
+        from edgeglm.hardware import load_profile
+
+        hw = load_profile(hardware)
+    spec = dry_run_spec(model, n_ctx=ctx, use_plan=not no_plan, controls=controls, hardware=hw)
+    if as_json:
+        print(json.dumps(spec.to_dict(), indent=2))
+        return
+    for key, value in spec.to_dict().items():
+        if key != "schema_version":
+            print(f"{key}: {value}")
+    print("llama.cpp flags: " + " ".join(spec.llama_cpp_args()))
+
+
 @app.command()
 def score(
     model: Annotated[
@@ -159,6 +255,10 @@ def score(
         Path, typer.Option("-o", "--output", help="Output .npz (tokens int32, logits float32).")
     ] = ...,  # type: ignore[assignment]
     backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
+    override_tensor: OverrideTensorOpt = None,
+    cpu_moe: CpuMoeOpt = False,
+    n_cpu_moe: NCpuMoeOpt = None,
+    n_gpu_layers: NglOpt = None,
 ) -> None:
     """Save the model's next-token logits for every token of a text."""
     import numpy as np
@@ -167,17 +267,20 @@ def score(
     from edgeglm.runtime import open_backend
 
     try:
+        controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
         check_output(output)
         try:
             content = text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{text}: cannot read as UTF-8 text ({_reason(e)})") from e
-        probe = open_backend(model, backend=backend, n_ctx=64)
+        probe = open_backend(model, backend=backend, n_ctx=64, controls=controls)
         tokens = probe.tokenize(content)
         probe.close()
         if not tokens:
             raise UsageError(f"{text}: no tokens to score")
-        m = open_backend(model, backend=backend, n_ctx=len(tokens) + 8, logits=True)
+        m = open_backend(
+            model, backend=backend, n_ctx=len(tokens) + 8, logits=True, controls=controls
+        )
         try:
             logits = m.score(tokens)
         finally:

@@ -178,30 +178,52 @@ class LaunchSpec:
         args += ["-fa", "on" if self.flash_attn else "off"]
         if self.type_k != "f16" or self.type_v != "f16":
             args += ["-ctk", self.type_k, "-ctv", self.type_v]
-        return args + ["-b", str(self.n_batch), "-ub", str(self.n_ubatch)]
+        return [*args, "-b", str(self.n_batch), "-ub", str(self.n_ubatch)]
 
 
-def apply_user_controls(
-    spec: LaunchSpec,
-    *,
-    override_tensor: list[str] | None = None,
-    cpu_moe: bool = False,
-    n_cpu_moe: int | None = None,
-    n_gpu_layers: int | None = None,
-) -> LaunchSpec:
-    """llama.cpp's own flags on top of a planned spec. Any tensor-override flag
-    replaces the plan's overrides (in llama.cpp's order: -ot, --cpu-moe,
-    --n-cpu-moe; the first matching override wins); -ngl replaces its layer count."""
-    changes: dict[str, Any] = {}
-    user: list[TensorOverride] = parse_overrides(override_tensor or [])
-    if cpu_moe:
-        user += cpu_moe_overrides()
-    if n_cpu_moe is not None:
-        user += cpu_moe_overrides(n_cpu_moe)
-    if override_tensor or cpu_moe or n_cpu_moe is not None:
-        changes["tensor_overrides"] = tuple(user)
-    if n_gpu_layers is not None:
-        if n_gpu_layers < 0:
-            raise UsageError(f"-ngl {n_gpu_layers}: must be 0 or more")
-        changes["n_gpu_layers"] = n_gpu_layers
-    return spec.with_(**changes) if changes else spec
+@dataclass(frozen=True)
+class LaunchControls:
+    """llama.cpp's own placement flags, given on top of a planned spec."""
+
+    override_tensor: tuple[str, ...] = ()  # -ot values, each PATTERN=DEVICE[,...]
+    cpu_moe: bool = False
+    n_cpu_moe: int | None = None
+    n_gpu_layers: int | None = None
+
+    def given(self) -> list[str]:
+        """The flags set, by name (for messages)."""
+        return [
+            name
+            for name, on in (
+                ("--override-tensor", bool(self.override_tensor)),
+                ("--cpu-moe", self.cpu_moe),
+                ("--n-cpu-moe", self.n_cpu_moe is not None),
+                ("--n-gpu-layers", self.n_gpu_layers is not None),
+            )
+            if on
+        ]
+
+    def check(self) -> None:
+        """Syntax only: whether the devices exist is for the engine that loads."""
+        parse_overrides(list(self.override_tensor))
+        if self.n_cpu_moe is not None and self.n_cpu_moe < 0:
+            raise UsageError(f"--n-cpu-moe {self.n_cpu_moe}: must be 0 or more")
+        if self.n_gpu_layers is not None and self.n_gpu_layers < 0:
+            raise UsageError(f"--n-gpu-layers {self.n_gpu_layers}: must be 0 or more")
+
+    def apply(self, spec: LaunchSpec) -> LaunchSpec:
+        """Any tensor-override flag replaces the plan's overrides (in the order
+        -ot, --cpu-moe, --n-cpu-moe; in llama.cpp the first match wins); -ngl
+        replaces its layer count."""
+        self.check()
+        changes: dict[str, Any] = {}
+        user = parse_overrides(list(self.override_tensor))
+        if self.cpu_moe:
+            user += cpu_moe_overrides()
+        if self.n_cpu_moe is not None:
+            user += cpu_moe_overrides(self.n_cpu_moe)
+        if self.override_tensor or self.cpu_moe or self.n_cpu_moe is not None:
+            changes["tensor_overrides"] = tuple(user)
+        if self.n_gpu_layers is not None:
+            changes["n_gpu_layers"] = self.n_gpu_layers
+        return spec.with_(**changes) if changes else spec

@@ -193,10 +193,13 @@ def test_quant_option_is_for_checkpoints_only(plan_for: PlanFor) -> None:
 
 def test_plan_settings_translate_to_llama_cpp(plan_for: PlanFor) -> None:
     p = plan_for("glm-4-9b-0414", "laptop-rtx4060-8gb", quant="Q4_K_M", ctx=32768)
-    kw = p.llama_kwargs()
-    assert kw["n_gpu_layers"] == 41 and kw["n_ctx"] == 32768 and kw["flash_attn"] is True
-    assert kw["type_k"] == kw["type_v"] == policy.GGML_TYPE_IDS["q8_0"]
+    spec = p.launch_spec()
+    assert spec is not None
+    assert spec.n_gpu_layers == 41 and spec.n_ctx == 32768 and spec.flash_attn is True
+    assert spec.type_k == spec.type_v == "q8_0" and spec.type_k in policy.GGML_TYPE_IDS
+    assert spec.artifact is None and spec.quant == "Q4_K_M"  # a config: still to convert
     args = p.llama_cpp_args()
+    assert args == spec.llama_cpp_args()
     assert args[:4] == ["-c", "32768", "-ngl", "41"] and "-ctk" in args
     every = Placement("gpu_moe_split", 48, cpu_expert_layers=(1, 2, 3), all_experts_on_cpu=True)
     assert every.tensor_overrides() == [r"blk\.\d+\.ffn_(up|down|gate)_exps\.weight=CPU"]
