@@ -336,11 +336,13 @@ def open_backend(
     quant: str = DEFAULT_QUANT,
     use_plan: bool = True,
     controls: LaunchControls | None = None,
+    verbose: bool = False,
     **kwargs: Any,
 ) -> Backend:
     """Load ``ref`` from the planner's launch spec for this machine; explicit
     keyword arguments (LaunchSpec fields), ``n_ctx`` and ``controls``
     (llama.cpp's -ot, --cpu-moe, --n-cpu-moe, -ngl) override the plan.
+    ``verbose``: llama.cpp's own load log on stderr (llama.cpp backend).
 
     A given ``n_ctx`` must be at least 1 and at most the model's trained
     context: it is refused before anything is converted or allocated.
@@ -376,7 +378,7 @@ def open_backend(
 
     spec = planned_spec(path) if use_plan else unplanned_spec(path)
     spec = finish_spec(spec, n_ctx=n_ctx, controls=controls, **kwargs)
-    return LlamaCppModel.from_spec(spec, logits_all=logits)
+    return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose)
 
 
 def _origin(model: Backend) -> str:

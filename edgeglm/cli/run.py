@@ -100,6 +100,10 @@ def run(
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
     n_gpu_layers: NglOpt = None,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="llama.cpp's own log (debug lines too) on stderr."),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -150,7 +154,14 @@ def run(
             check_text(system, "--system")
         if ctx is not None:
             check_n_ctx(ctx, what="--ctx")
-        m = open_backend(model, backend=backend, n_ctx=ctx, use_plan=not no_plan, controls=controls)
+        m = open_backend(
+            model,
+            backend=backend,
+            n_ctx=ctx,
+            use_plan=not no_plan,
+            controls=controls,
+            verbose=verbose,
+        )
         try:
             if raw:
                 stream = generate_text(m, prompt, params)
