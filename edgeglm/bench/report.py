@@ -15,7 +15,11 @@ from typing import Any
 
 from edgeglm.errors import UsageError
 
-SCHEMA_VERSION = 1
+# 2: rows carry the launch spec that ran, where the weights were read from
+# (device "cpu", "gpu" or "split") and the roofline's inputs. Version 1
+# reports still load: their new fields are None.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 
 
 @dataclass
@@ -41,7 +45,7 @@ class BenchRow:
     model: str
     quant: str
     backend: str
-    device: str
+    device: str  # llama.cpp: where the weights were read from ("cpu", "gpu", "split")
     file_bytes: int
     bits_per_weight: float | None
     load_s: float
@@ -55,10 +59,17 @@ class BenchRow:
     kl_p99: float | None = None
     top1: float | None = None
     ppl: float | None = None
-    # roofline: bytes read per decoded token x tokens/s / memory bandwidth
+    # roofline: the fastest a decode step could be, reading its weights at the
+    # bandwidth of the memory each is in, over the measured step
     bytes_per_token: int | None = None
     decode_efficiency: float | None = None
     reference: bool = False
+    launch: dict[str, Any] | None = None  # the launch spec the measurement ran with
+    bytes_per_token_cpu: int | None = None
+    bytes_per_token_gpu: int | None = None
+    bandwidth_cpu_gbps: float | None = None
+    bandwidth_gpu_gbps: float | None = None
+    roofline_note: str | None = None  # what the roofline used, or why there is none
 
     def flat(self) -> dict[str, Any]:
         """One level of keys, for CSV and tables."""
@@ -69,6 +80,8 @@ class BenchRow:
                 out[f.name] = v.median
                 out[f"{f.name}_min"] = v.min
                 out[f"{f.name}_max"] = v.max
+            elif isinstance(v, dict):
+                out[f.name] = json.dumps(v, sort_keys=True)
             else:
                 out[f.name] = v
         return out
@@ -100,7 +113,7 @@ class BenchReport:
     def to_markdown(self) -> str:
         cols = ["artifact", "backend", "size MiB", "bpw", "decode tok/s", "prefill tok/s"]
         cols += ["TTFT ms", "peak RSS MiB", "VRAM MiB", "mean KL", "p99 KL", "top-1", "PPL"]
-        cols += ["roofline"]
+        cols += ["roofline", "launch"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in self.rows:
             cells = [
@@ -118,6 +131,7 @@ class BenchReport:
                 _f(r.top1, 3),
                 _f(r.ppl, 2),
                 _pct(r.decode_efficiency),
+                _launch(r.launch),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         fp = self.fingerprint
@@ -134,16 +148,24 @@ class BenchReport:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UsageError(f"{path}: not a readable benchmark report ({e})") from e
-        if data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version not in READABLE_SCHEMAS:
             raise UsageError(
-                f"{path}: report schema {data.get('schema_version')}, expected {SCHEMA_VERSION}"
+                f"{path}: report schema {version}, this EdgeGLM reads "
+                + ", ".join(map(str, READABLE_SCHEMAS))
             )
-        rows = []
-        for r in data["rows"]:
-            for k in ("ttft_s", "prefill_tps", "decode_tps"):
-                r[k] = Spread(**r[k])
-            rows.append(BenchRow(**r))
-        return cls(data["fingerprint"], data["settings"], rows, data.get("complete", True))
+        known = {f.name for f in fields(BenchRow)}
+        try:
+            rows = []
+            for r in data["rows"]:
+                for k in ("ttft_s", "prefill_tps", "decode_tps"):
+                    r[k] = Spread(**r[k])
+                rows.append(BenchRow(**{k: v for k, v in r.items() if k in known}))
+            return cls(
+                data["fingerprint"], data["settings"], rows, data.get("complete", True), version
+            )
+        except (KeyError, TypeError) as e:
+            raise UsageError(f"{path}: not a benchmark report of schema {version} ({e})") from e
 
 
 def _f(v: float | None, digits: int) -> str:
@@ -152,6 +174,16 @@ def _f(v: float | None, digits: int) -> str:
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.0f}%"
+
+
+def _launch(launch: dict[str, Any] | None) -> str:
+    """The spec that ran, as llama.cpp flags (Markdown-safe)."""
+    if launch is None:
+        return "–"
+    from edgeglm.planner.launch import LaunchSpec
+
+    args = " ".join(LaunchSpec.from_dict(launch).llama_cpp_args())
+    return "`" + args.replace("|", "\\|") + "`"
 
 
 def pareto_front(rows: list[BenchRow]) -> list[BenchRow]:

@@ -6,6 +6,12 @@ Each artifact is measured in its own child process (measure.py); quality is
 KL divergence of next-token distributions against the reference on a
 held-out text, computed here in float64.
 
+Each llama.cpp artifact is measured with a launch spec (planner/launch.py):
+the plan's for this machine (``device="auto"``, what ``edgeglm run`` loads),
+or the same spec forced onto the CPU or wholly onto the GPU. The row records
+the spec that really ran, and the roofline divides by the bandwidth of the
+memory each weight was read from (roofline.py).
+
 This process never loads a model: every GGUF passes the strict header checks
 (gguf_file.py) and a load in a child (runtime.verify_gguf) before anything
 else touches it, and tokenizing the held-out text happens in a child too. A
@@ -19,7 +25,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,11 +40,16 @@ from edgeglm.bench.measure import (
     measure_onnx,
 )
 from edgeglm.bench.report import BenchReport, BenchRow, Spread
+from edgeglm.bench.roofline import roofline, weight_reads
 from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import UsageError
 from edgeglm.gguf_file import GGUFFile, read_gguf
 from edgeglm.metrics import kl_divergence, log_softmax
+from edgeglm.planner.launch import LaunchSpec
 from edgeglm.runtime import ensure_gguf, ensure_onnx, resolve, verify_gguf
+
+if TYPE_CHECKING:
+    from edgeglm.hardware.profile import HardwareProfile
 
 ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
 
@@ -49,6 +60,7 @@ _PRECISION = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M"
 Progress = Callable[[str, float], None]
 # Timed runs per artifact: a median of more says nothing new, and takes hours.
 MAX_REPEAT = 1000
+DEVICES = ("auto", "cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class BenchRequest:
     threads: int | None = None
     prompt_tokens: int = PROMPT_TOKENS
     decode_tokens: int = DECODE_TOKENS
+    # llama.cpp rows: "auto" the plan's placement, "cpu" none offloaded, "gpu" all offloaded
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         """The bounds every benchmark is held to, whoever builds the request."""
@@ -72,6 +86,8 @@ class BenchRequest:
         check_threads(self.threads)
         check_count("prompt_tokens", self.prompt_tokens, 1, INT32_MAX)
         check_count("decode_tokens", self.decode_tokens, 1, INT32_MAX)
+        if self.device not in DEVICES:
+            raise UsageError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if not self.models or not self.backends:
             raise UsageError("a benchmark needs at least one model and one backend")
 
@@ -191,22 +207,6 @@ def _gpus() -> list[dict[str, Any]]:
         return []
 
 
-def bytes_per_token(path: Path) -> int:
-    """Weight bytes one decode step reads: all but the embedding table (one row
-    is gathered), and for MoE only the routed experts' share in use."""
-    g = read_gguf(path)
-    arch = g.architecture
-    n_exp, n_used = g.get(f"{arch}.expert_count"), g.get(f"{arch}.expert_used_count")
-    counts = isinstance(n_exp, int) and isinstance(n_used, int) and 0 < n_used <= n_exp
-    share = n_used / n_exp if counts else 1.0
-    total = 0.0
-    for t in g.tensors:
-        if t.name == "token_embd.weight":
-            continue
-        total += int(t.n_bytes) * (share if "_exps." in t.name else 1.0)
-    return int(total)
-
-
 def _bandwidth() -> float | None:
     """Measured memory bandwidth in bytes/s, from the hardware probe's cache."""
     try:
@@ -217,6 +217,61 @@ def _bandwidth() -> float | None:
     except (ImportError, AttributeError, TypeError):
         return None
     return gbps * 1e9 if gbps else None
+
+
+def gpu_bandwidth(hw: HardwareProfile) -> tuple[float | None, str]:
+    """The GPUs' memory bandwidth in bytes/s as the hardware profile knows it,
+    and where it came from (or why there is none). With several GPUs of
+    different bandwidth the layers' split between them is not known here, so
+    there is no single figure."""
+    known = {g.bandwidth_gbps for g in hw.gpus}
+    if not hw.gpus:
+        return None, "no GPU in the hardware profile"
+    if None in known:
+        return None, "the GPU's memory bandwidth is not known (NVML reports no bus width or clock)"
+    if len(known) > 1:
+        return None, "GPUs of different memory bandwidth: the split between them is not known"
+    gbps = hw.gpus[0].bandwidth_gbps
+    assert gbps is not None
+    return gbps * 1e9, hw.gpus[0].bandwidth_source or "hardware profile"
+
+
+def check_gpu_offload() -> None:
+    """``--device gpu`` needs a llama.cpp built with GPU offload and a GPU it finds."""
+    import llama_cpp
+
+    from edgeglm.backends.llamacpp import gpu_count
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        raise UsageError(
+            "--device gpu: this llama.cpp build has no GPU offload "
+            "(llama_supports_gpu_offload() is false); use --device cpu or auto"
+        )
+    if gpu_count() == 0:
+        raise UsageError("--device gpu: llama.cpp finds no GPU here; use --device cpu or auto")
+
+
+def bench_spec(
+    path: Path, device: str, threads: int | None, hardware: HardwareProfile | None = None
+) -> LaunchSpec:
+    """The launch spec an artifact is measured with (its context is sized in
+    the measurement). ``auto``: the plan for this machine (or ``hardware``), as
+    ``edgeglm run`` loads it; ``cpu``: that spec with nothing offloaded;
+    ``gpu``: every layer offloaded, no tensor kept back on the CPU."""
+    from edgeglm.runtime import planned_spec
+
+    spec = planned_spec(path, hardware)
+    if threads is not None:
+        spec = spec.with_(n_threads=threads)
+    if device == "cpu":
+        return spec.with_(n_gpu_layers=0, main_gpu=0, tensor_split=(), tensor_overrides=())
+    if device == "gpu":
+        g = read_gguf(path)
+        n_block = g.get(f"{g.architecture}.block_count")
+        if not isinstance(n_block, int):
+            raise UsageError(f"{path}: no {g.architecture}.block_count to offload")
+        return spec.with_(n_gpu_layers=n_block + 1, tensor_overrides=())  # blocks + output
+    return spec
 
 
 def _tokens(art: Artifact, text: str) -> list[int]:
@@ -259,12 +314,19 @@ def run_bench(
         "sampling": "greedy",
         "warmup": True,
     }
+    from edgeglm.hardware import probe
+
+    use_llama = any(b in ("llama.cpp", "auto") for b in request.backends)
+    if request.device == "gpu" and use_llama:
+        check_gpu_offload()  # before converting or measuring anything
+    settings["device"] = request.device
     groups = artifacts_for(list(request.models), list(request.quants), list(request.backends))
     for art in (a for g in groups for a in g if a.backend == "llama.cpp"):
         verify_gguf(art.path)  # header checks, then a load in a child: before anything else
     report = BenchReport(fingerprint(), settings)
     total = sum(len(g) for g in groups)
-    bandwidth = _bandwidth()
+    hw = probe(bandwidth=False)  # what the plan sees, as `edgeglm run` plans
+    bandwidths = Bandwidths(_bandwidth(), *gpu_bandwidth(hw))
     done = 0
     try:
         for group in groups:
@@ -288,18 +350,16 @@ def run_bench(
                     raise KeyboardInterrupt
                 if progress is not None:
                     progress(f"{art.label}", done / total)
-                measure = measure_onnx if art.backend == "onnx" else measure_llamacpp
-                res = run_isolated(
-                    measure,
-                    str(art.path),
-                    prompt,
-                    eval_tokens,
-                    request.repeat,
-                    request.threads,
-                    request.decode_tokens,
-                    what=f"{art.backend} benchmarking {art.label}",
-                )
-                report.rows.append(_row(art, res, ref_logits, eval_tokens, bandwidth))
+                what = f"{art.backend} benchmarking {art.label}"
+                args = (str(art.path), prompt, eval_tokens, request.repeat, request.threads)
+                if art.backend == "onnx":
+                    res = run_isolated(measure_onnx, *args, request.decode_tokens, what=what)
+                else:
+                    spec = bench_spec(art.path, request.device, request.threads, hw)
+                    res = run_isolated(
+                        measure_llamacpp, *args, request.decode_tokens, spec, what=what
+                    )
+                report.rows.append(_row(art, res, ref_logits, eval_tokens, bandwidths))
                 if ref_logits is None:
                     ref_logits = res.logits
                 done += 1
@@ -310,12 +370,21 @@ def run_bench(
     return report
 
 
+@dataclass(frozen=True)
+class Bandwidths:
+    """Bytes/s of the memories weights are read from (None: not known)."""
+
+    cpu: float | None
+    gpu: float | None
+    gpu_source: str  # where the GPU figure came from, or why there is none
+
+
 def _row(
     art: Artifact,
     res: Measurement,
     ref_logits: npt.NDArray[np.float32] | None,
     eval_tokens: list[int],
-    bandwidth: float | None,
+    bandwidths: Bandwidths,
 ) -> BenchRow:
     logits = res.logits
     lp = log_softmax(logits[:-1])
@@ -335,7 +404,7 @@ def _row(
         peak_rss_bytes=res.peak_rss_bytes,
         vram_bytes=res.vram_bytes,
         ppl=float(np.exp(nll.mean())),
-        bytes_per_token=bytes_per_token(art.path) if art.backend != "onnx" else None,
+        bytes_per_token=None,
         reference=ref_logits is None,
     )
     if ref_logits is not None:
@@ -343,8 +412,23 @@ def _row(
         row.kl_mean = float(kl.mean())
         row.kl_p99 = float(np.percentile(kl, 99))
         row.top1 = float((ref_logits.argmax(-1) == logits.argmax(-1)).mean())
-    if bandwidth and row.bytes_per_token:
-        row.decode_efficiency = row.bytes_per_token * row.decode_tps.median / bandwidth
+    if art.backend == "onnx":
+        row.roofline_note = "ONNX Runtime: the bytes read per token are not derived"
+        return row
+    ran = LaunchSpec.from_dict(res.launch) if res.launch is not None else None
+    if ran is not None:
+        row.launch = res.launch
+        reads = weight_reads(art.path, ran)
+        row.device = reads.placement  # where the weights were read from: cpu, gpu or split
+        row.bytes_per_token = reads.total
+        row.bytes_per_token_cpu = reads.cpu_bytes
+        row.bytes_per_token_gpu = reads.gpu_bytes
+        row.bandwidth_cpu_gbps = bandwidths.cpu / 1e9 if bandwidths.cpu else None
+        row.bandwidth_gpu_gbps = bandwidths.gpu / 1e9 if bandwidths.gpu else None
+        roof = roofline(
+            reads, row.decode_tps.median, bandwidths.cpu, bandwidths.gpu, bandwidths.gpu_source
+        )
+        row.decode_efficiency, row.roofline_note = roof.efficiency, roof.note
     return row
 
 
@@ -371,7 +455,7 @@ def main_table(report: BenchReport) -> Any:
     t = Table(
         title="latency against quality" + ("" if report.complete else " (interrupted: partial)")
     )
-    cols = ["artifact", "MiB", "bpw", "load s", "TTFT ms", "prefill t/s", "decode t/s"]
+    cols = ["artifact", "device", "MiB", "bpw", "load s", "TTFT ms", "prefill t/s", "decode t/s"]
     cols += ["RSS MiB", "mean KL", "p99 KL", "top-1", "PPL", "roofline"]
     for col in cols:
         t.add_column(col, justify="left" if col == "artifact" else "right")
@@ -384,6 +468,7 @@ def main_table(report: BenchReport) -> Any:
         )
         t.add_row(
             r.label + (" *" if id(r) in front else ""),
+            r.device,
             f"{r.file_bytes / 2**20:.1f}",
             f"{r.bits_per_weight or 0:.2f}",
             f"{r.load_s:.2f}",

@@ -37,6 +37,14 @@ def bench(
         int, typer.Option("--repeat", help="Timed runs per artifact (median reported).")
     ] = 3,
     threads: Annotated[int | None, typer.Option("--threads", "-t")] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="llama.cpp rows: auto (the plan's GPU layers and placement), cpu (nothing "
+            "offloaded) or gpu (every layer offloaded).",
+        ),
+    ] = "auto",
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="Report path: writes .json, .csv, .md and .svg"),
@@ -66,6 +74,7 @@ def bench(
             text=text,
             repeat=repeat,
             threads=threads,
+            device=device,
         )
 
         with Progress(
