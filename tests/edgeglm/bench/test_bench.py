@@ -52,20 +52,23 @@ def test_report_has_every_figure(report: BenchReport) -> None:
     assert q8.kl_mean is not None and q4.kl_mean is not None
     assert q8.kl_mean < q4.kl_mean  # more bits, closer to the reference
     assert report.fingerprint["llama_cpp_python"] and report.fingerprint["cpu"]
-    assert report.schema_version == 1 and report.settings["repeat"] == 2
+    assert report.schema_version == 2 and report.settings["repeat"] == 2
 
 
 def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
     report: BenchReport, tmp_path: Path
 ) -> None:
-    """Score both artifacts independently (as `edgeglm score` does) and recompute KL by hand."""
+    """Score both artifacts independently (as `edgeglm score` does, with the
+    launch spec bench measured them with) and recompute KL by hand."""
     from edgeglm.backends.llamacpp import LlamaCppModel
+    from edgeglm.bench.run import bench_spec
     from edgeglm.runtime import ensure_gguf
 
     text = (Path(__file__).parents[3] / "edgeglm" / "bench" / "heldout.txt").read_text()
     logits = {}
     for q in ("F32", "Q4_K_M"):
-        m = LlamaCppModel(ensure_gguf(HF_FIXTURES / "glm4", q), n_ctx=1100, logits_all=True)
+        spec = bench_spec(ensure_gguf(HF_FIXTURES / "glm4", q), "auto", None)
+        m = LlamaCppModel.from_spec(spec.with_(n_ctx=1024 + 8), logits_all=True)
         tokens = m.tokenize(text)[:1024]
         np.savez(tmp_path / f"{q}.npz", logits=m.score(tokens))
         m.close()
