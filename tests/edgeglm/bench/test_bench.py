@@ -67,7 +67,9 @@ def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
     text = (Path(__file__).parents[3] / "edgeglm" / "bench" / "heldout.txt").read_text()
     logits = {}
     for q in ("F32", "Q4_K_M"):
-        spec = bench_spec(ensure_gguf(HF_FIXTURES / "glm4", q), "auto", None)
+        ran = next(r.launch for r in report.rows if r.quant == q)
+        assert ran is not None
+        spec = bench_spec(ensure_gguf(HF_FIXTURES / "glm4", q), "auto", ran["n_threads"])
         m = LlamaCppModel.from_spec(spec.with_(n_ctx=1024 + 8), logits_all=True)
         tokens = m.tokenize(text)[:1024]
         np.savez(tmp_path / f"{q}.npz", logits=m.score(tokens))

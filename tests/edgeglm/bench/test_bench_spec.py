@@ -29,8 +29,9 @@ from edgeglm.runtime import planned_spec
 AIR = FIXTURES / "configs" / "glm-4.5-air.json"
 RTX4090 = FIXTURES / "hardware" / "desktop-rtx4090-24gb.json"
 # The spec's fields the measurement itself sizes: the context (prompt + decode),
-# and the batch sizes llama.cpp caps at that context.
-SIZED = ("n_ctx", "n_batch", "n_ubatch")
+# and the batch sizes llama.cpp caps at that context. The planned thread count
+# also follows the other programs' load at probe time, so two probes may differ.
+SIZED = ("n_ctx", "n_batch", "n_ubatch", "n_threads")
 
 
 def edgeglm(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -77,6 +78,7 @@ def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> Non
         ran = LaunchSpec.from_dict(row.launch)
         assert ran.n_gpu_layers == 0 and not ran.tensor_overrides and not ran.tensor_split
         assert ran.artifact is not None and ran.n_ctx == 64 + 8 + 8
+        assert ran.n_threads is not None and ran.n_threads >= 1  # the count that ran
         # the plan's threads, KV types, flash attention: what `edgeglm run` would load
         planned = planned_spec(Path(ran.artifact))
         assert {k: v for k, v in row.launch.items() if k not in SIZED} == {
@@ -102,9 +104,11 @@ def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> Non
 
 
 def test_auto_runs_the_plan_and_threads_override_it(moe_gguf: Path) -> None:
-    planned = planned_spec(moe_gguf)
-    assert bench_spec(moe_gguf, "auto", None) == planned
-    assert bench_spec(moe_gguf, "auto", 1).n_threads == 1
+    from edgeglm.hardware import probe
+
+    here = probe(bandwidth=False)
+    assert bench_spec(moe_gguf, "auto", None, here) == planned_spec(moe_gguf, here)
+    assert bench_spec(moe_gguf, "auto", 1, here).n_threads == 1
     # on a machine with a GPU the plan offloads; --device cpu keeps everything in RAM
     hw = load_profile(RTX4090)
     gpu_plan = bench_spec(moe_gguf, "auto", None, hw)
