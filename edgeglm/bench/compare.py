@@ -28,6 +28,7 @@ def compare(reports: list[BenchReport], names: list[str]) -> dict[str, Any]:
                 entry[name] = None
                 continue
             d = {
+                "device": row.device,  # llama.cpp: cpu, gpu or split (where weights were read)
                 "decode_tps": row.decode_tps.median,
                 "prefill_tps": row.prefill_tps.median,
                 "ttft_ms": row.ttft_s.median * 1000,
@@ -54,6 +55,7 @@ def to_rich(result: dict[str, Any]) -> Any:
     t = Table(title="bench compare")
     t.add_column("artifact")
     for n in names:
+        t.add_column(f"{n}\ndevice")
         t.add_column(f"{n}\ndecode t/s", justify="right")
         t.add_column(f"{n}\nmean KL", justify="right")
     for entry in result["rows"]:
@@ -61,10 +63,11 @@ def to_rich(result: dict[str, Any]) -> Any:
         for n in names:
             d = entry.get(n)
             if d is None:
-                cells += ["–", "–"]
+                cells += ["–", "–", "–"]
                 continue
             ratio = f" ({d['decode_vs_first']:.2f}x)" if "decode_vs_first" in d else ""
             cells += [
+                d["device"],
                 f"{d['decode_tps']:.1f}{ratio}",
                 "ref" if d["kl_mean"] is None else f"{d['kl_mean']:.5f}",
             ]

@@ -269,7 +269,9 @@ def test_bench_compare_reads_schema_1_reports(
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
     assert [e["artifact"] for e in rows] == [row.label for row in demo_report.rows]
-    assert all(e["old"] and e["new"] for e in rows)
+    assert all(e["old"] and e["new"]["device"] == "cpu" for e in rows)
+    r = edgeglm("bench", "compare", str(old), str(new), cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "demo_model Q4_K_M" in r.stdout, r.stderr
     future = tmp_path / "future.json"
     future.write_text(json.dumps({**old_data, "schema_version": 99}))
     r = edgeglm("bench", "compare", str(future), cwd=tmp_path, env=env)
