@@ -112,21 +112,24 @@ def roofline(
     decode_tps: float,
     cpu_bandwidth: float | None,
     gpu_bandwidth: float | None,
-    gpu_reason: str = "no GPU memory bandwidth known",
+    gpu_about: str,
 ) -> Roofline:
-    """Efficiency from bandwidths in bytes/s (None: unknown)."""
+    """Efficiency from bandwidths in bytes/s (None: unknown). ``gpu_about``:
+    where the GPU figure came from, or why there is none. The RAM figure is
+    always one measured on this machine (hardware/bandwidth.py)."""
     if decode_tps <= 0 or reads.total <= 0:
         return Roofline(None, "nothing measured")
     parts: list[str] = []
     bound_s = 0.0
-    for nbytes, bw, memory, missing in (
+    for nbytes, bw, memory, about in (
         (reads.cpu_bytes, cpu_bandwidth, "RAM", "no measured RAM bandwidth"),
-        (reads.gpu_bytes, gpu_bandwidth, "VRAM", gpu_reason),
+        (reads.gpu_bytes, gpu_bandwidth, "VRAM", gpu_about),
     ):
         if not nbytes:
             continue
         if not bw:
-            return Roofline(None, f"{reads.placement}: {missing}")
+            return Roofline(None, f"{reads.placement}: {about}")
         bound_s += nbytes / bw
-        parts.append(f"{nbytes / 2**20:.1f} MiB/token from {memory} at {bw / 1e9:.0f} GB/s")
+        source = " (measured)" if memory == "RAM" else f" ({about})"
+        parts.append(f"{nbytes / 2**20:.1f} MiB/token from {memory} at {bw / 1e9:.0f} GB/s{source}")
     return Roofline(decode_tps * bound_s, f"{reads.placement}: " + " + ".join(parts))

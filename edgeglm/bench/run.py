@@ -376,7 +376,7 @@ class Bandwidths:
 
     cpu: float | None
     gpu: float | None
-    gpu_source: str  # where the GPU figure came from, or why there is none
+    gpu_about: str  # where the GPU figure came from, or why there is none
 
 
 def _row(
@@ -426,7 +426,7 @@ def _row(
         row.bandwidth_cpu_gbps = bandwidths.cpu / 1e9 if bandwidths.cpu else None
         row.bandwidth_gpu_gbps = bandwidths.gpu / 1e9 if bandwidths.gpu else None
         roof = roofline(
-            reads, row.decode_tps.median, bandwidths.cpu, bandwidths.gpu, bandwidths.gpu_source
+            reads, row.decode_tps.median, bandwidths.cpu, bandwidths.gpu, bandwidths.gpu_about
         )
         row.decode_efficiency, row.roofline_note = roof.efficiency, roof.note
     return row

@@ -195,11 +195,13 @@ def test_split_roofline_from_the_planned_moe_placement(moe_gguf: Path) -> None:
     cpu_bw = hw.memory.bandwidth_gbps
     gpu_bw = hw.gpus[0].bandwidth_gbps
     assert cpu_bw == 68.0 and gpu_bw == 1008.0
-    roof = roofline(reads, 50.0, cpu_bw * 1e9, gpu_bw * 1e9)
+    about = hw.gpus[0].bandwidth_source
+    assert about is not None
+    roof = roofline(reads, 50.0, cpu_bw * 1e9, gpu_bw * 1e9, about)
     bound = reads.cpu_bytes / 68e9 + reads.gpu_bytes / 1008e9
     assert roof.efficiency == pytest.approx(50.0 * bound)
     assert roof.note.startswith("split:") and "RAM at 68 GB/s" in roof.note
-    assert "VRAM at 1008 GB/s" in roof.note
+    assert "VRAM at 1008 GB/s (profile (spec sheet))" in roof.note
 
 
 def test_no_bandwidth_no_figure() -> None:
@@ -208,9 +210,9 @@ def test_no_bandwidth_no_figure() -> None:
     assert none.efficiency is None and none.note == (
         "split: the GPU's memory bandwidth is not known"
     )
-    cpu_only = roofline(WeightReads(1000, 0), 10.0, None, None)
+    cpu_only = roofline(WeightReads(1000, 0), 10.0, None, None, "no GPU")
     assert cpu_only.efficiency is None and cpu_only.note == "cpu: no measured RAM bandwidth"
-    gpu_only = roofline(WeightReads(0, 1000), 10.0, None, 1e12)  # RAM not needed
+    gpu_only = roofline(WeightReads(0, 1000), 10.0, None, 1e12, "nvml")  # RAM not needed
     assert gpu_only.efficiency == pytest.approx(10.0 * 1000 / 1e12)
 
 
