@@ -37,6 +37,10 @@ RUNTIME_BASE = 19 * MiB  # an InferenceSession with nothing loaded, measured
 RUNTIME_PER_WEIGHT_BYTE = 0.47  # parsed initializers + prepacked weights, measured
 FIXED = 6 * MiB  # tokenizer, sampler and small buffers, measured
 SCHEMA_VERSION = 1
+# The execution providers EdgeGLM's ONNX backend runs (backends/onnx.py
+# PREFERRED_PROVIDERS, in its order): the KV cache lives on CUDA or CPU.
+# TensorRT is left out (minutes of engine builds); others it cannot place.
+BACKEND_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -135,13 +139,15 @@ def plan_onnx(folder: Path, hw: HardwareProfile, ctx: int | None = None) -> Onnx
     cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
     trained = int(cfg["context_length"])
     n_ctx = min(ctx or trained, trained)
-    working = list(hw.onnxruntime.working_providers) if hw.onnxruntime else []
+    probed = list(hw.onnxruntime.working_providers) if hw.onnxruntime else []
+    working = [p for p in BACKEND_PROVIDERS if p in probed]
     provider = working[0] if working else "CPUExecutionProvider"
     threads = hw.cpu.physical_cores or 1
     margin = max(512 * MiB, hw.memory.total_bytes // 10)
     usable = max(0, hw.memory.available_bytes - margin)
     reasons = {
-        "provider": f"{provider} is the first execution provider that really initialized here"
+        "provider": f"{provider} is the first execution provider EdgeGLM's ONNX backend runs "
+        "that really initialized here"
         if working
         else "no provider was probed; CPU is always there",
         "threads": f"{threads} physical cores (decode is memory-bound; hyper-threads add nothing)",
