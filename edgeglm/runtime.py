@@ -32,6 +32,7 @@ from edgeglm.paths import cache_dir
 if TYPE_CHECKING:
     from edgeglm.hardware import HardwareProfile
     from edgeglm.planner.launch import LaunchControls, LaunchSpec
+    from edgeglm.planner.onnx_plan import OnnxPlan
     from edgeglm.planner.plan import Plan
 
 Kind = Literal["gguf", "onnx", "hf"]
@@ -320,11 +321,45 @@ def dry_run_spec(
     else:
         cached = _cached_path(art.path, f"{quant.upper()}.gguf")
         if use_plan:
-            spec = _fitting_spec(art.path, _plan(str(art.path), hardware, quant=quant))
+            hardware = _machine(hardware)
+            plan = _plan(str(art.path), hardware, quant=quant)
+            if plan.backend == "onnxruntime":
+                return _onnx_dry_run(art.path, hardware, n_ctx, controls)
+            spec = _fitting_spec(art.path, plan)
         else:
             spec = LaunchSpec(quant=quant.upper(), flash_attn=False)
         spec = spec.with_(artifact=str(cached) if cached.exists() else None)
     return finish_spec(spec, n_ctx=n_ctx, controls=controls)
+
+
+def _onnx_dry_run(
+    checkpoint: Path,
+    hardware: HardwareProfile,
+    n_ctx: int | None,
+    controls: LaunchControls | None,
+) -> LaunchSpec:
+    """The spec of a plan that runs the ONNX export beside ``checkpoint``: its
+    folder, threads and context (the provider is in ``edgeglm plan``'s output)."""
+    from edgeglm.planner.backend import find_onnx_artifact
+    from edgeglm.planner.launch import LaunchSpec
+
+    folder = find_onnx_artifact(checkpoint)
+    if folder is None:
+        raise HardwareError(f"{checkpoint}: the plan picked ONNX Runtime but no export is there")
+    if controls is not None and controls.given():
+        raise UsageError(
+            f"{controls.given()[0]} applies to llama.cpp; the plan for {checkpoint} runs ONNX "
+            "Runtime (--backend llama.cpp to use llama.cpp)"
+        )
+    hint = "--no-plan runs the checkpoint in llama.cpp with its defaults instead"
+    planned = _fitting_onnx_plan(folder, hardware, n_ctx, hint)
+    return LaunchSpec(
+        backend="onnx",
+        artifact=str(folder),
+        n_threads=planned.threads,
+        n_ctx=planned.n_ctx,
+        flash_attn=False,
+    )
 
 
 def _n_ctx_train(art: Artifact) -> int | None:
@@ -397,6 +432,9 @@ def open_backend(
             )
         if n_ctx is not None:
             check_n_ctx(n_ctx, _n_ctx_train(art))
+        if use_plan:
+            hint = "--no-plan opens it anyway with ONNX Runtime's defaults"
+            return _open_onnx(art.path, _machine(hardware), n_ctx, kwargs, hint)
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
     if n_ctx is not None:
@@ -423,12 +461,8 @@ def _open_planned_onnx(
     controls: LaunchControls | None,
     kwargs: dict[str, Any],
 ) -> Backend:
-    """The ONNX export the plan chose for ``checkpoint``, opened with the ONNX
-    plan's provider, threads and context; refused (exit 7) where that plan
-    does not fit or the planned provider is not what ONNX Runtime gives here."""
-    from edgeglm.backends.onnx import OnnxModel, usable_providers
+    """The ONNX export the plan chose for ``checkpoint``, opened as planned."""
     from edgeglm.planner.backend import find_onnx_artifact
-    from edgeglm.planner.onnx_plan import plan_onnx
 
     folder = find_onnx_artifact(checkpoint)
     if folder is None:  # the planner only picks ONNX Runtime when there is one
@@ -438,33 +472,62 @@ def _open_planned_onnx(
             f"{controls.given()[0]} applies to llama.cpp; the plan for {checkpoint} runs ONNX "
             "Runtime (--backend llama.cpp to use llama.cpp)"
         )
-    foreign = sorted(set(kwargs) - {"n_threads"})
-    if foreign:
-        raise UsageError(f"{foreign[0]} is a llama.cpp setting; {checkpoint} runs in ONNX Runtime")
+    hint = "--no-plan runs the checkpoint in llama.cpp with its defaults instead"
+    return _open_onnx(folder, hardware, n_ctx, kwargs, hint)
+
+
+def _fitting_onnx_plan(
+    folder: Path, hardware: HardwareProfile, n_ctx: int | None, no_plan_hint: str
+) -> OnnxPlan:
+    """``edgeglm plan FOLDER``'s plan; HardwareError (exit 7) where it does not fit."""
+    from edgeglm.planner.onnx_plan import plan_onnx
+
     planned = plan_onnx(folder, hardware, n_ctx)
     if not planned.fits:
         need, have = planned.memory.total / 2**30, planned.ram_usable / 2**30
         raise HardwareError(
             f"{folder}: the plan does not fit this machine: ONNX Runtime needs {need:.1f} GiB "
-            f"and {have:.1f} GiB is usable; {NO_PLAN_HINT}"
+            f"and {have:.1f} GiB is usable; {no_plan_hint}"
         )
-    if planned.provider not in usable_providers():  # asked before ONNX Runtime logs a failure
+    return planned
+
+
+def _open_onnx(
+    folder: Path,
+    hardware: HardwareProfile,
+    n_ctx: int | None,
+    kwargs: dict[str, Any],
+    no_plan_hint: str,
+) -> Backend:
+    """An ONNX folder with its plan's provider, threads and context (``plan_onnx``,
+    what ``edgeglm plan FOLDER`` prints); refused (exit 7) where that plan does
+    not fit or the planned provider does not initialize here. ``n_threads`` and
+    ``providers`` in ``kwargs`` override the plan."""
+    from edgeglm.backends.onnx import OnnxModel, load_model_folder, usable_providers
+
+    foreign = sorted(set(kwargs) - {"n_threads", "providers"})
+    if foreign:
+        raise UsageError(f"{foreign[0]} is a llama.cpp setting; {folder} runs in ONNX Runtime")
+    load_model_folder(folder)  # the backend's own checks (and exit codes) come first
+    planned = _fitting_onnx_plan(folder, hardware, n_ctx, no_plan_hint)
+    providers = kwargs.get("providers") or [planned.provider]
+    if providers[0] not in usable_providers():  # asked before ONNX Runtime logs a failure
         raise HardwareError(
-            f"{folder}: the plan runs ONNX Runtime on {planned.provider}, which does not "
-            f"initialize here; {NO_PLAN_HINT}"
+            f"{folder}: the plan runs ONNX Runtime on {providers[0]}, which does not "
+            f"initialize here; {no_plan_hint}"
         )
     model = OnnxModel(
         folder,
-        providers=[planned.provider],
+        providers=providers,
         n_threads=kwargs.get("n_threads") or planned.threads,
         n_ctx=planned.n_ctx,
     )
-    if model.capabilities.device != planned.provider:
+    if model.capabilities.device != providers[0]:
         got = model.capabilities.device
         model.close()
         raise HardwareError(
-            f"{folder}: the plan runs ONNX Runtime on {planned.provider}, which does not "
-            f"initialize here ({got} does); {NO_PLAN_HINT}"
+            f"{folder}: the plan runs ONNX Runtime on {providers[0]}, which does not "
+            f"initialize here ({got} does); {no_plan_hint}"
         )
     return model
 

@@ -259,7 +259,8 @@ def _dry_run(
     for key, value in spec.to_dict().items():
         if key != "schema_version":
             print(f"{key}: {value}")
-    print("llama.cpp flags: " + " ".join(spec.llama_cpp_args()))
+    if spec.backend == "llama.cpp":  # an ONNX plan has no llama.cpp flags
+        print("llama.cpp flags: " + " ".join(spec.llama_cpp_args()))
 
 
 @app.command()

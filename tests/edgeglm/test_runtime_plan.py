@@ -24,7 +24,7 @@ from edgeglm.backends.onnx import OnnxModel, usable_providers
 from edgeglm.converters.gguf.convert import convert as to_gguf
 from edgeglm.converters.onnx import convert as to_onnx
 from edgeglm.errors import ExitCode, HardwareError, UsageError
-from edgeglm.hardware import HardwareProfile, load_profile
+from edgeglm.hardware import HardwareProfile, load_profile, probe
 from edgeglm.planner.launch import LaunchControls
 from edgeglm.planner.onnx_plan import plan_onnx
 from edgeglm.planner.planner import make_plan
@@ -127,6 +127,28 @@ def test_auto_opens_the_onnx_export_the_plan_chose(tmp_path: Path) -> None:
             m2.close()
 
 
+def test_run_dry_run_prints_the_onnx_spec_the_plan_chose(tmp_path: Path) -> None:
+    root = tmp_path / "glm4"
+    shutil.copytree(HF_FIXTURES / "glm4", root)
+    to_onnx(root, root / "onnx", "int4")
+    profile = tmp_path / "cuda-laptop-cpu-llamacpp.json"
+    data = json.loads((PROFILES / "laptop-rtx4060-8gb.json").read_text())
+    data["llama_cpp"]["gpu_offload"] = False  # llama-cpp-python built for CPU only
+    profile.write_text(json.dumps(data))
+    r = edgeglm("run", str(root), "--dry-run", "--hardware", str(profile), "--json",
+                tmp_path=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    spec = json.loads(r.stdout)
+    planned = plan_onnx(root / "onnx", load_profile(profile))
+    assert spec["backend"] == "onnx" and spec["artifact"] == str(root / "onnx")
+    assert spec["n_threads"] == planned.threads and spec["n_ctx"] == planned.n_ctx
+    r = edgeglm("run", str(root), "--dry-run", "--hardware", str(profile), tmp_path=tmp_path)
+    assert r.returncode == 0 and "llama.cpp flags" not in r.stdout
+    r = edgeglm("run", str(root), "--dry-run", "--hardware", str(profile), "--cpu-moe",
+                tmp_path=tmp_path)  # fmt: skip
+    assert r.returncode == ExitCode.USAGE and "--cpu-moe applies to llama.cpp" in r.stderr
+
+
 def test_llamacpp_flags_are_refused_where_the_plan_runs_onnx(tmp_path: Path) -> None:
     root = tmp_path / "glm4"
     shutil.copytree(HF_FIXTURES / "glm4", root)
@@ -215,3 +237,32 @@ def test_run_and_score_keep_no_plan(gguf: Path, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert out.is_file()
+
+
+# -- an ONNX folder runs its own plan --------------------------------------------------
+
+
+def test_an_onnx_folder_opens_with_its_plan_or_refuses(tmp_path: Path) -> None:
+    folder = to_onnx(HF_FIXTURES / "glm4", tmp_path / "onnx", "int4").output
+    here = probe(bandwidth=False)
+    planned = plan_onnx(folder, here, 256)
+    m = open_backend(str(folder), n_ctx=256)
+    try:
+        assert isinstance(m, OnnxModel)
+        assert m.capabilities.device == planned.provider
+        assert m.context_length == planned.n_ctx == 256
+        assert m.session.get_session_options().intra_op_num_threads == planned.threads
+    finally:
+        m.close()
+    tiny = load_profile(_tiny_pi(tmp_path))
+    with pytest.raises(HardwareError) as e:
+        open_backend(str(folder), hardware=tiny)
+    msg = str(e.value)
+    assert msg.startswith(f"{folder}: the plan does not fit this machine: ONNX Runtime needs ")
+    assert msg.endswith("--no-plan opens it anyway with ONNX Runtime's defaults")
+    m = open_backend(str(folder), hardware=tiny, use_plan=False)
+    try:
+        assert isinstance(m, OnnxModel)
+        _one_token(m)
+    finally:
+        m.close()
