@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.chat import render
-from edgeglm.errors import CheckpointError, EdgeGLMError, UsageError
+from edgeglm.errors import CheckpointError, EdgeGLMError, HardwareError, UsageError
 from edgeglm.fileio import atomic_output
 from edgeglm.gguf_file import is_gguf, read_gguf
 from edgeglm.models import default_model
@@ -32,6 +32,7 @@ from edgeglm.paths import cache_dir
 if TYPE_CHECKING:
     from edgeglm.hardware import HardwareProfile
     from edgeglm.planner.launch import LaunchControls, LaunchSpec
+    from edgeglm.planner.onnx_plan import OnnxPlan
     from edgeglm.planner.plan import Plan
 
 Kind = Literal["gguf", "onnx", "hf"]
@@ -225,13 +226,35 @@ def verify_gguf(path: Path) -> None:
     _save_cache(_VERDICTS, verdicts)
 
 
-def _plan(ref: str, hardware: HardwareProfile | None, quant: str | None = None) -> Plan:
+def _machine(hardware: HardwareProfile | None) -> HardwareProfile:
     from edgeglm.hardware import probe
+
+    return hardware or probe(bandwidth=False)
+
+
+def _plan(ref: str, hardware: HardwareProfile | None, quant: str | None = None) -> Plan:
     from edgeglm.planner.planner import make_plan
     from edgeglm.planner.sources import open_model
 
     source = open_model(ref)
-    return make_plan(source, hardware or probe(bandwidth=False), quant=quant)
+    return make_plan(source, _machine(hardware), quant=quant)
+
+
+NO_PLAN_HINT = "--no-plan loads it with llama.cpp's defaults anyway"
+
+
+def does_not_fit(where: object, plan: Plan) -> HardwareError:
+    """The refusal when the plan does not fit: one line, the planner's reason,
+    and how to go on anyway (exit 7)."""
+    why = " ".join((plan.reason("fit") or "nothing fits this machine").split())
+    return HardwareError(f"{where}: the plan does not fit this machine: {why}; {NO_PLAN_HINT}")
+
+
+def _fitting_spec(where: object, plan: Plan) -> LaunchSpec:
+    spec = plan.launch_spec()
+    if spec is None:
+        raise does_not_fit(where, plan)
+    return spec
 
 
 def unplanned_spec(gguf: Path) -> LaunchSpec:
@@ -243,9 +266,9 @@ def unplanned_spec(gguf: Path) -> LaunchSpec:
 
 def planned_spec(gguf: Path, hardware: HardwareProfile | None = None) -> LaunchSpec:
     """The launch spec the planner chooses for this GGUF on this machine (or on
-    ``hardware``); llama-cpp-python's defaults where the plan does not fit."""
-    spec = _plan(str(gguf), hardware).launch_spec()
-    return unplanned_spec(gguf) if spec is None else spec
+    ``hardware``). Where the plan does not fit, HardwareError (exit 7) with the
+    planner's reason: nothing is loaded with settings nobody planned."""
+    return _fitting_spec(gguf, _plan(str(gguf), hardware))
 
 
 def finish_spec(
@@ -298,12 +321,45 @@ def dry_run_spec(
     else:
         cached = _cached_path(art.path, f"{quant.upper()}.gguf")
         if use_plan:
-            planned = _plan(str(art.path), hardware, quant=quant).launch_spec()
-            spec = planned or LaunchSpec(quant=quant.upper(), flash_attn=False)
+            hardware = _machine(hardware)
+            plan = _plan(str(art.path), hardware, quant=quant)
+            if plan.backend == "onnxruntime":
+                return _onnx_dry_run(art.path, hardware, n_ctx, controls)
+            spec = _fitting_spec(art.path, plan)
         else:
             spec = LaunchSpec(quant=quant.upper(), flash_attn=False)
         spec = spec.with_(artifact=str(cached) if cached.exists() else None)
     return finish_spec(spec, n_ctx=n_ctx, controls=controls)
+
+
+def _onnx_dry_run(
+    checkpoint: Path,
+    hardware: HardwareProfile,
+    n_ctx: int | None,
+    controls: LaunchControls | None,
+) -> LaunchSpec:
+    """The spec of a plan that runs the ONNX export beside ``checkpoint``: its
+    folder, threads and context (the provider is in ``edgeglm plan``'s output)."""
+    from edgeglm.planner.backend import find_onnx_artifact
+    from edgeglm.planner.launch import LaunchSpec
+
+    folder = find_onnx_artifact(checkpoint)
+    if folder is None:
+        raise HardwareError(f"{checkpoint}: the plan picked ONNX Runtime but no export is there")
+    if controls is not None and controls.given():
+        raise UsageError(
+            f"{controls.given()[0]} applies to llama.cpp; the plan for {checkpoint} runs ONNX "
+            "Runtime (--backend llama.cpp to use llama.cpp)"
+        )
+    hint = "--no-plan runs the checkpoint in llama.cpp with its defaults instead"
+    planned = _fitting_onnx_plan(folder, hardware, n_ctx, hint)
+    return LaunchSpec(
+        backend="onnx",
+        artifact=str(folder),
+        n_threads=planned.threads,
+        n_ctx=planned.n_ctx,
+        flash_attn=False,
+    )
 
 
 def _n_ctx_train(art: Artifact) -> int | None:
@@ -337,12 +393,20 @@ def open_backend(
     use_plan: bool = True,
     controls: LaunchControls | None = None,
     verbose: bool = False,
+    hardware: HardwareProfile | None = None,
     **kwargs: Any,
 ) -> Backend:
-    """Load ``ref`` from the planner's launch spec for this machine; explicit
-    keyword arguments (LaunchSpec fields), ``n_ctx`` and ``controls``
-    (llama.cpp's -ot, --cpu-moe, --n-cpu-moe, -ngl) override the plan.
-    ``verbose``: llama.cpp's own load log on stderr (llama.cpp backend).
+    """Load ``ref`` from the planner's launch spec for this machine (or for
+    ``hardware``, a profile of it); explicit keyword arguments (LaunchSpec
+    fields), ``n_ctx`` and ``controls`` (llama.cpp's -ot, --cpu-moe,
+    --n-cpu-moe, -ngl) override the plan. ``verbose``: llama.cpp's own load
+    log on stderr (llama.cpp backend).
+
+    ``backend="auto"`` runs what the plan chose: for a Hugging Face checkpoint
+    whose plan picks ONNX Runtime, the ONNX export beside it, with the ONNX
+    plan's provider, threads and context; otherwise llama.cpp. A plan that
+    does not fit is refused (HardwareError, exit 7) unless ``use_plan`` is
+    False (``--no-plan``: llama-cpp-python's defaults).
 
     A given ``n_ctx`` must be at least 1 and at most the model's trained
     context: it is refused before anything is converted or allocated.
@@ -368,17 +432,104 @@ def open_backend(
             )
         if n_ctx is not None:
             check_n_ctx(n_ctx, _n_ctx_train(art))
+        if use_plan:
+            hint = "--no-plan opens it anyway with ONNX Runtime's defaults"
+            return _open_onnx(art.path, _machine(hardware), n_ctx, kwargs, hint)
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
     if n_ctx is not None:
         check_n_ctx(n_ctx, _n_ctx_train(art))  # before converting or loading anything
+    if art.kind == "hf" and backend == "auto" and use_plan:
+        hardware = _machine(hardware)  # probed once, for both plans
+        plan = _plan(str(art.path), hardware, quant=quant)
+        if plan.backend == "onnxruntime":
+            return _open_planned_onnx(art.path, hardware, n_ctx, controls, kwargs)
+        _fitting_spec(art.path, plan)  # refused before converting
     path = ensure_gguf(art.path, quant) if art.kind == "hf" else art.path
     verify_gguf(path)
     from edgeglm.backends.llamacpp import LlamaCppModel
 
-    spec = planned_spec(path) if use_plan else unplanned_spec(path)
+    spec = planned_spec(path, hardware) if use_plan else unplanned_spec(path)
     spec = finish_spec(spec, n_ctx=n_ctx, controls=controls, **kwargs)
     return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose)
+
+
+def _open_planned_onnx(
+    checkpoint: Path,
+    hardware: HardwareProfile,
+    n_ctx: int | None,
+    controls: LaunchControls | None,
+    kwargs: dict[str, Any],
+) -> Backend:
+    """The ONNX export the plan chose for ``checkpoint``, opened as planned."""
+    from edgeglm.planner.backend import find_onnx_artifact
+
+    folder = find_onnx_artifact(checkpoint)
+    if folder is None:  # the planner only picks ONNX Runtime when there is one
+        raise HardwareError(f"{checkpoint}: the plan picked ONNX Runtime but no export is there")
+    if controls is not None and controls.given():
+        raise UsageError(
+            f"{controls.given()[0]} applies to llama.cpp; the plan for {checkpoint} runs ONNX "
+            "Runtime (--backend llama.cpp to use llama.cpp)"
+        )
+    hint = "--no-plan runs the checkpoint in llama.cpp with its defaults instead"
+    return _open_onnx(folder, hardware, n_ctx, kwargs, hint)
+
+
+def _fitting_onnx_plan(
+    folder: Path, hardware: HardwareProfile, n_ctx: int | None, no_plan_hint: str
+) -> OnnxPlan:
+    """``edgeglm plan FOLDER``'s plan; HardwareError (exit 7) where it does not fit."""
+    from edgeglm.planner.onnx_plan import plan_onnx
+
+    planned = plan_onnx(folder, hardware, n_ctx)
+    if not planned.fits:
+        need, have = planned.memory.total / 2**30, planned.ram_usable / 2**30
+        raise HardwareError(
+            f"{folder}: the plan does not fit this machine: ONNX Runtime needs {need:.1f} GiB "
+            f"and {have:.1f} GiB is usable; {no_plan_hint}"
+        )
+    return planned
+
+
+def _open_onnx(
+    folder: Path,
+    hardware: HardwareProfile,
+    n_ctx: int | None,
+    kwargs: dict[str, Any],
+    no_plan_hint: str,
+) -> Backend:
+    """An ONNX folder with its plan's provider, threads and context (``plan_onnx``,
+    what ``edgeglm plan FOLDER`` prints); refused (exit 7) where that plan does
+    not fit or the planned provider does not initialize here. ``n_threads`` and
+    ``providers`` in ``kwargs`` override the plan."""
+    from edgeglm.backends.onnx import OnnxModel, load_model_folder, usable_providers
+
+    foreign = sorted(set(kwargs) - {"n_threads", "providers"})
+    if foreign:
+        raise UsageError(f"{foreign[0]} is a llama.cpp setting; {folder} runs in ONNX Runtime")
+    load_model_folder(folder)  # the backend's own checks (and exit codes) come first
+    planned = _fitting_onnx_plan(folder, hardware, n_ctx, no_plan_hint)
+    providers = kwargs.get("providers") or [planned.provider]
+    if providers[0] not in usable_providers():  # asked before ONNX Runtime logs a failure
+        raise HardwareError(
+            f"{folder}: the plan runs ONNX Runtime on {providers[0]}, which does not "
+            f"initialize here; {no_plan_hint}"
+        )
+    model = OnnxModel(
+        folder,
+        providers=providers,
+        n_threads=kwargs.get("n_threads") or planned.threads,
+        n_ctx=planned.n_ctx,
+    )
+    if model.capabilities.device != providers[0]:
+        got = model.capabilities.device
+        model.close()
+        raise HardwareError(
+            f"{folder}: the plan runs ONNX Runtime on {providers[0]}, which does not "
+            f"initialize here ({got} does); {no_plan_hint}"
+        )
+    return model
 
 
 def _origin(model: Backend) -> str:

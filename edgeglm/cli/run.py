@@ -41,6 +41,15 @@ NglOpt = Annotated[
     ),
 ]
 
+NoPlanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-plan",
+        help="llama.cpp with llama-cpp-python's defaults instead of the planner's launch spec "
+        "(also where the plan does not fit this machine).",
+    ),
+]
+
 
 def _controls(
     override_tensor: list[str] | None, cpu_moe: bool, n_cpu_moe: int | None, ngl: int | None
@@ -92,10 +101,7 @@ def run(
     ctx: Annotated[
         int | None, typer.Option("--ctx", help="Context size in tokens (default: the plan's).")
     ] = None,
-    no_plan: Annotated[
-        bool,
-        typer.Option("--no-plan", help="llama.cpp defaults instead of the planner's settings."),
-    ] = False,
+    no_plan: NoPlanOpt = False,
     override_tensor: OverrideTensorOpt = None,
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
@@ -253,7 +259,8 @@ def _dry_run(
     for key, value in spec.to_dict().items():
         if key != "schema_version":
             print(f"{key}: {value}")
-    print("llama.cpp flags: " + " ".join(spec.llama_cpp_args()))
+    if spec.backend == "llama.cpp":  # an ONNX plan has no llama.cpp flags
+        print("llama.cpp flags: " + " ".join(spec.llama_cpp_args()))
 
 
 @app.command()
@@ -266,6 +273,7 @@ def score(
         Path, typer.Option("-o", "--output", help="Output .npz (tokens int32, logits float32).")
     ] = ...,  # type: ignore[assignment]
     backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
+    no_plan: NoPlanOpt = False,
     override_tensor: OverrideTensorOpt = None,
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
@@ -284,13 +292,19 @@ def score(
             content = text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{text}: cannot read as UTF-8 text ({_reason(e)})") from e
-        probe = open_backend(model, backend=backend, n_ctx=64, controls=controls)
+        use_plan = not no_plan
+        probe = open_backend(model, backend=backend, n_ctx=64, use_plan=use_plan, controls=controls)
         tokens = probe.tokenize(content)
         probe.close()
         if not tokens:
             raise UsageError(f"{text}: no tokens to score")
         m = open_backend(
-            model, backend=backend, n_ctx=len(tokens) + 8, logits=True, controls=controls
+            model,
+            backend=backend,
+            n_ctx=len(tokens) + 8,
+            logits=True,
+            use_plan=use_plan,
+            controls=controls,
         )
         try:
             logits = m.score(tokens)

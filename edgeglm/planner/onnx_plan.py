@@ -30,13 +30,17 @@ from typing import Any
 
 from edgeglm.errors import CheckpointError
 from edgeglm.fileio import contained
-from edgeglm.hardware import HardwareProfile
+from edgeglm.hardware import HardwareProfile, usable_threads
 
 MiB = 1 << 20
 RUNTIME_BASE = 19 * MiB  # an InferenceSession with nothing loaded, measured
 RUNTIME_PER_WEIGHT_BYTE = 0.47  # parsed initializers + prepacked weights, measured
 FIXED = 6 * MiB  # tokenizer, sampler and small buffers, measured
 SCHEMA_VERSION = 1
+# The execution providers EdgeGLM's ONNX backend runs (backends/onnx.py
+# PREFERRED_PROVIDERS, in its order): the KV cache lives on CUDA or CPU.
+# TensorRT is left out (minutes of engine builds); others it cannot place.
+BACKEND_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -131,17 +135,31 @@ def onnx_memory(folder: Path, n_ctx: int) -> OnnxMemory:
     )
 
 
+def _trained_context(folder: Path) -> int:
+    where = folder / "genai_config.json"
+    try:
+        trained = json.loads(where.read_text(encoding="utf-8"))["model"]["context_length"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: unreadable ({e!r})") from e
+    if not isinstance(trained, int) or isinstance(trained, bool) or trained < 1:
+        raise CheckpointError(f"{where}: context_length must be a positive integer")
+    return trained
+
+
 def plan_onnx(folder: Path, hw: HardwareProfile, ctx: int | None = None) -> OnnxPlan:
-    cfg = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
-    trained = int(cfg["context_length"])
+    trained = _trained_context(folder)
     n_ctx = min(ctx or trained, trained)
-    working = list(hw.onnxruntime.working_providers) if hw.onnxruntime else []
+    probed = list(hw.onnxruntime.working_providers) if hw.onnxruntime else []
+    working = [p for p in BACKEND_PROVIDERS if p in probed]
     provider = working[0] if working else "CPUExecutionProvider"
     threads = hw.cpu.physical_cores or 1
+    if not hw.is_simulated:  # taskset/cgroup limits on this machine, as llama.cpp plans
+        threads = min(threads, usable_threads())
     margin = max(512 * MiB, hw.memory.total_bytes // 10)
     usable = max(0, hw.memory.available_bytes - margin)
     reasons = {
-        "provider": f"{provider} is the first execution provider that really initialized here"
+        "provider": f"{provider} is the first execution provider EdgeGLM's ONNX backend runs "
+        "that really initialized here"
         if working
         else "no provider was probed; CPU is always there",
         "threads": f"{threads} physical cores (decode is memory-bound; hyper-threads add nothing)",

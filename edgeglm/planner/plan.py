@@ -74,7 +74,8 @@ class Plan:
             return None
         s, p = self.settings, self.placement
         return LaunchSpec(
-            backend=self.backend,
+            # the plan names the runtime ("onnxruntime"); a spec names the backend
+            backend="onnx" if self.backend == "onnxruntime" else self.backend,
             artifact=self.model["path"] if self.model.get("source") == "gguf" else None,
             quant=self.quant,
             n_gpu_layers=p.n_gpu_layers,
