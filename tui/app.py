@@ -6,6 +6,7 @@ tests build the app the same way, tests only swapping ``Services`` for fakes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import ClassVar
 
@@ -86,8 +87,9 @@ def create_app(
     return EdgeGLMApp(model, base, cursor_blink=cursor_blink)
 
 
-def run_app(model: str | None) -> None:
-    """Entry point for ``edgeglm chat [MODEL]`` and ``edgeglm tui``."""
+def run_app(model: str | None, *, use_plan: bool = True) -> None:
+    """Entry point for ``edgeglm chat [MODEL]`` and ``edgeglm tui``
+    (``use_plan=False``: ``--no-plan``, models load with the backend's defaults)."""
     # Models are first loaded in a spawned child (edgeglm.backends.isolated).
     # Spawning starts multiprocessing's resource tracker, which passes on
     # sys.stderr's file descriptor; under Textual, sys.stderr is a capture
@@ -96,4 +98,5 @@ def run_app(model: str | None) -> None:
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-    create_app(model).run()
+    factory = open_backend if use_plan else functools.partial(open_backend, use_plan=False)
+    create_app(model, factory).run()

@@ -40,12 +40,15 @@ class BenchRunner(Protocol):
     ) -> BenchReport: ...
 
 
-def open_backend(ref: str | None, *, backend: str, n_ctx: int | None) -> Backend:
+def open_backend(
+    ref: str | None, *, backend: str, n_ctx: int | None, use_plan: bool = True
+) -> Backend:
     """The runtime's loader: the planner's settings for this machine (threads,
-    flash attention, KV cache, and the context unless one is given)."""
+    flash attention, KV cache, and the context unless one is given); with
+    ``use_plan=False`` (``edgeglm chat --no-plan``) the backend's defaults."""
     from edgeglm.runtime import open_backend as real
 
-    return real(ref, backend=backend, n_ctx=n_ctx)
+    return real(ref, backend=backend, n_ctx=n_ctx, use_plan=use_plan)
 
 
 def probe_hardware() -> HardwareProfile:

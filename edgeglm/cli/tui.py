@@ -15,17 +15,25 @@ ModelArg = Annotated[
 ]
 
 
-def _open_app(model: str | None) -> None:
-    """A model that cannot be found or read is refused here, with its exit code,
-    before the full-screen app takes the terminal."""
+NoPlanOpt = Annotated[
+    bool,
+    typer.Option("--no-plan", help="Load models with the backend's defaults, not the plan's."),
+]
+
+
+def _open_app(model: str | None, use_plan: bool) -> None:
+    """A model that cannot be found, read or planned is refused here, with its
+    exit code, before the full-screen app takes the terminal."""
     from edgeglm.checkpoint.hf import HFCheckpoint
     from edgeglm.converters.consistency import check_checkpoint
-    from edgeglm.runtime import resolve, verify_gguf
+    from edgeglm.runtime import planned_spec, resolve, verify_gguf
 
     try:
         art = resolve(model)
         if art.kind == "gguf":  # loaded in a child once per content, as run does
             verify_gguf(art.path)
+            if use_plan:
+                planned_spec(art.path)  # a plan that does not fit: exit 7, as run says
         elif art.kind == "hf":  # headers, shards and config: no tensor is read
             ckpt = HFCheckpoint(art.path)
             try:
@@ -36,16 +44,16 @@ def _open_app(model: str | None) -> None:
         _fail(e)
     from edgeglm.tui.app import run_app
 
-    run_app(model)
+    run_app(model, use_plan=use_plan)
 
 
 @app.command()
-def chat(model: ModelArg = None) -> None:
+def chat(model: ModelArg = None, no_plan: NoPlanOpt = False) -> None:
     """Open the terminal app on the chat screen."""
-    _open_app(model)
+    _open_app(model, not no_plan)
 
 
 @app.command()
-def tui(model: ModelArg = None) -> None:
+def tui(model: ModelArg = None, no_plan: NoPlanOpt = False) -> None:
     """Open the terminal app (chat, bench, models, hardware and plan)."""
-    _open_app(model)
+    _open_app(model, not no_plan)

@@ -116,3 +116,23 @@ def test_real_planner_plans_the_fixture_with_reasons(fixtures_dir: Path) -> None
     console.print(render_plan(plan))
     text = console.export_text()
     assert "llama.cpp" in text and "why" in text
+
+
+def test_no_plan_reaches_the_runtime_loader(tmp_path: Path) -> None:
+    """`edgeglm chat --no-plan`: the app's loader opens models with the backend's
+    defaults, not the planner's (real llama.cpp on the converted glm4 fixture)."""
+    from helpers import HF_FIXTURES
+
+    from edgeglm.converters.gguf.convert import convert
+    from edgeglm.runtime import planned_spec, unplanned_spec
+    from edgeglm.tui.services import open_backend
+
+    gguf = tmp_path / "m.gguf"
+    convert(HF_FIXTURES / "glm4", gguf, "Q8_0")
+    for use_plan, want in ((True, planned_spec(gguf)), (False, unplanned_spec(gguf))):
+        m = open_backend(str(gguf), backend="auto", n_ctx=256, use_plan=use_plan)
+        try:
+            assert m.settings["flash_attn"] == want.flash_attn  # type: ignore[attr-defined]
+            assert m.settings["type_k"] == want.type_k  # type: ignore[attr-defined]
+        finally:
+            m.close()
