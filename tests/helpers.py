@@ -6,6 +6,8 @@ import json
 import os
 import re
 import struct
+import subprocess
+import sys
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TypedDict
@@ -245,3 +247,18 @@ def convert_and_llama_quantize(
         )
         if rc != 0:
             raise RuntimeError(f"llama_model_quantize {quant} of {f32} returned {rc}")
+
+
+def edgeglm(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``edgeglm`` command in a subprocess. ``cwd`` must not be the
+    repository root, whose bare edgeglm/ folder would shadow the installed package."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeglm", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )

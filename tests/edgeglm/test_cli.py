@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from helpers import HF_FIXTURES
+from helpers import HF_FIXTURES, edgeglm
 
 from edgeglm.errors import ExitCode
-
-
-def edgeglm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeglm", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_convert_json_summary(tmp_path: Path) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, HF_FIXTURES
+from helpers import FIXTURES, HF_FIXTURES, edgeglm
 
 from edgeglm.errors import ExitCode
 from edgeglm.hardware import SCHEMA_VERSION
@@ -16,26 +14,6 @@ from edgeglm.planner.plan import PLAN_SCHEMA_VERSION
 
 PROFILES = FIXTURES / "hardware"
 CONFIGS = FIXTURES / "configs"
-
-
-def edgeglm(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeglm", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "EDGEGLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "160"}
 
 
 def test_doctor_json_schema(tmp_path: Path, env: dict[str, str]) -> None:

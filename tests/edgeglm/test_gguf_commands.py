@@ -14,15 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import typer
 import typer.testing
-from helpers import FIXTURES
+from helpers import FIXTURES, edgeglm
 from malformed.gguf_cases import (
     GGUF_METADATA_CASE_KEYS,
     build_gguf_base,
@@ -108,16 +106,6 @@ def test_the_base_file_plans(folder: Path) -> None:
     code, out, err = _invoke([*_commands(build_gguf_base(folder))["plan"], "--json"])
     assert code == 0, err
     assert json.loads(out)["model"]["n_layer"] == 2
-
-
-def edgeglm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeglm", *args],
-        cwd=cwd,  # not the repo root, whose bare edgeglm/ folder would shadow the install
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_real_processes_refuse_malformed_files_in_one_line(folder: Path, tmp_path: Path) -> None:

@@ -6,17 +6,13 @@ Real llama.cpp and the real CLI (in a subprocess); no GPU needed.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, HF_FIXTURES
+from helpers import FIXTURES, HF_FIXTURES, edgeglm
 
 from edgeglm.backends.llamacpp import LlamaCppModel, read_overrides
-from edgeglm.converters.gguf.convert import convert
 from edgeglm.errors import ExitCode, UsageError
 from edgeglm.gguf_file import read_gguf
 from edgeglm.planner.launch import (
@@ -30,28 +26,6 @@ from edgeglm.planner.launch import (
 AIR = FIXTURES / "configs" / "glm-4.5-air.json"
 RTX4090 = FIXTURES / "hardware" / "desktop-rtx4090-24gb.json"
 OVERRIDDEN = re.compile(r"tensor (\S+) \(.*\) buffer type overridden to (\S+)")
-
-
-def edgeglm(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeglm", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "EDGEGLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "160"}
-
-
-@pytest.fixture(scope="module")
-def moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("moe") / "glm4_moe.gguf"
-    return convert(HF_FIXTURES / "glm4_moe", out, "Q8_0").output
 
 
 def _expert_tensors(gguf: Path) -> set[str]:

@@ -12,11 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import FIXTURES, HF_FIXTURES
+from helpers import edgeglm as run_edgeglm
 
 from edgeglm.backends.base import SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
@@ -76,14 +76,7 @@ def _one_token(model: LlamaCppModel | OnnxModel) -> str:
 
 def edgeglm(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EDGEGLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "edgeglm", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    return run_edgeglm(*args, cwd=tmp_path, env=env)
 
 
 # -- auto follows a plan that picks ONNX Runtime ------------------------------------

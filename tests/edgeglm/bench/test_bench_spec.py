@@ -5,14 +5,11 @@ no GPU needed (the split arithmetic is pure computation on a real GGUF)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, HF_FIXTURES
+from helpers import FIXTURES, HF_FIXTURES, edgeglm
 
 from edgeglm.bench.report import BenchReport
 from edgeglm.bench.roofline import WeightReads, roofline, weight_reads
@@ -32,28 +29,6 @@ RTX4090 = FIXTURES / "hardware" / "desktop-rtx4090-24gb.json"
 # and the batch sizes llama.cpp caps at that context. The planned thread count
 # also follows the other programs' load at probe time, so two probes may differ.
 SIZED = ("n_ctx", "n_batch", "n_ubatch", "n_threads")
-
-
-def edgeglm(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeglm", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "EDGEGLM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "160"}
-
-
-@pytest.fixture(scope="module")
-def moe_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("moe") / "glm4_moe.gguf"
-    return convert(HF_FIXTURES / "glm4_moe", out, "Q8_0").output
 
 
 @pytest.fixture(scope="module")
