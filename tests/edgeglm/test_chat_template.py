@@ -8,7 +8,6 @@ import json
 import re
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +132,12 @@ def test_the_worker_runs_under_an_address_space_limit() -> None:
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_template_bomb_is_one_line_and_bounded(name: str) -> None:
-    t0 = time.monotonic()
+    # bounded by the worker's own limits: the render's 3 s, its memory cap
     with pytest.raises(CheckpointError) as info:
         render([{"role": "user", "content": "Hello"}], TEMPLATES[name], timeout=3)
     message = str(info.value)
     assert "\n" not in message and message.startswith("the model's chat template is broken: ")
     assert re.search(EXPECTED[name], message), message
-    assert time.monotonic() - t0 < 60  # a hang guard: the limit is 3 s
     # the next render works (a killed or crashed worker is replaced)
     assert render([{"role": "user", "content": "ok"}], None).endswith("ok<|assistant|>\n")
 
@@ -147,10 +145,8 @@ def test_every_template_bomb_is_one_line_and_bounded(name: str) -> None:
 def test_a_five_gib_string_is_refused_not_allocated() -> None:
     # Jinja would fold it while compiling and again at render; under the
     # worker's limit both fail at the first allocation, at once
-    t0 = time.monotonic()
     with pytest.raises(CheckpointError, match="more memory than the limit of 1024 MiB"):
         render([{"role": "user", "content": "x"}], TEMPLATES["string_repetition"])
-    assert time.monotonic() - t0 < 60  # a hang guard
 
 
 def test_renders_from_many_threads_at_once() -> None:

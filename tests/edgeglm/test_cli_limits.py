@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,9 +157,8 @@ def test_template_bombs_exit_4_with_one_line_in_bounded_memory(
     name: str, template_cases: dict[str, Path]
 ) -> None:
     path = template_cases[name]
-    t0 = time.monotonic()
+    # a hang would be killed at HANG_GUARD_S, and the exit code would say so
     r, peak = _run_measured(["run", str(path), "-p", "Hello", "-n", "4"])
-    assert time.monotonic() - t0 < HANG_GUARD_S
     assert_one_line_error(r, int(ExitCode.BAD_CHECKPOINT), EXPECTED[name])
     assert path.name in r.stderr and "chat template is broken" in r.stderr
     # the bombs ask for 5 GiB and more; the worker's limit is 1 GiB above its start

@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 
 DRIVER = Path(__file__).with_name("every_command.py")
-# Hang guards, not speed targets: a case that needs more than this is stuck
-# (a template bomb running on, a loop over an absurd count).
-CASE_GUARD_S = 60
+# Peak resident memory of the driver and of its largest child, for any case.
 MEMORY_BOUND = 2 << 30
 
 Record = dict[str, Any]
@@ -97,10 +95,10 @@ def test_inputs_unchanged_and_nothing_at_the_output(outcomes: list[Record]) -> N
     assert not (broken := _broken(outcomes, bad)), "\n".join(broken)
 
 
-def test_time_and_memory_stay_bounded(outcomes: list[Record]) -> None:
+def test_memory_stays_bounded(outcomes: list[Record]) -> None:
+    # Time is bounded by the driver: a case still running after its guard is
+    # recorded with exit code -1, which the exit-code test reports.
     def bad(r: Record) -> str | None:
-        if r["seconds"] > CASE_GUARD_S:
-            return f"ran {r['seconds']:.0f} s"
         peak = max(r["peak_rss_bytes"], r["children_peak_rss_bytes"])
         if peak > MEMORY_BOUND:
             return f"peak memory {peak / 2**30:.1f} GiB"
