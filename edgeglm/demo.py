@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from edgeglm.artifacts import verify_gguf
 from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.bench.run import BenchRequest, main_table, run_bench
@@ -20,7 +21,7 @@ from edgeglm.models import default_model
 from edgeglm.planner.explain import render_plan
 from edgeglm.planner.planner import make_plan
 from edgeglm.planner.sources import open_model
-from edgeglm.runtime import chat, verify_gguf
+from edgeglm.runtime import chat
 
 QUANTS = ("F32", "Q8_0", "Q4_K_M")
 

@@ -13,7 +13,7 @@ the spec that really ran, and the roofline divides by the bandwidth of the
 memory each weight was read from (roofline.py).
 
 This process never loads a model: every GGUF passes the strict header checks
-(gguf_file.py) and a load in a child (runtime.verify_gguf) before anything
+(gguf_file.py) and a load in a child (artifacts.verify_gguf) before anything
 else touches it, and tokenizing the held-out text happens in a child too. A
 file llama.cpp aborts on is then a BackendError, not the end of bench.
 """
@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeglm import __version__
+from edgeglm.artifacts import ensure_gguf, ensure_onnx, resolve, verify_gguf
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.bench.measure import (
     DECODE_TOKENS,
@@ -46,7 +47,6 @@ from edgeglm.errors import UsageError
 from edgeglm.gguf_file import GGUFFile, read_gguf
 from edgeglm.metrics import kl_divergence, log_softmax
 from edgeglm.planner.launch import LaunchSpec
-from edgeglm.runtime import ensure_gguf, ensure_onnx, resolve, verify_gguf
 
 if TYPE_CHECKING:
     from edgeglm.hardware.profile import HardwareProfile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -38,6 +39,16 @@ NglOpt = Annotated[
     int | None,
     typer.Option(
         "--n-gpu-layers", "-ngl", help="Layers in VRAM (llama.cpp semantics); replaces the plan's."
+    ),
+]
+
+QuantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quant",
+        "-q",
+        help="For a Hugging Face checkpoint: the GGUF quant to convert it to "
+        "(default: the plan's for this machine).",
     ),
 ]
 
@@ -101,6 +112,7 @@ def run(
     ctx: Annotated[
         int | None, typer.Option("--ctx", help="Context size in tokens (default: the plan's).")
     ] = None,
+    quant: QuantOpt = None,
     no_plan: NoPlanOpt = False,
     override_tensor: OverrideTensorOpt = None,
     cpu_moe: CpuMoeOpt = False,
@@ -138,7 +150,7 @@ def run(
         if hardware is not None and not dry_run:
             raise UsageError("--hardware plans for another machine: it needs --dry-run")
         if dry_run:
-            _dry_run(model, backend, ctx, no_plan, controls, hardware, as_json)
+            _dry_run(model, backend, ctx, quant, no_plan, controls, hardware, as_json)
             return
         if prompt is None:
             raise UsageError("run needs -p/--prompt (or --dry-run)")
@@ -164,6 +176,7 @@ def run(
             model,
             backend=backend,
             n_ctx=ctx,
+            quant=quant,
             use_plan=not no_plan,
             controls=controls,
             verbose=verbose,
@@ -232,6 +245,7 @@ def _dry_run(
     model: str | None,
     backend: str,
     ctx: int | None,
+    quant: str | None,
     no_plan: bool,
     controls: LaunchControls,
     hardware: Path | None,
@@ -252,7 +266,9 @@ def _dry_run(
         from edgeglm.hardware import load_profile
 
         hw = load_profile(hardware)
-    spec = dry_run_spec(model, n_ctx=ctx, use_plan=not no_plan, controls=controls, hardware=hw)
+    spec = dry_run_spec(
+        model, n_ctx=ctx, quant=quant, use_plan=not no_plan, controls=controls, hardware=hw
+    )
     if as_json:
         print(json.dumps(spec.to_dict(), indent=2))
         return
@@ -273,6 +289,7 @@ def score(
         Path, typer.Option("-o", "--output", help="Output .npz (tokens int32, logits float32).")
     ] = ...,  # type: ignore[assignment]
     backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
+    quant: QuantOpt = None,
     no_plan: NoPlanOpt = False,
     override_tensor: OverrideTensorOpt = None,
     cpu_moe: CpuMoeOpt = False,
@@ -293,19 +310,15 @@ def score(
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{text}: cannot read as UTF-8 text ({_reason(e)})") from e
         use_plan = not no_plan
-        probe = open_backend(model, backend=backend, n_ctx=64, use_plan=use_plan, controls=controls)
+        load = functools.partial(
+            open_backend, model, backend=backend, quant=quant, use_plan=use_plan, controls=controls
+        )
+        probe = load(n_ctx=64)
         tokens = probe.tokenize(content)
         probe.close()
         if not tokens:
             raise UsageError(f"{text}: no tokens to score")
-        m = open_backend(
-            model,
-            backend=backend,
-            n_ctx=len(tokens) + 8,
-            logits=True,
-            use_plan=use_plan,
-            controls=controls,
-        )
+        m = load(n_ctx=len(tokens) + 8, logits=True)
         try:
             logits = m.score(tokens)
         finally:

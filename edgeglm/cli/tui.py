@@ -24,9 +24,10 @@ NoPlanOpt = Annotated[
 def _open_app(model: str | None, use_plan: bool) -> None:
     """A model that cannot be found, read or planned is refused here, with its
     exit code, before the full-screen app takes the terminal."""
+    from edgeglm.artifacts import resolve, verify_gguf
     from edgeglm.checkpoint.hf import HFCheckpoint
     from edgeglm.converters.consistency import check_checkpoint
-    from edgeglm.runtime import planned_spec, resolve, verify_gguf
+    from edgeglm.runtime import planned_spec
 
     try:
         art = resolve(model)

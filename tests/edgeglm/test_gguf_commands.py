@@ -121,15 +121,15 @@ def test_a_verified_file_rewritten_in_place_is_verified_again(
 ) -> None:
     """Same size, same mtime, new content that makes llama.cpp abort: run and
     bench report a backend failure (exit 6) in one line; neither process dies."""
-    from edgeglm import runtime
+    from edgeglm import artifacts
 
     model = tmp_path / "m.gguf"
     good = build_gguf_base(folder).read_bytes()
     model.write_bytes(good)
-    monkeypatch.setattr(runtime, "_RACY_NS", 0)  # memoize the digest at once
-    runtime.verify_gguf(model)
+    monkeypatch.setattr(artifacts, "_RACY_NS", 0)  # memoize the digest at once
+    artifacts.verify_gguf(model)
     digests = json.loads((tmp_path / "cache" / "gguf-digests.json").read_text())["entries"]
-    assert runtime._identity(model.stat()) in digests  # the fast path is armed
+    assert artifacts._identity(model.stat()) in digests  # the fast path is armed
 
     before = model.stat()
     with open(model, "r+b") as f:  # in place: same inode

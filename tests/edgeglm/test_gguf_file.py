@@ -100,9 +100,9 @@ def test_a_file_llama_cpp_aborts_on_passes_the_header_checks(
     corpus: tuple[Path, dict[str, Path]],
 ) -> None:
     """The other side: header and metadata checks cannot catch everything, so
-    every GGUF is first loaded and run in a child (runtime's probe)."""
+    every GGUF is first loaded and run in a child (artifacts' probe)."""
+    from edgeglm.artifacts import _probe
     from edgeglm.planner.sources import open_model
-    from edgeglm.runtime import _probe
 
     folder, _ = corpus
     bad = build_llama_abort_case(folder)

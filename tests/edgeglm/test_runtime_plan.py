@@ -18,18 +18,21 @@ import pytest
 from helpers import FIXTURES, HF_FIXTURES
 from helpers import edgeglm as run_edgeglm
 
+from edgeglm.artifacts import DEFAULT_QUANT
 from edgeglm.backends.base import SamplingParams
 from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.backends.onnx import OnnxModel, usable_providers
 from edgeglm.converters.gguf.convert import convert as to_gguf
+from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.converters.onnx import convert as to_onnx
 from edgeglm.errors import ExitCode, HardwareError, UsageError
+from edgeglm.gguf_file import read_gguf
 from edgeglm.hardware import HardwareProfile, load_profile, probe
 from edgeglm.planner.launch import LaunchControls
 from edgeglm.planner.onnx_plan import plan_onnx
 from edgeglm.planner.planner import make_plan
 from edgeglm.planner.sources import open_model
-from edgeglm.runtime import generate_text, open_backend
+from edgeglm.runtime import checkpoint_quant, dry_run_spec, generate_text, open_backend
 
 PROFILES = FIXTURES / "hardware"
 MiB = 1 << 20
@@ -259,3 +262,58 @@ def test_an_onnx_folder_opens_with_its_plan_or_refuses(tmp_path: Path) -> None:
         _one_token(m)
     finally:
         m.close()
+
+
+# -- a checkpoint runs at the plan's quant ------------------------------------------
+
+
+def test_a_checkpoint_is_converted_at_the_quant_the_plan_chose(tmp_path: Path) -> None:
+    here = probe(bandwidth=False)
+    plan = make_plan(open_model(str(HF_FIXTURES / "glm4")), here)
+    # The tiny fixture fits anywhere at the top of the ladder, which is not
+    # llama.cpp's default: a conversion at the default would show here.
+    assert plan.backend == "llama.cpp" and plan.quant not in (None, DEFAULT_QUANT)
+    assert dry_run_spec(str(HF_FIXTURES / "glm4"), hardware=here).quant == plan.quant
+    m = open_backend(str(HF_FIXTURES / "glm4"), hardware=here, n_ctx=128)
+    try:
+        assert isinstance(m, LlamaCppModel)
+        assert m.path.name == f"{plan.quant}.gguf"
+        assert quant_name(read_gguf(m.path).get("general.file_type")) == plan.quant
+    finally:
+        m.close()
+    spec = dry_run_spec(str(HF_FIXTURES / "glm4"), hardware=here)
+    assert spec.artifact == str(m.path)  # found again, not made again
+
+
+def test_quant_overrides_the_plan_and_applies_to_checkpoints_only(
+    gguf: Path, tmp_path: Path
+) -> None:
+    m = open_backend(str(HF_FIXTURES / "glm4"), quant="q4_k_m", n_ctx=128)
+    try:
+        assert isinstance(m, LlamaCppModel) and m.path.name == "Q4_K_M.gguf"
+    finally:
+        m.close()
+    r = edgeglm("run", str(HF_FIXTURES / "glm4"), "--dry-run", "--json", "-q", "Q5_K_M",
+                tmp_path=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["quant"] == "Q5_K_M"
+    for args in (("-q", "Q4_K_M", "--dry-run"), ("-q", "Q4_K_M", "-p", "hi")):
+        r = edgeglm("run", str(gguf), *args, tmp_path=tmp_path)
+        assert r.returncode == ExitCode.USAGE, r.stderr
+        why = "--quant applies to checkpoints; this gguf has its own"
+        assert r.stderr.strip() == f"error: {gguf}: {why}"
+    r = edgeglm("run", str(HF_FIXTURES / "glm4"), "-q", "Q9_X", "--dry-run", tmp_path=tmp_path)
+    assert r.returncode == ExitCode.USAGE and "Q9_X" in r.stderr, r.stderr
+
+
+def test_a_planned_quant_that_needs_an_imatrix_is_refused_with_the_commands_that_make_it(
+    tmp_path: Path,
+) -> None:
+    ckpt = HF_FIXTURES / "glm4"
+    plan = make_plan(open_model(str(ckpt)), probe(bandwidth=False), quant="IQ2_M")
+    with pytest.raises(UsageError) as e:
+        checkpoint_quant(ckpt, plan, None)
+    assert "needs an importance matrix" in str(e.value)
+    assert f"edgeglm convert {ckpt} -q IQ2_M --calibrate TEXT_FILE" in str(e.value)
+    assert checkpoint_quant(ckpt, plan, "Q2_K") == "Q2_K"  # asked for: no refusal
+    assert checkpoint_quant(ckpt, None, None) == DEFAULT_QUANT  # --no-plan

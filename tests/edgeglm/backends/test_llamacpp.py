@@ -96,6 +96,6 @@ def test_real_llama_cpp_crash_is_contained(tmp_path: Path) -> None:
     q4 = convert(HF_FIXTURES / "glm4", tmp_path / "q4.gguf", "Q4_K_M").output
     with pytest.raises(BackendError, match="crashed"):
         run_isolated(child_decode_with_extra_buffers, str(q4))
-    from edgeglm.runtime import verify_gguf
+    from edgeglm.artifacts import verify_gguf
 
     verify_gguf(q4)  # default settings: no crash

@@ -60,9 +60,9 @@ def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
 ) -> None:
     """Score both artifacts independently (as `edgeglm score` does, with the
     launch spec bench measured them with) and recompute KL by hand."""
+    from edgeglm.artifacts import ensure_gguf
     from edgeglm.backends.llamacpp import LlamaCppModel
     from edgeglm.bench.run import bench_spec
-    from edgeglm.runtime import ensure_gguf
 
     text = (Path(__file__).parents[3] / "edgeglm" / "bench" / "heldout.txt").read_text()
     logits = {}
@@ -86,7 +86,7 @@ def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
 
 
 def test_measurement_comes_back_typed_from_the_child_process() -> None:
-    from edgeglm.runtime import ensure_gguf
+    from edgeglm.artifacts import ensure_gguf
 
     gguf = str(ensure_gguf(HF_FIXTURES / "glm4", "Q8_0"))
     prompt = list(range(100, 164))
@@ -162,7 +162,7 @@ def test_timings_enclose_exactly_the_work_they_report(monkeypatch: pytest.Monkey
 
     import llama_cpp
 
-    from edgeglm.runtime import ensure_gguf
+    from edgeglm.artifacts import ensure_gguf
 
     gguf = str(ensure_gguf(HF_FIXTURES / "glm4", "Q8_0"))
     ticks = 0

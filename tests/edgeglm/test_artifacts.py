@@ -9,8 +9,8 @@ import pytest
 from helpers import HF_FIXTURES
 from malformed.gguf_cases import build_gguf_base
 
+from edgeglm.artifacts import Artifact, ensure_gguf, ensure_onnx, resolve, verify_gguf
 from edgeglm.errors import CheckpointError, ModelNotFoundError
-from edgeglm.runtime import Artifact, ensure_gguf, ensure_onnx, resolve, verify_gguf
 
 
 @pytest.fixture(autouse=True)
