@@ -1,10 +1,14 @@
 """llama.cpp through llama-cpp-python.
 
-One quirk handled here: on CPUs with AMX (Sapphire Rapids and later), the
-AMX matmul path of the ggml build llama-cpp-python 0.3.36 compiles with
-``-march=native`` segfaults on K-quant weights (seen here on Q4_K_M GLM
-models, in ggml_backend_amx_mul_mat). Weight repacking into "extra buffer
-types" is what routes weights to it, so on AMX machines we turn those off.
+One quirk handled here: on CPUs with AMX (Sapphire Rapids and later), ggml's
+AMX matmul kernels segfault on K-quant weights (seen here on Q4_K_M GLM
+models, in ggml_backend_amx_mul_mat; llama.cpp issue 20824, closed without a
+fix). They exist only in an engine compiled with AMX (``-march=native`` on
+such a CPU); the engine EdgeGLM builds (edgeglm/hardware/engine.py) leaves
+them out and keeps the repacked AVX-512 path. Where an engine with AMX
+kernels runs on an AMX CPU anyway (a llama-cpp-python built elsewhere), the
+"extra buffer types" that route weights to them are turned off: slower, but
+no crash.
 
 Another: ``llama_cpp.Llama`` compiles every chat template in the GGUF with
 Jinja while it loads (``Jinja2ChatFormatter``, for ``create_chat_completion``).
@@ -51,11 +55,21 @@ from edgeglm.hardware import probe_cpu, usable_threads
 from edgeglm.planner.launch import LaunchSpec, TensorOverride
 
 
+def engine_has_amx_kernels() -> bool:
+    """Whether the loaded libggml was compiled with AMX (its CPU feature list
+    is what the build enabled, not what this CPU has)."""
+    import llama_cpp
+
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace")
+
+
 def extra_buffers_safe() -> bool:
-    """False where ggml's AMX kernels would be used (they crash on K-quants)."""
+    """False where ggml's AMX kernels would be used (they crash on K-quants):
+    an engine with AMX kernels on a CPU with AMX."""
     if os.environ.get("EDGEGLM_LLAMA_EXTRA_BUFTS") in ("0", "1"):
         return os.environ["EDGEGLM_LLAMA_EXTRA_BUFTS"] == "1"
-    return not any(f.startswith("amx") for f in probe_cpu().flags)
+    cpu_has_amx = any(f.startswith("amx") for f in probe_cpu().flags)
+    return not (cpu_has_amx and engine_has_amx_kernels())
 
 
 class _NoChatFormatter:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import HF_FIXTURES, child_decode_with_extra_buffers
+from helpers import HF_FIXTURES, child_decode_with_extra_buffers, edgeglm
 
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
 from edgeglm.backends.isolated import run_isolated
-from edgeglm.backends.llamacpp import LlamaCppModel
+from edgeglm.backends.llamacpp import LlamaCppModel, engine_has_amx_kernels
 from edgeglm.converters.gguf.convert import convert
 from edgeglm.errors import BackendError
 
@@ -89,10 +91,31 @@ def test_missing_file() -> None:
         LlamaCppModel(Path("/nonexistent.gguf"))
 
 
-@pytest.mark.skipif("amx" not in Path("/proc/cpuinfo").read_text(), reason="needs an AMX CPU")
+@pytest.mark.skipif(
+    not re.search(r"^flags\s*:.*\bavx2\b", Path("/proc/cpuinfo").read_text(), re.M),
+    reason="llama.cpp repacks Q4_K weights for AVX2 (x86) CPUs",
+)
+def test_k_quants_run_on_the_repacked_path_and_never_on_amx_kernels(tmp_path: Path) -> None:
+    """The fast path is kept: Q4_K weights are repacked (CPU_REPACK buffer), on
+    AMX CPUs too, where the engine EdgeGLM builds has no AMX kernels to crash
+    in. An engine with AMX kernels on an AMX CPU would show no repack here."""
+    q4 = convert(HF_FIXTURES / "glm4", tmp_path / "q4.gguf", "Q4_K_M").output
+    env = {**os.environ, "EDGEGLM_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("EDGEGLM_LLAMA_EXTRA_BUFTS", None)
+    r = edgeglm("run", str(q4), "--verbose", "-p", "hi", "-n", "1", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"CPU_REPACK model buffer size = +[0-9.]+ MiB", r.stderr), r.stderr
+    assert "AMX model buffer" not in r.stderr
+
+
+@pytest.mark.skipif(
+    "amx" not in Path("/proc/cpuinfo").read_text() or not engine_has_amx_kernels(),
+    reason="needs an AMX CPU and an engine compiled with ggml's AMX kernels",
+)
 def test_real_llama_cpp_crash_is_contained(tmp_path: Path) -> None:
-    """ggml's AMX kernels segfault on K-quants (seen on this machine's CPU): the
-    crash must surface as an error, and the default settings must avoid it."""
+    """ggml's AMX kernels segfault on K-quants (seen on an AMX CPU with a
+    -march=native engine): the crash must surface as an error, and the default
+    settings must avoid it."""
     q4 = convert(HF_FIXTURES / "glm4", tmp_path / "q4.gguf", "Q4_K_M").output
     with pytest.raises(BackendError, match="crashed"):
         run_isolated(child_decode_with_extra_buffers, str(q4))
