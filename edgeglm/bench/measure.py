@@ -4,11 +4,19 @@ A fresh process per artifact gives an honest peak resident memory (nothing
 left over from the previous model) and keeps a llama.cpp crash contained.
 Decode is timed the way llama-bench does it: greedy tokens fed back one at a
 time, a fixed count, no early stop at end-of-text.
+
+GPU memory is read through NVML while the model is loaded and after freeing
+it (vram.py). A row measured ``--device cpu`` hides the GPUs
+from CUDA and ROCm in its child before llama.cpp loads: with zero GPU layers
+llama.cpp still reserves a GPU compute buffer and runs prompt batches there.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from edgeglm.backends.base import Backend, Completion
+    from edgeglm.bench.vram import NvmlReading
     from edgeglm.planner.launch import LaunchSpec
 
 PROMPT_TOKENS = 512
@@ -37,6 +47,9 @@ class Measurement:
     vram_bytes: int | None
     logits: npt.NDArray[np.float32]  # next-token logits at every position of the eval text
     launch: dict[str, Any] | None = None  # the llama.cpp launch spec the speed rows ran with
+    vram_model_bytes: int | None = None  # the model's part of vram_bytes (vram.py)
+    vram_note: str = ""  # how the VRAM was measured, or why it was not
+    provider: str | None = None  # ONNX Runtime: the execution provider the session ran
 
 
 def peak_rss_bytes() -> int:
@@ -54,13 +67,25 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
 
 
-def gpu_memory_bytes() -> int | None:
-    """This process's GPU memory (NVML), or None where there is no NVIDIA GPU."""
-    import os
+def nvml_now() -> NvmlReading | None:
+    """This process's reading of NVML (vram.py)."""
+    from edgeglm.bench.vram import nvml_reading
 
-    from edgeglm.hardware.gpus import process_vram_bytes
+    return nvml_reading(os.getpid())
 
-    return process_vram_bytes(os.getpid())
+
+# What CUDA and ROCm read at initialization: none of the GPUs is visible.
+HIDDEN_GPUS = {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}
+
+
+def hide_gpus() -> None:
+    """Hide the GPUs from llama.cpp in this (child) process. ggml enumerates its
+    devices when the library loads, so this must come before the first import."""
+    from edgeglm.errors import BackendError
+
+    if "llama_cpp" in sys.modules:
+        raise BackendError("--device cpu: llama.cpp was loaded before the GPUs could be hidden")
+    os.environ.update(HIDDEN_GPUS)
 
 
 def greedy_next(llm: Any) -> int:
@@ -79,10 +104,15 @@ def measure_llamacpp(
     threads: int | None,
     decode_tokens: int = DECODE_TOKENS,
     spec: LaunchSpec | None = None,
+    cpu_only: bool = False,
 ) -> Measurement:
     """``spec``: the launch spec to measure (its context is sized here); None:
-    llama-cpp-python's defaults on the CPU with ``threads``."""
+    llama-cpp-python's defaults on the CPU with ``threads``. ``cpu_only``: the
+    GPUs hidden (``--device cpu``; in a fresh child, before llama.cpp loads)."""
+    if cpu_only:
+        hide_gpus()
     from edgeglm.backends.llamacpp import LlamaCppModel
+    from edgeglm.bench.vram import vram_measured
     from edgeglm.planner.launch import LaunchSpec
 
     if spec is None:
@@ -113,19 +143,31 @@ def measure_llamacpp(
             tok = greedy_next(llm)
         decode.append(decode_tokens / (time.perf_counter() - t))
     device = m.capabilities.device
-    vram_now = gpu_memory_bytes()
+    vram_loaded = nvml_now()  # while the model is still loaded
     m.close()
+    vram = vram_measured(vram_loaded, nvml_now())
     # The peak of load + inference, taken before scoring allocates its
-    # all-positions logits buffer; VRAM while the model is still loaded.
+    # all-positions logits buffer.
     peak = peak_rss_bytes()
-    vram = vram_now
     launch = dict(m.settings)
     scorer = LlamaCppModel.from_spec(
         spec.with_(artifact=path, n_ctx=len(eval_tokens) + 8), logits_all=True
     )
     logits = scorer.score(eval_tokens)
     scorer.close()
-    return Measurement(device, load_s, ttft, prefill, decode, peak, vram, logits, launch)
+    return Measurement(
+        device,
+        load_s,
+        ttft,
+        prefill,
+        decode,
+        peak,
+        vram.process_bytes,
+        logits,
+        launch,
+        vram.model_bytes,
+        vram.note,
+    )
 
 
 def measure_onnx(
@@ -135,39 +177,68 @@ def measure_onnx(
     repeat: int,
     threads: int | None,
     decode_tokens: int = DECODE_TOKENS,
+    provider: str | None = None,
 ) -> Measurement:
-    """The same measurements through the ONNX Runtime backend's own generate loop."""
-    from edgeglm.backends.base import Completion, SamplingParams
+    """The same measurements through the ONNX Runtime backend's own generate
+    loop. ``provider``: the execution provider to run on, or refused (None:
+    the backend's preference)."""
     from edgeglm.backends.onnx import OnnxModel
+    from edgeglm.bench.vram import vram_measured
+    from edgeglm.errors import BackendError
 
     t0 = time.perf_counter()
     # n_ctx only caps lengths here: the KV cache is sized per call.
     n_ctx = max(len(prompt) + decode_tokens, len(eval_tokens)) + 8
-    m = OnnxModel(Path(path), n_threads=threads, n_ctx=n_ctx)
+    providers = None if provider is None else [provider]
+    m = OnnxModel(Path(path), providers=providers, n_threads=threads, n_ctx=n_ctx)
     load_s = time.perf_counter() - t0
+    ran = m.capabilities.device  # the session's first provider: what really runs
+    if provider is not None and ran != provider:
+        m.close()
+        raise BackendError(f"{path}: ONNX Runtime ran {ran}, not {provider} as asked")
     m.eos_ids = set()  # a fixed token count, as llama-bench does: no early stop
 
-    def run(p: list[int], n: int) -> Completion:
-        gen = m.generate(p, SamplingParams(max_tokens=n))
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                done: Completion = stop.value
-                return done
-
-    run(prompt[:32], 2)  # warm-up
+    run_onnx(m, prompt[:32], 2)  # warm-up
     ttft: list[float] = []
     prefill: list[float] = []
     decode: list[float] = []
     for _ in range(repeat):
-        t = run(prompt, decode_tokens + 1).timings  # the first token comes from prefill
+        t = run_onnx(m, prompt, decode_tokens + 1).timings  # the first token comes from prefill
         ttft.append(t.time_to_first_token)
         prefill.append(t.prefill_tokens_per_second)
         decode.append(t.decode_tokens_per_second)
     peak = peak_rss_bytes()
-    vram = gpu_memory_bytes()
+    vram_loaded = nvml_now()
     logits = m.score(eval_tokens)
-    device = m.capabilities.device
+    device = "cpu" if ran == "CPUExecutionProvider" else "gpu"
     m.close()
-    return Measurement(device, load_s, ttft, prefill, decode, peak, vram, logits)
+    del m  # the KV cache buffers go with the model: freed before the last reading
+    gc.collect()
+    vram = vram_measured(vram_loaded, nvml_now())
+    return Measurement(
+        device,
+        load_s,
+        ttft,
+        prefill,
+        decode,
+        peak,
+        vram.process_bytes,
+        logits,
+        None,
+        vram.model_bytes,
+        vram.note,
+        ran,
+    )
+
+
+def run_onnx(m: Backend, prompt: list[int], n: int) -> Completion:
+    """``n`` tokens after ``prompt`` through the backend's own generate loop."""
+    from edgeglm.backends.base import SamplingParams
+
+    gen = m.generate(prompt, SamplingParams(max_tokens=n))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            done: Completion = stop.value
+            return done

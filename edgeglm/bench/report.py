@@ -16,10 +16,13 @@ from typing import Any
 from edgeglm.errors import UsageError
 
 # 2: rows carry the launch spec that ran, where the weights were read from
-# (device "cpu", "gpu" or "split") and the roofline's inputs. Version 1
-# reports still load: their new fields are None.
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+# (device "cpu", "gpu" or "split") and the roofline's inputs.
+# 3: ONNX rows' device is "cpu" or "gpu" (it was the provider's name), and
+# the provider the session ran has a field of its own; rows carry the VRAM
+# the model took (NVML) beside the plan's estimate for the spec that ran.
+# Older reports still load: their new fields are None.
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 
 @dataclass
@@ -45,7 +48,7 @@ class BenchRow:
     model: str
     quant: str
     backend: str
-    device: str  # llama.cpp: where the weights were read from ("cpu", "gpu", "split")
+    device: str  # where the weights were read from: "cpu", "gpu", "split" (llama.cpp)
     file_bytes: int
     bits_per_weight: float | None
     load_s: float
@@ -53,6 +56,7 @@ class BenchRow:
     prefill_tps: Spread
     decode_tps: Spread
     peak_rss_bytes: int
+    # NVML, the measuring process while the model was loaded (None: not measured)
     vram_bytes: int | None = None
     # quality against the highest-precision artifact (None for the reference itself)
     kl_mean: float | None = None
@@ -70,6 +74,10 @@ class BenchRow:
     bandwidth_cpu_gbps: float | None = None
     bandwidth_gpu_gbps: float | None = None
     roofline_note: str | None = None  # what the roofline used, or why there is none
+    provider: str | None = None  # ONNX Runtime: the execution provider the session ran
+    vram_model_bytes: int | None = None  # the model's part of vram_bytes (freeing it released)
+    vram_planned_bytes: int | None = None  # the planner's GPU estimate for the spec that ran
+    vram_note: str | None = None  # how VRAM was measured and estimated, or why not
 
     def flat(self) -> dict[str, Any]:
         """One level of keys, for CSV and tables."""
@@ -112,20 +120,21 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         cols = ["artifact", "backend", "size MiB", "bpw", "decode tok/s", "prefill tok/s"]
-        cols += ["TTFT ms", "peak RSS MiB", "VRAM MiB", "mean KL", "p99 KL", "top-1", "PPL"]
+        cols += ["TTFT ms", "peak RSS MiB", "VRAM MiB (model / planned)", "mean KL", "p99 KL"]
+        cols += ["top-1", "PPL"]
         cols += ["roofline", "launch"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in self.rows:
             cells = [
                 r.label,
-                f"{r.backend} ({r.device})",
+                f"{r.backend} ({r.device}{', ' + r.provider if r.provider else ''})",
                 f"{r.file_bytes / 2**20:.1f}",
                 _f(r.bits_per_weight, 2),
                 f"{r.decode_tps.median:.1f}",
                 f"{r.prefill_tps.median:.0f}",
                 f"{r.ttft_s.median * 1000:.0f}",
                 f"{r.peak_rss_bytes / 2**20:.0f}",
-                "–" if r.vram_bytes is None else f"{r.vram_bytes / 2**20:.0f}",
+                vram_cell(r),
                 _f(r.kl_mean, 5),
                 _f(r.kl_p99, 4),
                 _f(r.top1, 3),
@@ -166,6 +175,17 @@ class BenchReport:
             )
         except (KeyError, TypeError) as e:
             raise UsageError(f"{path}: not a benchmark report of schema {version} ({e})") from e
+
+
+def _mib(v: int | None) -> str:
+    return "–" if v is None else f"{v / 2**20:.0f}"
+
+
+def vram_cell(r: BenchRow) -> str:
+    """The process's VRAM, then the model's part against the plan's: ``1650 (1120 / 1080)``."""
+    if r.vram_bytes is None and r.vram_model_bytes is None and r.vram_planned_bytes is None:
+        return "–"
+    return f"{_mib(r.vram_bytes)} ({_mib(r.vram_model_bytes)} / {_mib(r.vram_planned_bytes)})"
 
 
 def _f(v: float | None, digits: int) -> str:

@@ -59,7 +59,7 @@ class Roofline:
     note: str  # what the bound was computed from, or why there is none
 
 
-def _on_cpu_device(device: str) -> bool:
+def on_cpu_device(device: str) -> bool:
     """``-ot`` device names: ``CPU`` and the CPU's buffer types (``CPU_REPACK`` ...)."""
     return device.upper().startswith("CPU")
 
@@ -94,7 +94,7 @@ def weight_reads(gguf: Path | GGUFFile, spec: LaunchSpec) -> WeightReads:
             continue  # MTP/NextN: not loaded
         override = next((o for o in spec.tensor_overrides if re.search(o.pattern, t.name)), None)
         if override is not None:
-            on_gpu = not _on_cpu_device(override.device)
+            on_gpu = not on_cpu_device(override.device)
         elif block is not None:
             on_gpu = block >= gpu_start
         else:  # output layer (output, output_norm; token_embd when tied)

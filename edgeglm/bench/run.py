@@ -42,8 +42,9 @@ from edgeglm.bench.measure import (
 )
 from edgeglm.bench.report import BenchReport, BenchRow, Spread
 from edgeglm.bench.roofline import roofline, weight_reads
+from edgeglm.bench.vram import planned_vram
 from edgeglm.converters.gguf.quant_types import quant_name
-from edgeglm.errors import UsageError
+from edgeglm.errors import HardwareError, UsageError
 from edgeglm.gguf_file import GGUFFile, read_gguf
 from edgeglm.metrics import kl_divergence, log_softmax
 from edgeglm.planner.launch import LaunchSpec
@@ -75,8 +76,10 @@ class BenchRequest:
     threads: int | None = None
     prompt_tokens: int = PROMPT_TOKENS
     decode_tokens: int = DECODE_TOKENS
-    # llama.cpp rows: "auto" the plan's placement, "cpu" none offloaded, "gpu" all offloaded
+    # "auto" the plan's placement and provider, "cpu" nothing on a GPU, "gpu" all on the GPU
     device: str = "auto"
+    # plan the auto rows for this hardware profile instead of this machine (measured here)
+    hardware: Path | None = None
 
     def __post_init__(self) -> None:
         """The bounds every benchmark is held to, whoever builds the request."""
@@ -251,6 +254,70 @@ def check_gpu_offload() -> None:
         raise UsageError("--device gpu: llama.cpp finds no GPU here; use --device cpu or auto")
 
 
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def onnx_gpu_provider(here: HardwareProfile) -> str:
+    """``--device gpu`` for ONNX rows: the first GPU provider EdgeGLM's ONNX
+    backend runs that really initialized a session here (the probe's word,
+    not onnxruntime's list), or a UsageError saying why there is none."""
+    from edgeglm.planner.onnx_plan import BACKEND_PROVIDERS
+
+    ort = here.onnxruntime
+    working = ort.working_providers if ort is not None else []
+    gpu = [p for p in BACKEND_PROVIDERS if p != CPU_PROVIDER and p in working]
+    if gpu:
+        return gpu[0]
+    if ort is None or ort.version is None:
+        why = "onnxruntime is not installed"
+    else:
+        failed = [f"{p}: {ort.errors[p]}" for p in BACKEND_PROVIDERS if p in ort.errors]
+        why = "; ".join(failed) or f"onnxruntime {ort.version} lists no GPU provider"
+    raise UsageError(
+        " ".join(
+            f"--device gpu: ONNX Runtime has no working GPU provider here ({why}); "
+            "use --device cpu or auto".split()
+        )
+    )
+
+
+@dataclass(frozen=True)
+class OnnxLaunch:
+    """How an ONNX artifact is measured: its provider and threads."""
+
+    provider: str
+    threads: int
+
+
+def onnx_launch(
+    folder: Path, device: str, planned_for: HardwareProfile, here: HardwareProfile
+) -> OnnxLaunch:
+    """``auto``: the ONNX plan's provider and threads (``edgeglm plan FOLDER``),
+    refused where that plan does not fit or its provider does not initialize
+    here; ``cpu``/``gpu``: the plan's threads on the CPU's provider or on the
+    GPU provider that works here."""
+    from edgeglm.planner.onnx_plan import plan_onnx
+
+    planned = plan_onnx(folder, planned_for)
+    if not planned.fits:
+        need, have = planned.memory.total / 2**30, planned.ram_usable / 2**30
+        raise HardwareError(
+            f"{folder}: the plan does not fit this machine: ONNX Runtime needs {need:.1f} GiB "
+            f"and {have:.1f} GiB is usable"
+        )
+    if device == "cpu":
+        return OnnxLaunch(CPU_PROVIDER, planned.threads)
+    if device == "gpu":
+        return OnnxLaunch(onnx_gpu_provider(here), planned.threads)
+    working = here.onnxruntime.working_providers if here.onnxruntime is not None else []
+    if planned.provider != CPU_PROVIDER and planned.provider not in working:
+        raise HardwareError(
+            f"{folder}: the plan runs ONNX Runtime on {planned.provider}, which does not "
+            "initialize here; use --device cpu"
+        )
+    return OnnxLaunch(planned.provider, planned.threads)
+
+
 def bench_spec(
     path: Path, device: str, threads: int | None, hardware: HardwareProfile | None = None
 ) -> LaunchSpec:
@@ -314,19 +381,30 @@ def run_bench(
         "sampling": "greedy",
         "warmup": True,
     }
-    from edgeglm.hardware import probe
+    from edgeglm.hardware import load_profile, probe
 
-    use_llama = any(b in ("llama.cpp", "auto") for b in request.backends)
-    if request.device == "gpu" and use_llama:
-        check_gpu_offload()  # before converting or measuring anything
+    # Refused before anything is converted or measured: a profile that does
+    # not load, and --device gpu where an engine that would run cannot reach a GPU.
+    planned_for = load_profile(request.hardware) if request.hardware is not None else None
+    here = probe(bandwidth=False)  # what runs here, and what `edgeglm run` plans for
+    kinds = {resolve(m).kind for m in request.models}
+    # GGUF files run in llama.cpp, ONNX folders in ONNX Runtime, and a Hugging
+    # Face model's quality reference is a llama.cpp row whatever the backends.
+    use_llama = bool(kinds & {"gguf", "hf"})
+    use_onnx = "onnx" in kinds or ("onnx" in request.backends and "hf" in kinds)
+    if request.device == "gpu":
+        if use_llama:
+            check_gpu_offload()
+        if use_onnx:
+            onnx_gpu_provider(here)
     settings["device"] = request.device
+    settings["hardware"] = str(request.hardware) if request.hardware is not None else None
     groups = artifacts_for(list(request.models), list(request.quants), list(request.backends))
     for art in (a for g in groups for a in g if a.backend == "llama.cpp"):
         verify_gguf(art.path)  # header checks, then a load in a child: before anything else
     report = BenchReport(fingerprint(), settings)
     total = sum(len(g) for g in groups)
-    hw = probe(bandwidth=False)  # what the plan sees, as `edgeglm run` plans
-    bandwidths = Bandwidths(_bandwidth(), *gpu_bandwidth(hw))
+    bandwidths = Bandwidths(_bandwidth(), *gpu_bandwidth(here))
     done = 0
     try:
         for group in groups:
@@ -351,15 +429,32 @@ def run_bench(
                 if progress is not None:
                     progress(f"{art.label}", done / total)
                 what = f"{art.backend} benchmarking {art.label}"
-                args = (str(art.path), prompt, eval_tokens, request.repeat, request.threads)
+                args = (str(art.path), prompt, eval_tokens, request.repeat)
                 if art.backend == "onnx":
-                    res = run_isolated(measure_onnx, *args, request.decode_tokens, what=what)
-                else:
-                    spec = bench_spec(art.path, request.device, request.threads, hw)
+                    ox = onnx_launch(art.path, request.device, planned_for or here, here)
                     res = run_isolated(
-                        measure_llamacpp, *args, request.decode_tokens, spec, what=what
+                        measure_onnx,
+                        *args,
+                        request.threads or ox.threads,
+                        request.decode_tokens,
+                        ox.provider,
+                        what=what,
                     )
-                report.rows.append(_row(art, res, ref_logits, eval_tokens, bandwidths))
+                else:
+                    spec = bench_spec(
+                        art.path, request.device, request.threads, planned_for or here
+                    )
+                    res = run_isolated(
+                        measure_llamacpp,
+                        *args,
+                        request.threads,
+                        request.decode_tokens,
+                        spec,
+                        request.device == "cpu",  # GPUs hidden: nothing runs there
+                        what=what,
+                    )
+                row = _row(art, res, ref_logits, eval_tokens, bandwidths, here)
+                report.rows.append(row)
                 if ref_logits is None:
                     ref_logits = res.logits
                 done += 1
@@ -385,6 +480,7 @@ def _row(
     ref_logits: npt.NDArray[np.float32] | None,
     eval_tokens: list[int],
     bandwidths: Bandwidths,
+    here: HardwareProfile,
 ) -> BenchRow:
     logits = res.logits
     lp = log_softmax(logits[:-1])
@@ -406,7 +502,10 @@ def _row(
         ppl=float(np.exp(nll.mean())),
         bytes_per_token=None,
         reference=ref_logits is None,
+        provider=res.provider,
+        vram_model_bytes=res.vram_model_bytes,
     )
+    vram_note = res.vram_note or "not measured"
     if ref_logits is not None:
         kl = kl_divergence(ref_logits, logits)
         row.kl_mean = float(kl.mean())
@@ -414,9 +513,13 @@ def _row(
         row.top1 = float((ref_logits.argmax(-1) == logits.argmax(-1)).mean())
     if art.backend == "onnx":
         row.roofline_note = "ONNX Runtime: the bytes read per token are not derived"
+        row.vram_note = f"{vram_note}; planned: the ONNX plan estimates RAM only"
         return row
     ran = LaunchSpec.from_dict(res.launch) if res.launch is not None else None
+    row.vram_note = vram_note
     if ran is not None:
+        row.vram_planned_bytes, planned_note = planned_vram(art.path, ran, here)
+        row.vram_note = f"{vram_note}; planned: {planned_note}"
         row.launch = res.launch
         reads = weight_reads(art.path, ran)
         row.device = reads.placement  # where the weights were read from: cpu, gpu or split
@@ -449,14 +552,15 @@ def main_table(report: BenchReport) -> Any:
     """A rich Table for the terminal."""
     from rich.table import Table
 
-    from edgeglm.bench.report import pareto_front
+    from edgeglm.bench.report import pareto_front, vram_cell
 
     front = {id(r) for r in pareto_front(report.rows)}
     t = Table(
         title="latency against quality" + ("" if report.complete else " (interrupted: partial)")
     )
     cols = ["artifact", "device", "MiB", "bpw", "load s", "TTFT ms", "prefill t/s", "decode t/s"]
-    cols += ["RSS MiB", "mean KL", "p99 KL", "top-1", "PPL", "roofline"]
+    cols += ["RSS MiB", "VRAM MiB (model / plan)", "mean KL", "p99 KL", "top-1", "PPL"]
+    cols += ["roofline"]
     for col in cols:
         t.add_column(col, justify="left" if col == "artifact" else "right")
     for r in report.rows:
@@ -468,15 +572,15 @@ def main_table(report: BenchReport) -> Any:
         )
         t.add_row(
             r.label + (" *" if id(r) in front else ""),
-            r.device,
+            r.device + (f" ({r.provider.removesuffix('ExecutionProvider')})" if r.provider else ""),
             f"{r.file_bytes / 2**20:.1f}",
             f"{r.bits_per_weight or 0:.2f}",
             f"{r.load_s:.2f}",
             f"{r.ttft_s.median * 1000:.0f}",
             f"{r.prefill_tps.median:.0f}",
             f"{r.decode_tps.median:.1f} ±{spread:.1f}",
-            f"{r.peak_rss_bytes / 2**20:.0f}"
-            + (f" +{r.vram_bytes / 2**20:.0f} VRAM" if r.vram_bytes else ""),
+            f"{r.peak_rss_bytes / 2**20:.0f}",
+            vram_cell(r),
             *quality,
             f"{r.ppl:.2f}" if r.ppl else "–",
             f"{r.decode_efficiency * 100:.0f}%" if r.decode_efficiency else "–",

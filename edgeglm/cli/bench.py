@@ -41,10 +41,19 @@ def bench(
         str,
         typer.Option(
             "--device",
-            help="llama.cpp rows: auto (the plan's GPU layers and placement), cpu (nothing "
-            "offloaded) or gpu (every layer offloaded).",
+            help="auto (the plan's GPU layers and placement; ONNX: the plan's provider), cpu "
+            "(nothing on a GPU) or gpu (every layer offloaded; ONNX: the GPU provider that "
+            "works here). gpu is refused where the engine cannot reach a GPU.",
         ),
     ] = "auto",
+    hardware: Annotated[
+        Path | None,
+        typer.Option(
+            "--hardware",
+            help="Plan the auto rows for this hardware profile (JSON, as doctor --json writes) "
+            "instead of this machine; they are still measured here.",
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="Report path: writes .json, .csv, .md and .svg"),
@@ -75,6 +84,7 @@ def bench(
             repeat=repeat,
             threads=threads,
             device=device,
+            hardware=hardware,
         )
 
         with Progress(

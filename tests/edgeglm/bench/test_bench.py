@@ -52,7 +52,7 @@ def test_report_has_every_figure(report: BenchReport) -> None:
     assert q8.kl_mean is not None and q4.kl_mean is not None
     assert q8.kl_mean < q4.kl_mean  # more bits, closer to the reference
     assert report.fingerprint["llama_cpp_python"] and report.fingerprint["cpu"]
-    assert report.schema_version == 2 and report.settings["repeat"] == 2
+    assert report.schema_version == 3 and report.settings["repeat"] == 2
 
 
 def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
@@ -147,7 +147,8 @@ def test_onnx_runtime_artifacts_are_benchmarked_against_the_same_reference() -> 
     rep = run_bench(request)
     ref, onnx = rep.rows
     assert ref.backend == "llama.cpp" and ref.reference  # F32 GGUF: the shared quality reference
-    assert onnx.backend == "onnx" and onnx.device == "CPUExecutionProvider"
+    assert onnx.backend == "onnx" and onnx.device == "cpu"
+    assert onnx.provider == "CPUExecutionProvider"  # the session's own word (the plan's here)
     assert onnx.kl_mean is not None and onnx.kl_mean > 0 and onnx.decode_tps.median > 0
     assert onnx.bytes_per_token is None  # no roofline figure we could not compute honestly
 

@@ -46,7 +46,7 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> BenchReport:
 
 
 def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> None:
-    assert demo_report.schema_version == 2 and demo_report.settings["device"] == "cpu"
+    assert demo_report.schema_version == 3 and demo_report.settings["device"] == "cpu"
     assert [r.quant for r in demo_report.rows] == ["F32", "Q4_K_M"]
     for row in demo_report.rows:
         assert row.launch is not None and row.device == "cpu"
@@ -66,7 +66,12 @@ def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> Non
             == row.bytes_per_token_cpu
             == weight_reads(Path(ran.artifact), ran).cpu_bytes
         )
-        assert row.vram_bytes is None  # NVML per process; no NVIDIA GPU here
+        # NVML per process; no NVIDIA GPU here: not measured, and said so
+        assert row.vram_bytes is None and row.vram_model_bytes is None
+        assert row.vram_planned_bytes == 0 and row.provider is None
+        assert row.vram_note == (
+            "not measured: no NVIDIA GPU or NVML here; planned: nothing planned on a GPU"
+        )
         assert row.roofline_note is not None and row.roofline_note.startswith("cpu")
         if row.bandwidth_cpu_gbps is not None:
             assert row.decode_efficiency == pytest.approx(
@@ -74,7 +79,7 @@ def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> Non
             )
     # every export carries the spec
     md = demo_report.to_markdown()
-    assert "-ngl 0" in md and "report schema 2" in md
+    assert "-ngl 0" in md and "report schema 3" in md and "| – (– / 0) |" in md
     assert '"n_gpu_layers": 0' in demo_report.to_csv().replace('""', '"')
 
 
@@ -233,15 +238,20 @@ def test_bench_compare_reads_schema_1_reports(
         "bandwidth_cpu_gbps",
         "bandwidth_gpu_gbps",
         "roofline_note",
+        "provider",
+        "vram_model_bytes",
+        "vram_planned_bytes",
+        "vram_note",
     )
     for row in old_data["rows"]:
         for k in v1_fields:
             del row[k]
-    del old_data["settings"]["device"]
+    del old_data["settings"]["device"], old_data["settings"]["hardware"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(old_data))
     loaded = BenchReport.load(old)
     assert loaded.schema_version == 1 and all(r.launch is None for r in loaded.rows)
+    assert all(r.vram_planned_bytes is None and r.provider is None for r in loaded.rows)
     r = edgeglm("bench", "compare", str(old), str(new), "--json", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
