@@ -200,7 +200,11 @@ def read_overrides(model_params: Any) -> list[tuple[str, str]]:
 
 @contextmanager
 def _default_params(
-    *, use_extra_bufts: bool, cb_eval: Any = None, overrides: ctypes.Array[Any] | None = None
+    *,
+    use_extra_bufts: bool,
+    cb_eval: Any = None,
+    overrides: ctypes.Array[Any] | None = None,
+    op_offload: bool = True,
 ) -> Iterator[None]:
     """llama_cpp.Llama builds its model and context params from the library
     defaults and exposes none of these fields; wrap the two default factories
@@ -208,14 +212,23 @@ def _default_params(
     (see the module docstring)."""
     with (
         _LOAD_LOCK,
-        _patched_load(use_extra_bufts=use_extra_bufts, cb_eval=cb_eval, overrides=overrides),
+        _patched_load(
+            use_extra_bufts=use_extra_bufts,
+            cb_eval=cb_eval,
+            overrides=overrides,
+            op_offload=op_offload,
+        ),
     ):
         yield
 
 
 @contextmanager
 def _patched_load(
-    *, use_extra_bufts: bool, cb_eval: Any, overrides: ctypes.Array[Any] | None
+    *,
+    use_extra_bufts: bool,
+    cb_eval: Any,
+    overrides: ctypes.Array[Any] | None,
+    op_offload: bool,
 ) -> Iterator[None]:
     import llama_cpp
 
@@ -234,6 +247,7 @@ def _patched_load(
 
     def ctx_params() -> Any:
         p = orig_ctx()
+        p.op_offload = op_offload
         if cb_eval is not None:
             p.cb_eval = cb_eval
         return p
@@ -362,6 +376,7 @@ class LlamaCppModel:
                 use_extra_bufts=extra_buffers_safe(),
                 cb_eval=cb_eval,
                 overrides=self._buft_overrides,
+                op_offload=spec.on_gpu(),
             ):
                 self.llm = llama_cpp.Llama(
                     str(path), logits_all=logits_all, seed=seed, verbose=verbose, **kwargs

@@ -118,6 +118,15 @@ class LaunchSpec:
             if not o.device:
                 raise UsageError(f"--override-tensor {o.pattern!r}: no device named")
 
+    def on_gpu(self) -> bool:
+        """Whether any weight goes to a GPU: layers, or an override naming a
+        device other than the CPU. A spec that puts nothing there runs on the
+        CPU alone: llama.cpp would otherwise still send large batches to a GPU
+        (its "op offload", on by default even at -ngl 0)."""
+        return self.n_gpu_layers > 0 or any(
+            not o.device.upper().startswith("CPU") for o in self.tensor_overrides
+        )
+
     def with_(self, **changes: Any) -> LaunchSpec:
         """A copy with some fields changed (checked again)."""
         return replace(self, **changes)
@@ -178,6 +187,8 @@ class LaunchSpec:
         args += ["-fa", "on" if self.flash_attn else "off"]
         if self.type_k != "f16" or self.type_v != "f16":
             args += ["-ctk", self.type_k, "-ctv", self.type_v]
+        if not self.on_gpu():
+            args.append("--no-op-offload")
         return [*args, "-b", str(self.n_batch), "-ub", str(self.n_ubatch)]
 
 

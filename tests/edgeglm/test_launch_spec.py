@@ -56,6 +56,10 @@ def test_spec_round_trips_and_flags_parse_as_llama_cpp_does() -> None:
     assert LaunchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     args = spec.llama_cpp_args()
     assert args[:4] == ["-c", "4096", "-ngl", "48"]
+    assert spec.on_gpu() and "--no-op-offload" not in args
+    cpu_only = spec.with_(n_gpu_layers=0)
+    assert not cpu_only.on_gpu() and "--no-op-offload" in cpu_only.llama_cpp_args()
+    assert cpu_only.with_(tensor_overrides=(TensorOverride("exps", "CUDA0"),)).on_gpu()
     assert args[4:6] == ["-ot", r"blk\.\d+\.ffn_(up|down|gate)_exps=CPU"]
     # comma-separated and repeated, as common/arg.cpp splits them
     assert parse_overrides(["a=CPU,b=CUDA0", "c=CPU"]) == [
@@ -116,6 +120,7 @@ def test_overrides_reach_llama_model_params(moe_gguf: Path) -> None:
         assert (cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_threads) == (256, 128, 64, 2)
         assert (cp.type_k, cp.type_v) == (8, 8)  # GGML_TYPE_Q8_0
         assert m.llm.model_params.n_gpu_layers == 0
+        assert not spec.on_gpu() and cp.op_offload is False  # the CPU alone, batches too
         assert m.settings["tensor_overrides"] == [
             {"pattern": "exps", "device": "CPU"},
             {"pattern": r"blk\.0\.", "device": "CPU"},
