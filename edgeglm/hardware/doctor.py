@@ -127,7 +127,8 @@ def _llama_view(hw: HardwareProfile, here: bool, build: Mapping[str, str] | None
         return _not_probed(t)
     # Say whose llama.cpp this is: a profile read from a file carries the
     # engine of the machine it describes, not the one installed here.
-    t.add_row("engine", "installed here" if here else f"as recorded in the profile ({hw.source})")
+    profile = f"profile {hw.name}" if hw.name else f"the profile ({hw.source})"
+    t.add_row("engine", "installed here" if here else f"as {profile} records it, not the one here")
     if build is not None:
         t.add_row("built", _build_text(build))
     if info.error:

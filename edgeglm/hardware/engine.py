@@ -596,9 +596,20 @@ def _build_wheel(source: Path, dist: Path, cmake_args: str, log: Path) -> Path:
         rc = proc.wait()
     wheels = list(dist.glob("*.whl"))
     if rc != 0 or len(wheels) != 1:
-        tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-30:])
-        raise EngineError(f"building llama.cpp failed (pip exit {rc}):\n{tail}")
+        raise EngineError(f"building llama.cpp failed (pip exit {rc}):\n{_first_error(log)}")
     return wheels[0]
+
+
+# Where a failed build says why: CMake, the compilers, ninja.
+_ERROR_LINE = re.compile(r"CMake Error|: error:|: fatal error:|^\s*FAILED:")
+
+
+def _first_error(log: Path) -> str:
+    """The first error in a build log and the lines after it (pip's summary says nothing)."""
+    lines = log.read_text(errors="replace").splitlines()
+    at = next((i for i, ln in enumerate(lines) if _ERROR_LINE.search(ln)), None)
+    shown = lines[at : at + 12] if at is not None else lines[-30:]
+    return "\n".join(ln.rstrip() for ln in shown)
 
 
 def _build_entry(root: Path, key: str, parts: Mapping[str, str], choice: Choice) -> Path:
@@ -610,16 +621,15 @@ def _build_entry(root: Path, key: str, parts: Mapping[str, str], choice: Choice)
         staged = work / "entry"
         staged.mkdir()
         log = staged / "build.log"
-        _say(f"building llama.cpp ({choice.backend}); this takes minutes; log: {log}")
+        _say(f"building llama.cpp ({choice.backend}); this takes minutes")
         source = _unpack(sdist, work)
         started = time.monotonic()
         try:
             wheel = _build_wheel(source, work / "dist", choice.full_cmake_args, log)
-        except EngineError:
+        except EngineError as e:
             kept = root / f"{key}.failed.log"
             shutil.copyfile(log, kept)
-            _say(f"the whole build log: {kept}")
-            raise
+            raise EngineError(f"{e}\nthe whole build log: {kept}") from None
         minutes = (time.monotonic() - started) / 60
         _say(f"compiled in {minutes:.1f} min")
         os.replace(wheel, staged / wheel.name)

@@ -70,7 +70,7 @@ def test_a_gpu_the_installed_engine_cannot_use_gets_the_rebuild_command() -> Non
 def test_a_profiles_engine_is_described_as_that_machines() -> None:
     hw = _profile("desktop-rtx4090-24gb")  # its llama.cpp has CUDA: nothing to advise
     text = _words(_text(hw, width=160))
-    assert f"engine as recorded in the profile ({hw.source})" in text
+    assert "engine as profile desktop-rtx4090-24gb records it, not the one here" in text
     assert "RPC no: built without GGML_RPC" in text
     assert "GPU unused" not in text and "make engine" not in text
 
