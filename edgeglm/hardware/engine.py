@@ -501,10 +501,10 @@ def _say(msg: str) -> None:
     print(f"engine: {msg}", flush=True)
 
 
-def _pip(*args: str, env: Mapping[str, str] | None = None, what: str) -> None:
+def _pip(*args: str, what: str) -> None:
     """pip in the running interpreter; its own output only when it fails."""
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise EngineError(f"{what} failed (pip exit {proc.returncode}):\n{tail}")
@@ -548,7 +548,7 @@ def _sdist(root: Path) -> Path:
             f"{DIST_NAME}=={LLAMA_CPP_PYTHON_VERSION}",
             what="downloading the source",
         )
-        got = [p for p in Path(tmp).iterdir() if p.name.endswith((".tar.gz", ".zip"))]
+        got = [p for p in Path(tmp).iterdir() if p.name.endswith(".tar.gz")]
         if len(got) != 1:
             raise EngineError(f"pip download left {[p.name for p in got]} in {tmp}")
         os.replace(got[0], final)
@@ -567,8 +567,10 @@ def _unpack(sdist: Path, dest: Path) -> Path:
                 if not target.is_relative_to(out.resolve()) or m.issym() or m.islnk():
                     raise EngineError(f"{sdist}: unsafe member {m.name}")
             tar.extractall(out)
-    (top,) = list(out.iterdir())
-    return top.rename(dest / "source")
+    tops = list(out.iterdir())
+    if len(tops) != 1 or not tops[0].is_dir():
+        raise EngineError(f"{sdist}: expected one top folder, found {[t.name for t in tops]}")
+    return tops[0].rename(dest / "source")
 
 
 _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
