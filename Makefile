@@ -7,13 +7,24 @@ BIN := $(VENV)/bin
 # edgeglm.tui resolve to ./converters and ./tui for mypy and pytest alike.
 EDITABLE := --config-settings editable_mode=strict
 
-.PHONY: install tmux demo test check lint typecheck reference fixtures demo-model clean snapshots
+.PHONY: engine install tmux demo test check lint typecheck reference fixtures demo-model clean snapshots
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+# llama.cpp (llama-cpp-python) built for this machine's hardware: CUDA, Metal,
+# HIP, Vulkan or CPU, always with the RPC backend. The one command that
+# rebuilds it; EDGEGLM_LLAMA_BACKEND=cpu|cuda|metal|hip|vulkan overrides the
+# choice and CMAKE_ARGS from the environment are added last. Wheels are cached
+# by version, backend, CMAKE_ARGS, Python and platform in
+# ~/.cache/edgeglm/engine, so only a new combination compiles. By file path:
+# it runs before edgeglm and its dependencies are installed.
+engine: $(BIN)/python
+	$(BIN)/python edgeglm/hardware/engine.py
+
+# The engine first, so pip finds llama-cpp-python already satisfied.
+install: $(BIN)/python engine
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(EDITABLE)
 
 demo: install

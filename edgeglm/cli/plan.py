@@ -53,7 +53,12 @@ def doctor(
     if as_json:
         print(json.dumps(hw.to_dict(), indent=2))
     else:
-        out.print(render_doctor(hw), highlight=False)
+        from edgeglm.hardware.engine import installed_build
+
+        # How `make engine` built the llama.cpp installed here; a profile read
+        # from a file describes another machine's, so nothing is said of ours.
+        build = None if hw.is_simulated else (installed_build() or {})
+        out.print(render_doctor(hw, engine_build=build), highlight=False)
 
 
 @app.command()

@@ -7,10 +7,13 @@ never filled in with a guess.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from edgeglm.hardware.engine import rebuild_command
 from edgeglm.hardware.profile import GPUInfo, HardwareProfile, LlamaCppInfo, OnnxRuntimeInfo
 from edgeglm.units import human_bytes
 
@@ -33,8 +36,18 @@ def _gbps(v: float | None, source: str | None) -> str:
     return f"{v:.1f} GB/s" + (f" ({source})" if source else "")
 
 
-def render_doctor(hw: HardwareProfile) -> RenderableType:
-    parts = [_machine_view(hw), _gpus_view(hw.gpus), _llama_view(hw.llama_cpp)]
+def render_doctor(
+    hw: HardwareProfile,
+    *,
+    engine_here: bool | None = None,
+    engine_build: Mapping[str, str] | None = None,
+) -> RenderableType:
+    """``engine_here``: hw.llama_cpp describes the llama.cpp installed here (default:
+    when the profile was probed, not read from a file). ``engine_build``: how
+    ``make engine`` built it (its cache key's parts; empty: not built by it;
+    None: not shown)."""
+    here = not hw.is_simulated if engine_here is None else engine_here
+    parts = [_machine_view(hw), _gpus_view(hw.gpus), _llama_view(hw, here, engine_build)]
     parts.append(_ort_view(hw.onnxruntime))
     return Group(*(p for part in parts for p in (part, Text(""))))
 
@@ -76,19 +89,70 @@ def _gpus_view(gpus: list[GPUInfo]) -> RenderableType:
     return g
 
 
-def _llama_view(info: LlamaCppInfo | None) -> RenderableType:
+# Per GPU vendor: the ggml backends (registry names) that can drive it, and
+# the EDGEGLM_LLAMA_BACKEND value that builds the usual one.
+_GPU_BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "nvidia": (("CUDA", "Vulkan"), "cuda"),
+    "amd": (("ROCm", "HIP", "Vulkan"), "hip"),
+    "apple": (("Metal", "MTL"), "metal"),
+    "intel": (("Vulkan", "SYCL"), "vulkan"),
+    "other": (("Vulkan",), "vulkan"),
+}
+_BACKEND_NAME = {"cuda": "CUDA", "hip": "ROCm/HIP", "metal": "Metal", "vulkan": "Vulkan"}
+
+
+def unusable_gpus(gpus: list[GPUInfo], info: LlamaCppInfo) -> dict[str, list[GPUInfo]]:
+    """The GPUs this llama.cpp build cannot use, by the backend that would use them."""
+    if not info.backends and info.gpu_offload is not False:
+        return {}  # nothing known about the build: no advice
+    have = {b.lower() for b in info.backends}
+    out: dict[str, list[GPUInfo]] = {}
+    for gpu in gpus:
+        usable, backend = _GPU_BACKENDS[gpu.vendor]
+        if info.gpu_offload is False or not have & {b.lower() for b in usable}:
+            out.setdefault(backend, []).append(gpu)
+    return out
+
+
+def _build_text(build: Mapping[str, str]) -> str:
+    if not build:
+        return f"not by `{rebuild_command()}` (a wheel pip built or downloaded)"
+    return f"by `{rebuild_command()}`: {build.get('backend')}, CMAKE_ARGS {build.get('cmake_args')}"
+
+
+def _llama_view(hw: HardwareProfile, here: bool, build: Mapping[str, str] | None) -> RenderableType:
     t = _table("llama.cpp")
+    info = hw.llama_cpp
     if info is None:
         return _not_probed(t)
+    # Say whose llama.cpp this is: a profile read from a file carries the
+    # engine of the machine it describes, not the one installed here.
+    profile = f"profile {hw.name}" if hw.name else f"the profile ({hw.source})"
+    t.add_row("engine", "installed here" if here else f"as {profile} records it, not the one here")
+    if build is not None:
+        t.add_row("built", _build_text(build))
     if info.error:
         t.add_row("status", Text(f"unusable: {info.error}", style="red"))
     t.add_row("version", info.version or "unknown")
     offload = {True: "yes", False: "no: this build runs on the CPU only", None: "unknown"}
     t.add_row("GPU offload", offload[info.gpu_offload])
     t.add_row("backends", ", ".join(info.backends) or "–")
+    if info.backends:
+        rpc = "RPC" in info.backends
+        t.add_row("RPC", "yes (GGML_RPC)" if rpc else "no: built without GGML_RPC")
     for d in info.devices:
         mem = f" · {human_bytes(d.memory_total_bytes)}" if d.memory_total_bytes else ""
         t.add_row(f"device {d.name}", f"{d.description} ({d.type}){mem}")
+    for backend, gpus in unusable_gpus(hw.gpus, info).items():
+        names = ", ".join(dict.fromkeys(g.name for g in gpus))
+        whose = "this llama.cpp" if here else "the llama.cpp in this profile"
+        where = "rebuild it" if here else "on that machine, rebuild it"
+        them = "them" if len(gpus) > 1 else "it"
+        advice = (
+            f"{names}: {whose} cannot use {them} (no {_BACKEND_NAME[backend]} backend). "
+            f"To use it, {where}: {rebuild_command(backend)}"
+        )
+        t.add_row("GPU unused", Text(advice, style="yellow"))
     return t
 
 

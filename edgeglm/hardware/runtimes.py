@@ -37,8 +37,9 @@ def probe_llama_cpp() -> LlamaCppInfo:
         return LlamaCppInfo(error=f"llama-cpp-python is not importable ({e})")
     info = LlamaCppInfo(version=str(llama_cpp.__version__))
     try:
-        info.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        offload = bool(llama_cpp.llama_supports_gpu_offload())
     except (AttributeError, OSError) as e:
+        offload = None
         info.error = f"llama_supports_gpu_offload failed ({e})"
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
     lib_path = lib_dir / _GGML_LIB.get(sys.platform, "libggml.so")
@@ -48,6 +49,18 @@ def probe_llama_cpp() -> LlamaCppInfo:
         info.devices = _devices(lib)
     except (OSError, AttributeError) as e:  # missing library or symbol
         info.error = f"{lib_path}: cannot enumerate ggml devices ({e})"
+        # llama_supports_gpu_offload() also counts the RPC backend (remote
+        # devices), so with RPC built in it says nothing about a local GPU.
+        try:
+            rpc = bool(llama_cpp.llama_supports_rpc())
+        except (AttributeError, OSError):
+            rpc = True  # cannot tell: assume the worst
+        info.gpu_offload = None if rpc else offload
+        return info
+    # GPU offload here means a local GPU device: llama_supports_gpu_offload() is
+    # also true for a CPU-only build with the RPC backend (`make engine` always
+    # builds it in).
+    info.gpu_offload = any(d.type in ("gpu", "igpu") for d in info.devices)
     return info
 
 
