@@ -72,8 +72,8 @@ make engine >"$OUT/logs/engine.log" 2>&1 || die "make engine failed: see logs/en
 if [[ ! -x $EG ]]; then
     make install >"$OUT/logs/install.log" 2>&1 || die "make install failed: see logs/install.log"
 fi
-"$PY" -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())' ||
-    die "llama.cpp was built, but without GPU offload (see logs/engine.log)"
+"$PY" -c 'import sys; from edgeglm.backends.llamacpp import gpu_count; sys.exit(not gpu_count())' ||
+    die "llama.cpp was built, but finds no GPU device (see logs/engine.log)"
 log "engine: CUDA ($("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)'))"
 export EDGEGLM_CACHE_DIR=$WORK/cache # verified GGUFs, converted demo artifacts
 

@@ -266,10 +266,10 @@ def _patched_load(
 
 def _check_devices(spec: LaunchSpec) -> None:
     """Refuse what this llama.cpp build would silently ignore (UsageError)."""
-    import llama_cpp
-
-    n_gpus = gpu_count() if llama_cpp.llama_supports_gpu_offload() else 0
-    no_gpu = "this llama.cpp build has no GPU backend (llama_supports_gpu_offload() is false)"
+    # Counted as devices: llama_supports_gpu_offload() is also true for a CPU
+    # build with the RPC backend and no server connected.
+    n_gpus = gpu_count()
+    no_gpu = "llama.cpp has no GPU device here (its engine finds none, or was built for the CPU)"
     if spec.n_gpu_layers > 0 and n_gpus == 0:
         raise UsageError(f"-ngl {spec.n_gpu_layers}: {no_gpu}; use -ngl 0")
     if spec.main_gpu and spec.main_gpu >= max(n_gpus, 1):

@@ -220,28 +220,3 @@ def probe_apple(memory: MemoryInfo) -> list[GPUInfo]:
             unified_memory=True,
         )
     ]
-
-
-def process_vram_bytes(pid: int) -> int | None:
-    """GPU memory NVIDIA's driver attributes to ``pid``, summed over GPUs.
-
-    None when there is no NVIDIA driver (nothing to measure), 0 when the
-    process holds nothing on any GPU.
-    """
-    nvml = _nvml()
-    if nvml is None:
-        return None
-    try:
-        nvml.nvmlInit()
-    except Exception:  # NVMLError_LibraryNotFound / DriverNotLoaded: no NVIDIA GPU here
-        return None
-    try:
-        total = 0
-        for i in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if proc.pid == pid and proc.usedGpuMemory is not None:
-                    total += int(proc.usedGpuMemory)
-        return total
-    finally:
-        _try(nvml.nvmlShutdown)

@@ -86,9 +86,8 @@ def budget(hw: HardwareProfile) -> Budget:
             b.gpu_notes.append(f"{gpu.name}: memory unknown or integrated; not planned on")
         elif not offload:
             b.gpu_notes.append(
-                f"{gpu.name}: the installed llama.cpp has no GPU backend "
-                "(llama_supports_gpu_offload() is false); reinstall llama-cpp-python "
-                "with CUDA/ROCm/Metal/Vulkan to use it"
+                f"{gpu.name}: the installed llama.cpp has no GPU device for it "
+                "(built for the CPU); edgeglm doctor gives the command that rebuilds it"
             )
         else:
             b.gpus.append(g)

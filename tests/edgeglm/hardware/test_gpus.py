@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -131,39 +130,3 @@ def test_apple_only_on_apple(monkeypatch: pytest.MonkeyPatch) -> None:
     assert g.unified_memory and g.memory_total_bytes == 16 * GiB and g.name == "Apple Silicon GPU"
     monkeypatch.setattr(platform, "system", lambda: "Linux")
     assert gpus.probe_apple(mem) == []
-
-
-def test_process_vram_is_read_from_nvml_per_pid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bench's VRAM figure: NVML's per-process usage, summed over GPUs (scripted NVML:
-    no GPU here); None without a driver."""
-
-    class Proc:
-        def __init__(self, pid: int, used: int | None) -> None:
-            self.pid, self.usedGpuMemory = pid, used
-
-    class NVML:
-        def nvmlInit(self) -> None: ...
-        def nvmlShutdown(self) -> None: ...
-        def nvmlDeviceGetCount(self) -> int:
-            return 2
-
-        def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-            return i
-
-        def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[Proc]:
-            return (
-                [Proc(42, 3 * GiB), Proc(7, GiB)]
-                if handle == 0
-                else [Proc(42, GiB), Proc(42, None)]
-            )
-
-    monkeypatch.setattr(gpus, "_nvml", lambda: NVML())
-    assert gpus.process_vram_bytes(42) == 4 * GiB
-    assert gpus.process_vram_bytes(99) == 0
-    monkeypatch.setattr(gpus, "_nvml", lambda: None)
-    assert gpus.process_vram_bytes(42) is None
-
-
-def test_no_nvidia_driver_here_means_no_vram_figure() -> None:
-    # this machine has no NVIDIA GPU: the real NVML either is missing or fails to init
-    assert gpus.process_vram_bytes(os.getpid()) in (None, 0)

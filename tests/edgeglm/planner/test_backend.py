@@ -57,7 +57,7 @@ def test_onnx_runtime_wins_only_with_an_export_and_an_accelerator(
     spec = plan.launch_spec()  # the runtime is named as backends name it
     assert spec is not None and spec.backend == "onnx"
     assert "CUDAExecutionProvider" in (plan.reason("backend") or "")
-    assert any("no GPU backend" in w for w in plan.warnings)
+    assert any("no GPU device for it" in w for w in plan.warnings)
     # with a CUDA-capable llama.cpp, llama.cpp keeps the job
     assert make_plan(open_model(str(root)), profile("laptop-rtx4060-8gb")).backend == "llama.cpp"
     # and a listed-but-broken CUDA provider is no reason to switch
