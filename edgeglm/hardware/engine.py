@@ -274,9 +274,61 @@ class Choice:
         return f"{ours} {self.user_cmake_args}" if self.user_cmake_args else ours
 
 
-def _args(backend: str, compiler: list[str] | None = None) -> list[str]:
+def _args(host: Host, backend: str, compiler: list[str] | None = None) -> list[str]:
     args = [f"-D{CMAKE_FLAG[backend]}=ON"] if backend in CMAKE_FLAG else []
-    return [*args, *(compiler or []), "-DGGML_RPC=ON"]
+    return [*args, *(compiler or []), "-DGGML_RPC=ON", *_cpu_args(host)]
+
+
+# ggml's x86 ISA options (ggml/CMakeLists.txt) and the /proc/cpuinfo flags
+# each needs. GGML_AVX512 compiles with -mavx512f/cd/vl/dq/bw, so it needs all five.
+_X86_ISA = {
+    "GGML_SSE42": ("sse4_2",),
+    "GGML_AVX": ("avx",),
+    "GGML_AVX_VNNI": ("avx_vnni",),
+    "GGML_AVX2": ("avx2",),
+    "GGML_BMI2": ("bmi2",),
+    "GGML_FMA": ("fma",),
+    "GGML_F16C": ("f16c",),
+    "GGML_AVX512": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+    "GGML_AVX512_VBMI": ("avx512vbmi",),
+    "GGML_AVX512_VNNI": ("avx512_vnni",),
+    "GGML_AVX512_BF16": ("avx512_bf16",),
+}
+AMX_NOTE = (
+    "AMX CPU: built for its own AVX-512/AVX2 features without ggml's AMX kernels, which "
+    "segfault on K-quants (llama.cpp issue 20824); weight repacking stays on"
+)
+
+
+def _cpu_flags(host: Host) -> set[str]:
+    with contextlib.suppress(OSError):
+        text = host.path("/proc/cpuinfo").read_text(errors="replace")
+        for line in text.splitlines():
+            if line.lower().startswith("flags"):
+                return set(line.partition(":")[2].split())
+    return set()
+
+
+def _cpu_args(host: Host) -> list[str]:
+    """On an x86 CPU with AMX, everything -march=native would enable except AMX.
+
+    With GGML_NATIVE (the default) such a CPU gets ggml's AMX buffer type,
+    whose matmul crashes on K-quant weights; the only way around it at run
+    time is to turn off weight repacking altogether (about 2.7x slower
+    decoding). GGML_NATIVE off with this CPU's own ISA options keeps the
+    repacked AVX-512 path and compiles no AMX kernel (ggml-cpu defines
+    __AMX_INT8__ only with GGML_AMX_INT8). -mtune=native keeps the
+    scheduling of a native build. Elsewhere: llama.cpp's default build."""
+    flags = _cpu_flags(host)
+    if not any(f.startswith("amx") for f in flags):
+        return []
+    isa = [
+        f"-D{opt}={'ON' if all(f in flags for f in need) else 'OFF'}"
+        for opt, need in _X86_ISA.items()
+    ]
+    amx = [f"-DGGML_AMX_{k}=OFF" for k in ("TILE", "INT8", "BF16")]
+    tune = ["-DCMAKE_C_FLAGS=-mtune=native", "-DCMAKE_CXX_FLAGS=-mtune=native"]
+    return ["-DGGML_NATIVE=OFF", *isa, *amx, *tune]
 
 
 def _cuda_compiler(toolkit: Found | None) -> list[str]:
@@ -299,6 +351,13 @@ _NO_CUDA = "no CUDA toolkit (looked for nvcc on PATH, in $CUDA_HOME, $CUDA_PATH,
 
 def choose(host: Host) -> Choice:
     """The backend for this host, why, and llama.cpp's CMake arguments for it."""
+    choice = _choose(host)
+    if _cpu_args(host):
+        choice.notes.append(AMX_NOTE)
+    return choice
+
+
+def _choose(host: Host) -> Choice:
     user = host.env.get("CMAKE_ARGS", "").strip()
     try:
         shlex.split(user)
@@ -318,7 +377,7 @@ def choose(host: Host) -> Choice:
     nv = nvidia_gpu(host)
     if cuda and nv:
         reason = f"NVIDIA GPU ({nv}) and CUDA toolkit ({cuda.where})"
-        return Choice("cuda", reason, _args("cuda", _cuda_compiler(cuda)), user)
+        return Choice("cuda", reason, _args(host, "cuda", _cuda_compiler(cuda)), user)
     if cuda:
         notes.append(
             f"CUDA toolkit found at {cuda.where} but no NVIDIA GPU/driver; "
@@ -328,12 +387,12 @@ def choose(host: Host) -> Choice:
         notes.append(f"NVIDIA GPU found ({nv}) but {_NO_CUDA}: install it, then {REBUILD}")
 
     if host.system == "Darwin" and host.machine == "arm64":
-        return Choice("metal", "macOS on Apple Silicon: Metal", _args("metal"), user, notes)
+        return Choice("metal", "macOS on Apple Silicon: Metal", _args(host, "metal"), user, notes)
 
     amd = amd_gpu(host)
     if hip and amd:
         reason = f"AMD GPU ({amd}) and ROCm/HIP ({hip.where})"
-        return Choice("hip", reason, _args("hip", _hip_compiler(host, hip)), user, notes)
+        return Choice("hip", reason, _args(host, "hip", _hip_compiler(host, hip)), user, notes)
     if hip:
         notes.append(f"ROCm found at {hip.where} but no AMD GPU (/dev/kfd)")
     elif amd:
@@ -341,12 +400,12 @@ def choose(host: Host) -> Choice:
 
     vk = _vulkan(host)
     if not isinstance(vk, str):
-        return Choice("vulkan", vk[0], _args("vulkan"), user, notes)
+        return Choice("vulkan", vk[0], _args(host, "vulkan"), user, notes)
     if vk:
         notes.append(vk)
 
     reason = "; ".join(notes) if notes else "no GPU with a toolkit to build for was found"
-    return Choice("cpu", reason, _args("cpu"), user)
+    return Choice("cpu", reason, _args(host, "cpu"), user)
 
 
 def _vulkan(host: Host) -> tuple[str] | str:
@@ -393,7 +452,7 @@ def _forced(host: Host, backend: str, user: str, cuda: Found | None, hip: Found 
         vk = _vulkan(host)
         if isinstance(vk, str):
             notes.append(vk or "no Vulkan SDK, loader or GPU driver found: the build will fail")
-    return Choice(backend, reason, _args(backend, compiler), user, notes)
+    return Choice(backend, reason, _args(host, backend, compiler), user, notes)
 
 
 # -- the cache key -------------------------------------------------------------

@@ -340,3 +340,64 @@ def test_check_reports_a_different_build_without_building(tmp_path: Path) -> Non
     assert r.returncode == 1
     assert "the installed engine differs" in r.stdout
     assert "building" not in r.stdout
+
+
+# /proc/cpuinfo flags of a Sapphire Rapids Xeon (Xeon Platinum 8480+), trimmed
+# to what the ISA options read.
+_SPR_FLAGS = (
+    "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c bmi1 avx2 bmi2 avx512f avx512dq avx512cd "
+    "avx512bw avx512vl avx_vnni avx512_bf16 avx512vbmi avx512_vnni amx_bf16 avx512_fp16 "
+    "amx_tile amx_int8"
+)
+
+
+def _cpuinfo(root: Path, flags: str) -> None:
+    _file(root / "proc" / "cpuinfo").write_text(
+        f"processor\t: 0\nmodel name\t: test CPU\nflags\t\t: {flags}\n"
+    )
+
+
+def test_an_amx_cpu_gets_its_own_isa_without_amx_kernels(root: Path, bin_dir: Path) -> None:
+    """The AMX crash fix: GGML_NATIVE off, every ISA option this CPU has on,
+    AMX off; the repacked AVX-512 path stays (see engine._cpu_args)."""
+    _cpuinfo(root, _SPR_FLAGS)
+    d = _choice(root, _env([bin_dir]))
+    args = d["cmake_args"]
+    assert args[:2] == ["-DGGML_RPC=ON", "-DGGML_NATIVE=OFF"]
+    on = {a[2:-3] for a in args if a.endswith("=ON")}
+    assert on == {
+        "GGML_RPC", "GGML_SSE42", "GGML_AVX", "GGML_AVX_VNNI", "GGML_AVX2", "GGML_BMI2",
+        "GGML_FMA", "GGML_F16C", "GGML_AVX512", "GGML_AVX512_VBMI", "GGML_AVX512_VNNI",
+        "GGML_AVX512_BF16",
+    }  # fmt: skip
+    for amx in ("TILE", "INT8", "BF16"):
+        assert f"-DGGML_AMX_{amx}=OFF" in args
+    assert "-DCMAKE_C_FLAGS=-mtune=native" in args
+    assert any("without ggml's AMX kernels" in n for n in d["notes"])
+
+
+def test_avx512_needs_all_five_of_its_extensions(root: Path, bin_dir: Path) -> None:
+    _cpuinfo(root, _SPR_FLAGS.replace("avx512dq ", ""))
+    args = _choice(root, _env([bin_dir]))["cmake_args"]
+    assert "-DGGML_AVX512=OFF" in args and "-DGGML_AVX512_VNNI=ON" in args
+
+
+def test_a_cpu_without_amx_keeps_llama_cpps_native_build(root: Path, bin_dir: Path) -> None:
+    _cpuinfo(root, " ".join(f for f in _SPR_FLAGS.split() if not f.startswith("amx")))
+    d = _choice(root, _env([bin_dir]))
+    assert d["cmake_args"] == ["-DGGML_RPC=ON"] and not d["notes"]
+
+
+def test_gpu_builds_on_an_amx_cpu_leave_amx_out_too(root: Path, bin_dir: Path) -> None:
+    _cpuinfo(root, _SPR_FLAGS)
+    args = _choice(root, _env([bin_dir], EDGEGLM_LLAMA_BACKEND="cuda"))["cmake_args"]
+    assert "-DGGML_CUDA=ON" in args and "-DGGML_AMX_INT8=OFF" in args
+
+
+def test_the_engine_here_has_amx_kernels_only_where_the_cpu_lacks_amx() -> None:
+    """What `make install` built on this machine: never ggml's AMX kernels on a
+    CPU that would run them."""
+    from edgeglm.backends.llamacpp import engine_has_amx_kernels
+
+    cpu_has_amx = "amx" in Path("/proc/cpuinfo").read_text(errors="replace")
+    assert not (cpu_has_amx and engine_has_amx_kernels())
