@@ -150,7 +150,10 @@ class Sampling:
         """One line: the values grouped by where they came from."""
         groups: dict[str, list[str]] = {}
         for name in FIELDS:
-            groups.setdefault(self.source(name), []).append(_show(name, getattr(self, name)))
+            where = self.source(name)
+            if where.startswith("general.sampling."):  # one group for the GGUF's keys
+                where = f"{GGUF_KEYS}.*"
+            groups.setdefault(where, []).append(_show(name, getattr(self, name)))
         return "; ".join(f"{' '.join(items)} ({where})" for where, items in groups.items())
 
 

@@ -17,7 +17,8 @@ import struct
 import subprocess
 import termios
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
@@ -112,6 +113,33 @@ class Terminal:
         """Type ``keys`` the moment ``pattern`` appears after the last match."""
         with self._changed:
             self._armed.append((re.compile(pattern), keys))
+
+    def wchan(self) -> str | None:
+        """Where in the kernel the program sleeps ("0" while it runs); None
+        where the system does not say (no /proc: not Linux)."""
+        try:
+            return Path(f"/proc/{self.proc.pid}/wchan").read_text().strip()
+        except OSError:
+            return None
+
+    def writes_blocked(self) -> bool:
+        """Whether the program sleeps in a write to this terminal, its output
+        stopped (Ctrl-S): n_tty_write waits in wait_woken until it starts again."""
+        return self.wchan() in ("wait_woken", "n_tty_write")
+
+    def wait_until(self, done: Callable[[], bool], what: str, *, fail: bool = True) -> bool:
+        """Poll ``done`` until it holds (a hang guard bounds the wait); False,
+        or AssertionError with ``fail``, if it never does."""
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not done():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                if not fail:
+                    return False
+                raise AssertionError(
+                    f"{what}: never happened; the terminal shows:\n{self.text[-3000:]}"
+                )
+            time.sleep(0.01)
+        return True
 
     def send(self, keys: str) -> None:
         os.write(self.master, keys.encode())
