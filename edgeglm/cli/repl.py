@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from edgeglm.errors import ExitCode, UsageError
+from edgeglm.errors import EdgeGLMError, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from edgeglm.backends.base import Backend, Completion
@@ -321,7 +321,7 @@ class Chat:
             else:
                 try:
                     self.save(Path(arg).expanduser())
-                except UsageError as e:
+                except EdgeGLMError as e:  # a bad path or a full disk: the chat goes on
                     self.error(str(e))
         elif name == "/show":
             settings = getattr(self.model, "settings", None) or {}

@@ -156,7 +156,7 @@ def test_a_piped_chat_takes_each_line_as_a_message(
             break
     else:
         pytest.fail("no candidate message fills the context")
-    script = f"{long}\nhello\n/save chat.json\n/nope\n"
+    script = f"{long}\nhello\n/save no/such/folder.json\n/save chat.json\n/nope\n"
     r = edgeglm("chat", "--cli", str(gguf), *greedy, cwd=tmp_path, env=env, input=script)
     assert r.returncode == 0, r.stderr
     assert "[the context is full: the reply was cut off; /clear starts over]" in r.stdout
@@ -164,6 +164,7 @@ def test_a_piped_chat_takes_each_line_as_a_message(
     assert "(the oldest 2 messages were dropped to fit the 256-token context)" in r.stdout
     assert ">>>" not in r.stdout  # no prompts on a pipe
     assert "error: unknown command /nope" in r.stderr
+    assert "error: no/such: output folder does not exist" in r.stderr  # and the chat goes on
     messages = saved(tmp_path / "chat.json")
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"] == "hello"
