@@ -250,10 +250,12 @@ def convert_and_llama_quantize(
 
 
 def edgeglm(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The real ``edgeglm`` command in a subprocess. ``cwd`` must not be the
-    repository root, whose bare edgeglm/ folder would shadow the installed package."""
+    repository root, whose bare edgeglm/ folder would shadow the installed package.
+    ``input``: its standard input (else an empty one, never the terminal pytest
+    runs in: ``run`` without a prompt reads a pipe, and chats on a terminal)."""
     return subprocess.run(
         [sys.executable, "-m", "edgeglm", *args],
         cwd=cwd,
@@ -261,4 +263,6 @@ def edgeglm(
         text=True,
         timeout=300,
         env=env,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
     )

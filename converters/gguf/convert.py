@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGML_QUANT_SIZES, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGUFWriter, Keys
 from gguf import GGMLQuantizationType as T
 
 from edgeglm import __version__
@@ -49,6 +49,7 @@ from edgeglm.converters.output import (
 )
 from edgeglm.errors import ConversionError, InsufficientDiskError, QuantizationError, UsageError
 from edgeglm.fileio import atomic_output
+from edgeglm.generation import sampling_metadata
 from edgeglm.hardware import usable_threads
 
 # Called after each tensor: (tensor name, tensors done, tensors total, bytes done, bytes total).
@@ -339,10 +340,22 @@ def _write_general(w: GGUFWriter, plan: Plan, root: Path, imatrix: Imatrix | Non
         w.add_string("general.source.huggingface.repository", repo)
     else:
         w.add_source_url(root.resolve().as_uri())
+    _write_sampling(w, root)
     if imatrix is not None:
         w.add_string("quantize.imatrix.dataset", ",".join(imatrix.datasets))
         w.add_int32("quantize.imatrix.entries_count", len(imatrix.weights))
         w.add_int32("quantize.imatrix.chunks_count", imatrix.chunks)
+
+
+def _write_sampling(w: GGUFWriter, root: Path) -> None:
+    """The checkpoint's sampling defaults (generation_config.json) as the
+    ``general.sampling.*`` keys llama.cpp reads as the model's own: a GGUF
+    samples as its checkpoint does, in EdgeGLM and in llama-cli alike."""
+    for key, value in sampling_metadata(root).items():
+        if key == Keys.General.SAMPLING_TOP_K:  # llama.cpp reads it as int32
+            w.add_int32(key, int(value))
+        else:
+            w.add_float32(key, float(value))
 
 
 def _hf_repo_id(root: Path) -> str | None:

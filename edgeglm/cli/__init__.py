@@ -72,6 +72,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from edgeglm import __version__
+
+        out.print(f"edgeglm {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
+) -> None:
+    """Convert, plan and run GLM-family models on local hardware."""
+
+
 def _fail(e: EdgeGLMError) -> NoReturn:
     _error_line(str(e))
     raise typer.Exit(int(e.exit_code))

@@ -6,14 +6,21 @@ import functools
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from edgeglm.cli import _fail, app, err
 from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.planner.launch import LaunchControls
+
+if TYPE_CHECKING:
+    from edgeglm.artifacts import Artifact
+    from edgeglm.backends.base import Backend, Completion
+    from edgeglm.generation import Sampling
 
 # llama.cpp's own placement flags, named as llama.cpp names them (common/arg.cpp);
 # shared by run and score. They override the plan's fields.
@@ -61,6 +68,183 @@ NoPlanOpt = Annotated[
     ),
 ]
 
+# The model, where it runs, and its context: shared by run and chat --cli
+# (score and bench pick their own context).
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="GGUF file, ONNX folder, HF folder or cached repo id (default: the demo model)."
+    ),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="auto (the plan's choice), llama.cpp (a GGUF, or a checkpoint converted to one) "
+        "or onnx (an ONNX folder); a model the backend cannot run is refused.",
+    ),
+]
+CtxOpt = Annotated[
+    int | None,
+    typer.Option("--ctx-size", "-c", "--ctx", help="Context size in tokens (default: the plan's)."),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", "-t", help="CPU threads (default: the plan's)."),
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="llama.cpp's own log (debug lines too) on stderr."),
+]
+
+# Sampling, named as llama.cpp names it. None: the model's own default
+# (generation_config.json, GGUF general.sampling.*), else llama.cpp's; see
+# edgeglm/generation.py.
+NPredictOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-predict",
+        "-n",
+        "--max-tokens",
+        help="Most tokens in a reply; -1: until the model ends its turn or the context is full "
+        "(default: the model's max_new_tokens, else -1).",
+    ),
+]
+TempOpt = Annotated[
+    float | None,
+    typer.Option("--temp", help="Temperature; 0 = greedy (default: the model's, else 0.8)."),
+]
+TopKOpt = Annotated[
+    int | None,
+    typer.Option("--top-k", help="Top-k; 0 = off (default: the model's, else 40)."),
+]
+TopPOpt = Annotated[
+    float | None,
+    typer.Option("--top-p", help="Top-p; 1 = off (default: the model's, else 0.95)."),
+]
+MinPOpt = Annotated[
+    float | None,
+    typer.Option("--min-p", help="Min-p; 0 = off (default: the model's, else 0.05)."),
+]
+RepeatPenaltyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--repeat-penalty", help="Repeat penalty; 1 = off (default: the model's, else 1)."
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Sampling seed (default: 0, so a prompt gives the same reply)."),
+]
+SystemOpt = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+HideThinkingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--hide-thinking",
+        help="Leave out the model's <think> reasoning (shown dimmed on a terminal otherwise).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: run's and chat --cli's shared flags."""
+
+    backend: str = "auto"
+    ctx: int | None = None
+    threads: int | None = None
+    quant: str | None = None
+    no_plan: bool = False
+    controls: LaunchControls = field(default_factory=LaunchControls)
+    verbose: bool = False
+
+    def check(self) -> None:
+        """Every value, before a model is touched (UsageError)."""
+        from edgeglm.backends.base import check_n_ctx, check_threads
+
+        if self.backend not in BACKENDS:
+            raise UsageError(f"unknown backend {self.backend!r}; choose {', '.join(BACKENDS)}")
+        if self.ctx is not None:
+            check_n_ctx(self.ctx, what="--ctx-size")
+        check_threads(self.threads, "--threads")
+
+
+BACKENDS = ("auto", "llama.cpp", "onnx")
+
+
+def check_backend(art: Artifact, backend: str) -> None:
+    """``--backend`` honoured or refused, never ignored: a backend that cannot
+    run this kind of model says so (UsageError) instead of another running."""
+    if backend == "llama.cpp" and art.kind == "onnx":
+        raise UsageError(
+            f"{art.path}: an ONNX folder runs in ONNX Runtime, not llama.cpp "
+            "(--backend onnx or auto; llama.cpp runs a GGUF or a Hugging Face checkpoint)"
+        )
+    if backend == "onnx" and art.kind == "gguf":
+        raise UsageError(
+            f"{art.path}: a GGUF runs in llama.cpp, not ONNX Runtime "
+            "(--backend llama.cpp or auto; ONNX Runtime runs an ONNX folder)"
+        )
+
+
+def load_model(ref: str | None, load: LoadOptions) -> tuple[Artifact, Backend]:
+    """The artifact ``ref`` names and the backend running it, as planned."""
+    from edgeglm.artifacts import resolve
+    from edgeglm.runtime import open_backend
+
+    art = resolve(ref)
+    check_backend(art, load.backend)
+    extra: dict[str, Any] = {} if load.threads is None else {"n_threads": load.threads}
+    m = open_backend(
+        ref,
+        backend=load.backend,
+        n_ctx=load.ctx,
+        quant=load.quant,
+        use_plan=not load.no_plan,
+        controls=load.controls,
+        verbose=load.verbose,
+        **extra,
+    )
+    return art, m
+
+
+@dataclass(frozen=True)
+class SamplingFlags:
+    """The sampling flags given (None: not given)."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    def check(self) -> None:
+        """Every value, before a model is touched (UsageError)."""
+        from edgeglm.generation import Sampling, check_max_tokens
+
+        if self.max_tokens is not None:
+            check_max_tokens(self.max_tokens)
+        Sampling().override(**vars(self))
+
+    def on(self, defaults: Sampling) -> Sampling:
+        return defaults.override(**vars(self))
+
+
+def sampling_for(art: Artifact, flags: SamplingFlags) -> Sampling:
+    """The model's sampling defaults (llama.cpp's where it has none) under the flags."""
+    from edgeglm.generation import model_defaults
+
+    return flags.on(model_defaults(art.kind, art.path))
+
+
+def show_sampling(sampling: Sampling) -> None:
+    """Where each sampling value came from, and any model value skipped (stderr)."""
+    for warning in sampling.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    err.print(f"[dim]sampling: {escape(sampling.describe())}[/]", highlight=False)
+
 
 def _controls(
     override_tensor: list[str] | None, cpu_moe: bool, n_cpu_moe: int | None, ngl: int | None
@@ -87,41 +271,37 @@ def check_output(path: Path) -> None:
 
 @app.command()
 def run(
-    model: Annotated[
-        str | None,
-        typer.Argument(
-            help="GGUF file, ONNX folder, HF folder or cached repo id (default: the demo model)."
-        ),
-    ] = None,
+    model: ModelArg = None,
     prompt: Annotated[
         str | None,
         typer.Option("-p", "--prompt", help="The user message (or raw text with --raw)."),
     ] = None,
-    n: Annotated[int, typer.Option("-n", "--max-tokens", help="Maximum new tokens.")] = 256,
-    backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
-    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("-f", "--file", help="Read the prompt from this UTF-8 text file."),
+    ] = None,
+    n_predict: NPredictOpt = None,
+    backend: BackendOpt = "auto",
+    system: SystemOpt = None,
     raw: Annotated[
         bool, typer.Option("--raw", help="Continue the text as is, without the chat template.")
     ] = False,
-    temperature: Annotated[float, typer.Option("--temp", help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k", help="0 = off.")] = 0,
-    min_p: Annotated[float, typer.Option("--min-p")] = 0.0,
-    repeat_penalty: Annotated[float, typer.Option("--repeat-penalty", help="1 = off.")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    ctx: Annotated[
-        int | None, typer.Option("--ctx", help="Context size in tokens (default: the plan's).")
-    ] = None,
+    temperature: TempOpt = None,
+    top_p: TopPOpt = None,
+    top_k: TopKOpt = None,
+    min_p: MinPOpt = None,
+    repeat_penalty: RepeatPenaltyOpt = None,
+    seed: SeedOpt = None,
+    ctx: CtxOpt = None,
+    threads: ThreadsOpt = None,
     quant: QuantOpt = None,
     no_plan: NoPlanOpt = False,
     override_tensor: OverrideTensorOpt = None,
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
     n_gpu_layers: NglOpt = None,
-    verbose: Annotated[
-        bool,
-        typer.Option("--verbose", "-v", help="llama.cpp's own log (debug lines too) on stderr."),
-    ] = False,
+    hide_thinking: HideThinkingOpt = False,
+    verbose: VerboseOpt = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -137,103 +317,54 @@ def run(
     ] = None,
     as_json: Annotated[
         bool,
-        typer.Option("--json", help="Print the text and timings as JSON instead of streaming."),
+        typer.Option("--json", help="Print the text, timings and settings as JSON."),
     ] = False,
 ) -> None:
-    """Generate a reply, streaming tokens to stdout."""
-    from edgeglm.backends.base import SamplingParams, check_n_ctx, check_text
-    from edgeglm.chat import split_thinking
-    from edgeglm.runtime import chat, generate_text, open_backend
+    """Generate a reply, streaming tokens to stdout.
+
+    The prompt comes from -p, -f or standard input; with none of them on a
+    terminal, an interactive chat starts (as edgeglm chat --cli)."""
+    from edgeglm.backends.base import check_text
 
     try:
         controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
+        flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         if hardware is not None and not dry_run:
             raise UsageError("--hardware plans for another machine: it needs --dry-run")
         if dry_run:
-            _dry_run(model, backend, ctx, quant, no_plan, controls, hardware, as_json)
+            _dry_run(model, load, hardware, as_json)
             return
-        if prompt is None:
-            raise UsageError("run needs -p/--prompt (or --dry-run)")
         # Every value is checked before a model is touched (the same checks
         # open_backend, chat and generate_text make for every caller).
-        params = SamplingParams(
-            max_tokens=n,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            seed=seed,
-        )
-        check_text(prompt, "--prompt")
-        if raw and not prompt:
-            raise UsageError("--raw needs a non-empty --prompt to continue")
+        load.check()
+        flags.check()
         if system is not None:
             check_text(system, "--system")
-        if ctx is not None:
-            check_n_ctx(ctx, what="--ctx")
-        m = open_backend(
-            model,
-            backend=backend,
-            n_ctx=ctx,
-            quant=quant,
-            use_plan=not no_plan,
-            controls=controls,
-            verbose=verbose,
-        )
+        text = read_prompt(prompt, file, chat=not raw)
+        if text is None:  # a terminal and no prompt: talk
+            for flag, given in (("--raw", raw), ("--json", as_json)):
+                if given:
+                    raise UsageError(f"{flag} needs a prompt (-p, -f or standard input)")
+            from edgeglm.cli.repl import chat_in_terminal
+
+            raise typer.Exit(
+                chat_in_terminal(model, load, flags, system=system, hide_thinking=hide_thinking)
+            )
+        if raw and not text:
+            raise UsageError("--raw needs a non-empty --prompt to continue")
+        art, m = load_model(model, load)
         try:
-            if raw:
-                stream = generate_text(m, prompt, params)
-            else:
-                messages = ([{"role": "system", "content": system}] if system else []) + [
-                    {"role": "user", "content": prompt}
-                ]
-                stream = chat(m, messages, params)  # renders the template now
-            settings = getattr(m, "settings", None)
-            if settings and not as_json:
-                shown = ", ".join(f"{k}={v}" for k, v in settings.items())
-                err.print(f"[dim]{m.name}: {shown}  (edgeglm plan MODEL explains these)[/]")
-            while True:
-                try:
-                    piece = next(stream)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                if not as_json:
-                    sys.stdout.write(piece.text)
-                    sys.stdout.flush()
+            sampling = sampling_for(art, flags)
+            result = _generate(m, text, system, raw, sampling, as_json, hide_thinking)
         finally:
             m.close()
     except EdgeGLMError as e:
         _fail(e)
-    t = result.timings
     if as_json:
-        reply = split_thinking(result.text)
-        print(
-            json.dumps(
-                {
-                    "model": model or "demo",
-                    "backend": m.name,
-                    "device": m.capabilities.device,
-                    "text": result.text,
-                    "content": reply.content,
-                    "reasoning": reply.reasoning,
-                    "finish_reason": result.finish_reason,
-                    "settings": getattr(m, "settings", None),
-                    "timings": {
-                        "prompt_tokens": t.prompt_tokens,
-                        "completion_tokens": t.completion_tokens,
-                        "time_to_first_token_s": round(t.time_to_first_token, 4),
-                        "prefill_tokens_per_s": round(t.prefill_tokens_per_second, 2),
-                        "decode_tokens_per_s": round(t.decode_tokens_per_second, 2),
-                    },
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        _print_json(model, m, result, sampling)
     else:
-        sys.stdout.write("\n")
+        t = result.timings
         err.print(
             f"[dim]{t.prompt_tokens} prompt tokens, {t.completion_tokens} generated; "
             f"first token {t.time_to_first_token * 1000:.0f} ms, "
@@ -241,34 +372,140 @@ def run(
         )
 
 
-def _dry_run(
-    model: str | None,
-    backend: str,
-    ctx: int | None,
-    quant: str | None,
-    no_plan: bool,
-    controls: LaunchControls,
-    hardware: Path | None,
+def read_prompt(prompt: str | None, file: Path | None, *, chat: bool) -> str | None:
+    """The prompt from -p, -f or standard input (not a terminal); None when
+    there is none of these (a terminal: the caller starts a chat).
+
+    From a file or a pipe, a chat prompt loses its trailing newlines (``echo``
+    adds one); raw text is continued exactly as it is."""
+    from edgeglm.backends.base import check_text
+
+    if prompt is not None and file is not None:
+        raise UsageError("give the prompt with -p or with -f, not both")
+    if prompt is not None:
+        return check_text(prompt, "--prompt")
+    if file is not None:
+        what = str(file)
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            raise UsageError(f"{file}: cannot read ({_reason(e)})") from e
+    elif sys.stdin is None or sys.stdin.isatty():
+        return None
+    else:
+        what = "standard input"
+        try:
+            data = sys.stdin.buffer.read()
+        except OSError as e:
+            raise UsageError(f"standard input: cannot read ({_reason(e)})") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what}: not UTF-8 text ({_reason(e)})") from e
+    if chat:
+        text = text.rstrip("\r\n")
+    if not text.strip():
+        raise UsageError(f"{what}: no prompt in it (it is empty)")
+    return text
+
+
+def _generate(
+    m: Backend,
+    text: str,
+    system: str | None,
+    raw: bool,
+    sampling: Sampling,
     as_json: bool,
-) -> None:
+    hide_thinking: bool,
+) -> Completion:
+    """One reply, streamed to stdout unless ``as_json``."""
+    from edgeglm.chat import GLM_STOP_TOKENS
+    from edgeglm.cli.repl import ReplyWriter
+    from edgeglm.runtime import chat, generate_text
+
+    if raw:
+        stream = generate_text(m, text, sampling.params())
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}
+        ]
+        # GLM's end-of-turn markers end the reply even where a GGUF does not
+        # flag them as end-of-generation tokens (as in the chat app)
+        stream = chat(m, messages, sampling.params(stop=GLM_STOP_TOKENS))  # renders now
+    if not as_json:
+        settings = getattr(m, "settings", None)
+        if settings:
+            shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+            err.print(f"[dim]{m.name}: {shown}  (edgeglm plan MODEL explains these)[/]")
+        show_sampling(sampling)
+    writer = None if as_json else ReplyWriter(sys.stdout, hide_thinking=hide_thinking)
+    while True:
+        try:
+            piece = next(stream)
+        except StopIteration as stop:
+            result: Completion = stop.value
+            break
+        if writer is not None:
+            writer.write(piece.text)
+    if writer is not None:
+        writer.finish()
+    return result
+
+
+def _print_json(model: str | None, m: Backend, result: Completion, sampling: Sampling) -> None:
+    from edgeglm.chat import split_thinking
+
+    t = result.timings
+    reply = split_thinking(result.text)
+    print(
+        json.dumps(
+            {
+                "model": model or "demo",
+                "backend": m.name,
+                "device": m.capabilities.device,
+                "text": result.text,
+                "content": reply.content,
+                "reasoning": reply.reasoning,
+                "finish_reason": result.finish_reason,
+                "settings": getattr(m, "settings", None),
+                "sampling": sampling.to_dict(),
+                "sampling_warnings": list(sampling.warnings),
+                "timings": {
+                    "prompt_tokens": t.prompt_tokens,
+                    "completion_tokens": t.completion_tokens,
+                    "time_to_first_token_s": round(t.time_to_first_token, 4),
+                    "prefill_tokens_per_s": round(t.prefill_tokens_per_second, 2),
+                    "decode_tokens_per_s": round(t.decode_tokens_per_second, 2),
+                },
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
+def _dry_run(model: str | None, load: LoadOptions, hardware: Path | None, as_json: bool) -> None:
     """Print the launch spec ``run`` would load (EdgeGLMError on a bad model or flag)."""
-    from edgeglm.backends.base import check_n_ctx
     from edgeglm.runtime import dry_run_spec
 
-    if backend == "onnx":
+    load.check()
+    if load.backend == "onnx":
         raise UsageError("--dry-run prints llama.cpp launch specs; not with --backend onnx")
-    if backend not in ("auto", "llama.cpp"):
-        raise UsageError(f"unknown backend {backend!r}; choose auto, llama.cpp or onnx")
-    if ctx is not None:
-        check_n_ctx(ctx, what="--ctx")
     hw = None
     if hardware is not None:
         from edgeglm.hardware import load_profile
 
         hw = load_profile(hardware)
     spec = dry_run_spec(
-        model, n_ctx=ctx, quant=quant, use_plan=not no_plan, controls=controls, hardware=hw
+        model,
+        n_ctx=load.ctx,
+        quant=load.quant,
+        use_plan=not load.no_plan,
+        controls=load.controls,
+        hardware=hw,
     )
+    if load.threads is not None:
+        spec = spec.with_(n_threads=load.threads)
     if as_json:
         print(json.dumps(spec.to_dict(), indent=2))
         return
@@ -281,14 +518,13 @@ def _dry_run(
 
 @app.command()
 def score(
-    model: Annotated[
-        str | None, typer.Argument(help="Model reference (default: the demo model).")
-    ] = None,
+    model: ModelArg = None,
     text: Annotated[Path, typer.Option("--text", help="UTF-8 text file to score.")] = ...,  # type: ignore[assignment]
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Output .npz (tokens int32, logits float32).")
     ] = ...,  # type: ignore[assignment]
-    backend: Annotated[str, typer.Option("--backend", help="auto, llama.cpp or onnx.")] = "auto",
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
     quant: QuantOpt = None,
     no_plan: NoPlanOpt = False,
     override_tensor: OverrideTensorOpt = None,
@@ -299,19 +535,28 @@ def score(
     """Save the model's next-token logits for every token of a text."""
     import numpy as np
 
+    from edgeglm.artifacts import resolve
     from edgeglm.fileio import atomic_output
     from edgeglm.runtime import open_backend
 
     try:
         controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        LoadOptions(backend, threads=threads, controls=controls).check()
         check_output(output)
         try:
             content = text.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"{text}: cannot read as UTF-8 text ({_reason(e)})") from e
-        use_plan = not no_plan
+        check_backend(resolve(model), backend)
+        extra: dict[str, Any] = {} if threads is None else {"n_threads": threads}
         load = functools.partial(
-            open_backend, model, backend=backend, quant=quant, use_plan=use_plan, controls=controls
+            open_backend,
+            model,
+            backend=backend,
+            quant=quant,
+            use_plan=not no_plan,
+            controls=controls,
+            **extra,
         )
         probe = load(n_ctx=64)
         tokens = probe.tokenize(content)

@@ -1,4 +1,5 @@
-"""``edgeglm chat`` and ``edgeglm tui``: the Textual app (imported only when run)."""
+"""``edgeglm chat`` and ``edgeglm tui``: the Textual app (imported only when
+run), or with ``chat --cli`` a chat in the plain terminal (edgeglm.cli.repl)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,29 @@ from typing import Annotated
 import typer
 
 from edgeglm.cli import _fail, app
-from edgeglm.errors import EdgeGLMError
+from edgeglm.cli.run import (
+    BackendOpt,
+    CpuMoeOpt,
+    CtxOpt,
+    HideThinkingOpt,
+    LoadOptions,
+    MinPOpt,
+    NCpuMoeOpt,
+    NglOpt,
+    NPredictOpt,
+    OverrideTensorOpt,
+    QuantOpt,
+    RepeatPenaltyOpt,
+    SamplingFlags,
+    SeedOpt,
+    SystemOpt,
+    TempOpt,
+    ThreadsOpt,
+    TopKOpt,
+    TopPOpt,
+    VerboseOpt,
+)
+from edgeglm.errors import EdgeGLMError, UsageError
 
 ModelArg = Annotated[
     str | None,
@@ -49,9 +72,97 @@ def _open_app(model: str | None, use_plan: bool) -> None:
 
 
 @app.command()
-def chat(model: ModelArg = None, no_plan: NoPlanOpt = False) -> None:
-    """Open the terminal app on the chat screen."""
-    _open_app(model, not no_plan)
+def chat(
+    model: ModelArg = None,
+    cli: Annotated[
+        bool,
+        typer.Option(
+            "--cli", help="Chat in the plain terminal (as ollama run), not the full-screen app."
+        ),
+    ] = False,
+    system: SystemOpt = None,
+    n_predict: NPredictOpt = None,
+    temperature: TempOpt = None,
+    top_p: TopPOpt = None,
+    top_k: TopKOpt = None,
+    min_p: MinPOpt = None,
+    repeat_penalty: RepeatPenaltyOpt = None,
+    seed: SeedOpt = None,
+    backend: BackendOpt = "auto",
+    ctx: CtxOpt = None,
+    threads: ThreadsOpt = None,
+    quant: QuantOpt = None,
+    no_plan: NoPlanOpt = False,
+    override_tensor: OverrideTensorOpt = None,
+    cpu_moe: CpuMoeOpt = False,
+    n_cpu_moe: NCpuMoeOpt = None,
+    n_gpu_layers: NglOpt = None,
+    hide_thinking: HideThinkingOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Chat with a model: the terminal app's chat screen, or with --cli a
+    chat in the plain terminal (/help lists its commands)."""
+    from edgeglm.cli.run import _controls
+
+    try:
+        controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
+        flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
+        load.check()
+        flags.check()
+        if not cli:
+            # Honoured or refused, never ignored: the app takes its settings
+            # on its own settings screen (Ctrl+S).
+            given = _cli_only(load, flags, system, hide_thinking)
+            if given:
+                raise UsageError(f"{given} applies to chat --cli (the app sets it with Ctrl+S)")
+        elif system is not None:
+            from edgeglm.backends.base import check_text
+
+            check_text(system, "--system")
+    except EdgeGLMError as e:
+        _fail(e)
+    if not cli:
+        _open_app(model, not no_plan)
+        return
+    from edgeglm.cli.repl import chat_in_terminal
+
+    try:
+        code = chat_in_terminal(model, load, flags, system=system, hide_thinking=hide_thinking)
+    except EdgeGLMError as e:
+        _fail(e)
+    raise typer.Exit(code)
+
+
+def _cli_only(
+    load: LoadOptions, flags: SamplingFlags, system: str | None, hide: bool
+) -> str | None:
+    """The first flag given that only chat --cli takes, by name."""
+    names = {
+        "temperature": "--temp",
+        "top_k": "--top-k",
+        "top_p": "--top-p",
+        "min_p": "--min-p",
+        "repeat_penalty": "--repeat-penalty",
+        "max_tokens": "-n/--n-predict",
+        "seed": "--seed",
+    }
+    for key, flag in names.items():
+        if getattr(flags, key) is not None:
+            return flag
+    for flag, on in (
+        ("--system", system is not None),
+        ("--hide-thinking", hide),
+        ("--backend", load.backend != "auto"),
+        ("--ctx-size", load.ctx is not None),
+        ("--threads", load.threads is not None),
+        ("--quant", load.quant is not None),
+        ("--verbose", load.verbose),
+        *((f, True) for f in load.controls.given()),
+    ):
+        if on:
+            return flag
+    return None
 
 
 @app.command()
