@@ -245,6 +245,9 @@ class TemplateWorker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None if debug else subprocess.DEVNULL,
+                # Its own session: the Ctrl-C a terminal sends to its whole
+                # foreground group (to stop a reply) must not end the worker.
+                start_new_session=True,
             )
         except OSError as e:
             raise CheckpointError(f"the chat template renderer could not start ({e})") from e

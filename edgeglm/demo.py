@@ -5,16 +5,18 @@ Each stage prints what it measured; nothing here prints a number it did not meas
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
 from edgeglm.artifacts import verify_gguf
-from edgeglm.backends.base import Completion, SamplingParams
+from edgeglm.backends.base import Completion
 from edgeglm.backends.llamacpp import LlamaCppModel
 from edgeglm.bench.run import BenchRequest, main_table, run_bench
 from edgeglm.converters.gguf.convert import convert
 from edgeglm.converters.output import ConvertResult
+from edgeglm.generation import from_gguf
 from edgeglm.hardware import probe
 from edgeglm.hardware.doctor import render_doctor
 from edgeglm.models import default_model
@@ -56,6 +58,13 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
         m = LlamaCppModel(results["Q4_K_M"].output, n_ctx=1024)
     else:
         m = LlamaCppModel.from_spec(spec.with_(n_ctx=1024))
+    # The model's own sampling defaults (its generation_config.json, carried
+    # into the GGUF), as run and the chat app use them; short replies.
+    model_own = from_gguf(results["Q4_K_M"].output)
+    sampling = replace(
+        model_own, max_tokens=64, sources={**model_own.sources, "max_tokens": "the demo"}
+    )
+    out.print(f"[dim]sampling: {sampling.describe()}[/]")
     messages: list[dict[str, str]] = []
     for question in (
         "What does the with statement do?",
@@ -63,7 +72,7 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
     ):
         messages.append({"role": "user", "content": question})
         out.print(f"[bold]user:[/] {question}\n[bold]assistant:[/] ", end="")
-        params = SamplingParams(max_tokens=64, temperature=0.7, top_p=0.9, repeat_penalty=1.15)
+        params = sampling.params()
         stream = chat(m, messages, params)
         parts = []
         while True:

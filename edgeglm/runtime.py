@@ -256,14 +256,10 @@ def open_backend(
     if n_ctx is not None:
         check_n_ctx(n_ctx)
     check_threads(kwargs.get("n_threads"))
-    art = resolve(ref)
+    art = _for_backend(resolve(ref), backend)
     if quant is not None and art.kind != "hf":
         raise UsageError(f"{art.path}: --quant applies to checkpoints; this {art.kind} has its own")
-    if art.kind == "onnx" or backend == "onnx":
-        if art.kind != "onnx":
-            raise UsageError(
-                f"{art.path}: the onnx backend needs an ONNX folder (edgeglm convert --format onnx)"
-            )
+    if art.kind == "onnx":
         from edgeglm.backends.onnx import OnnxModel
 
         if controls is not None and controls.given():
@@ -296,6 +292,29 @@ def open_backend(
     spec = planned_spec(path, hardware) if use_plan else unplanned_spec(path)
     spec = finish_spec(spec, n_ctx=n_ctx, controls=controls, **kwargs)
     return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose)
+
+
+def _for_backend(art: Artifact, backend: str) -> Artifact:
+    """The artifact ``backend`` runs: the ONNX export beside a checkpoint for
+    ``onnx``; a backend that cannot run what was named is refused (UsageError),
+    never swapped for another."""
+    from edgeglm.planner.backend import find_onnx_artifact
+
+    if backend == "onnx" and art.kind == "hf":
+        folder = find_onnx_artifact(art.path)
+        if folder is None:
+            raise UsageError(
+                f"{art.path}: --backend onnx needs an ONNX export beside the checkpoint "
+                f"(edgeglm convert {art.path} -o {art.path / 'onnx'} --format onnx)"
+            )
+        return Artifact("onnx", folder)
+    if backend == "onnx" and art.kind == "gguf":
+        raise UsageError(f"{art.path}: a GGUF runs in llama.cpp, not with --backend onnx")
+    if backend == "llama.cpp" and art.kind == "onnx":
+        raise UsageError(
+            f"{art.path}: an ONNX folder runs in ONNX Runtime, not with --backend llama.cpp"
+        )
+    return art
 
 
 def _open_planned_onnx(

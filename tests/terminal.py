@@ -127,6 +127,19 @@ class Terminal:
         stopped (Ctrl-S): n_tty_write waits in wait_woken until it starts again."""
         return self.wchan() in ("wait_woken", "n_tty_write")
 
+    def waiting_for_input(self) -> bool:
+        """Whether the program sleeps in select/poll on its terminal (readline's
+        wait for a key)."""
+        return (self.wchan() or "").startswith(("poll_schedule_timeout", "do_select", "do_poll"))
+
+    def interrupt(self) -> None:
+        """Ctrl-C once the program waits for a key. Python's readline checks for
+        signals only when its select() is interrupted: a SIGINT that lands
+        between the prompt being drawn and select() being entered is noticed
+        only at the next key, which a test would wait for in vain."""
+        self.wait_until(self.waiting_for_input, "the program waiting for input")
+        self.send(CTRL_C)
+
     def wait_until(self, done: Callable[[], bool], what: str, *, fail: bool = True) -> bool:
         """Poll ``done`` until it holds (a hang guard bounds the wait); False,
         or AssertionError with ``fail``, if it never does."""

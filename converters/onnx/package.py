@@ -110,7 +110,6 @@ def genai_config(src: Path, cfg: Config, spec: ModelSpec, eos: list[int]) -> dic
         },
         "search": {
             "diversity_penalty": 0.0,
-            "do_sample": bool(gen.get("do_sample", False)),
             "early_stopping": True,
             "length_penalty": 1.0,
             "max_length": spec.context_length,
@@ -120,24 +119,36 @@ def genai_config(src: Path, cfg: Config, spec: ModelSpec, eos: list[int]) -> dic
             "num_return_sequences": 1,
             # GroupQueryAttention updates one preallocated cache in place.
             "past_present_share_buffer": True,
-            "repetition_penalty": _number(gen, "repetition_penalty", 1.0),
-            "temperature": _number(gen, "temperature", 1.0),
-            "top_k": int(_number(gen, "top_k", 50)),
-            "top_p": _number(gen, "top_p", 1.0),
+            **_sampling(gen),
         },
     }
+
+
+def _sampling(gen: dict[str, Any]) -> dict[str, bool | float | int]:
+    """The sampling keys generation_config.json sets, and only those: a key
+    left out means onnxruntime-genai's default, as an absent key means
+    transformers' default, and EdgeGLM's defaults (edgeglm/generation.py)
+    never mistake a filled-in value for the model's own."""
+    out: dict[str, bool | float | int] = {}
+    if isinstance(gen.get("do_sample"), bool):
+        out["do_sample"] = gen["do_sample"]
+    for key in ("repetition_penalty", "temperature", "top_k", "top_p"):
+        value = _number(gen, key)
+        if value is not None:
+            out[key] = int(value) if key == "top_k" else value
+    return out
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _number(gen: dict[str, Any], key: str, default: float) -> float:
+def _number(gen: dict[str, Any], key: str) -> float | None:
     """A sampling default from generation_config.json; anything but a finite number is ignored."""
     value = gen.get(key)
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    return default
+    return None
 
 
 def _optional_json(src: Path, name: str) -> dict[str, Any]:

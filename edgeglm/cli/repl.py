@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -455,37 +453,6 @@ def _context_size(model: Backend) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _ctrl_c_ignored() -> Iterator[None]:
-    """SIGINT ignored meanwhile (main thread only). A child started now
-    inherits that: Ctrl-C at the terminal reaches the whole process group."""
-    if sys.platform == "win32" or not _main_thread():
-        yield
-        return
-    old: Callable[..., Any] | int | None = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _start_template_worker(model: Backend) -> None:
-    """Start the chat template's render worker (edgeglm.chat_template) now,
-    with Ctrl-C ignored: the Ctrl-C that stops a reply reaches every process
-    in the terminal's foreground group, and would otherwise end the worker
-    too, so that each stop cost a fresh worker."""
-    from edgeglm.chat import render
-
-    with _ctrl_c_ignored():
-        render([{"role": "user", "content": "hi"}], model.chat_template())
-
-
 def chat_in_terminal(
     ref: str | None,
     load: LoadOptions,
@@ -502,8 +469,6 @@ def chat_in_terminal(
     try:
         sampling = sampling_for(art, flags)
         chat = Chat(model, sampling, name=ref or "demo", system=system, hide_thinking=hide_thinking)
-        if chat.source.interactive:
-            _start_template_worker(model)
         settings = getattr(model, "settings", None)
         if settings:
             from rich.markup import escape

@@ -168,6 +168,20 @@ def test_an_onnx_folder_samples_as_its_checkpoint(sampled: Path, tmp_path: Path)
     assert model_defaults("onnx", folder).temperature == 0.0
 
 
+def test_an_onnx_export_fills_in_no_sampling_setting_the_checkpoint_leaves_out(
+    tmp_path: Path,
+) -> None:
+    from edgeglm.converters.onnx import convert as convert_onnx
+
+    folder = convert_onnx(HF_FIXTURES / "glm4", tmp_path / "onnx", "int4").output
+    search = json.loads((folder / "genai_config.json").read_text())["search"]
+    assert not {"do_sample", "temperature", "top_k", "top_p", "repetition_penalty"} & set(search)
+    (folder / "generation_config.json").unlink(missing_ok=True)
+    s = from_onnx_folder(folder)  # as from the checkpoint: nothing of the model's own
+    assert values(s) == values(from_generation_config(HF_FIXTURES / "glm4"))
+    assert s.source("temperature") == s.source("top_k") == LLAMA_CPP
+
+
 def test_flags_win_and_are_checked() -> None:
     s = Sampling().override(temperature=0.2, top_k=None, max_tokens=-1)
     assert (s.temperature, s.top_k) == (0.2, 40)

@@ -317,3 +317,23 @@ def test_a_planned_quant_that_needs_an_imatrix_is_refused_with_the_commands_that
     assert f"edgeglm convert {ckpt} -q IQ2_M --calibrate TEXT_FILE" in str(e.value)
     assert checkpoint_quant(ckpt, plan, "Q2_K") == "Q2_K"  # asked for: no refusal
     assert checkpoint_quant(ckpt, None, None) == DEFAULT_QUANT  # --no-plan
+
+
+# -- --backend is honoured or refused ------------------------------------------------
+
+
+def test_backend_runs_what_it_can_and_refuses_what_it_cannot(gguf: Path, tmp_path: Path) -> None:
+    root = tmp_path / "glm4"
+    shutil.copytree(HF_FIXTURES / "glm4", root)
+    with pytest.raises(UsageError, match=r"--backend onnx needs an ONNX export beside"):
+        open_backend(str(root), backend="onnx")
+    folder = to_onnx(root, root / "onnx", "int4").output
+    m = open_backend(str(root), backend="onnx", n_ctx=128)  # the export beside it
+    try:
+        assert isinstance(m, OnnxModel) and m.folder == folder
+    finally:
+        m.close()
+    with pytest.raises(UsageError, match="an ONNX folder runs in ONNX Runtime"):
+        open_backend(str(folder), backend="llama.cpp")
+    with pytest.raises(UsageError, match=r"a GGUF runs in llama\.cpp"):
+        open_backend(str(gguf), backend="onnx")
