@@ -239,9 +239,9 @@ def main() -> None:
         walls = [r["wall_tps"] for r in results[name] if "wall_tps" in r]
         if walls:
             line += f"  wall {statistics.median(walls):8.1f} tok/s (Enter to reply on screen)"
-        threads = {r.get("threads") for r in results[name]} - {None}
+        threads = sorted({int(r["threads"]) for r in results[name] if r.get("threads")})
         if threads:
-            line += f"  threads {sorted(threads)}"
+            line += f"  threads {threads}"
         print(line)
 
 

@@ -395,5 +395,5 @@ async def test_context_shift_with_the_real_tokenizer(glm4_gguf: Path) -> None:
         assert model is not None
         text = render(screen.conv.messages()[:-1], model.chat_template())
         whole = model.tokenize(text, special=True)
-        assert done.timings.prompt_tokens < len(whole)
+        assert done is not None and done.timings.prompt_tokens < len(whole)
     assert not any("failed" in n.title.lower() for n in app._notifications)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,7 @@ class FakeBackend:
         self._vocab: dict[str, int] = {}
         self.params: list[SamplingParams] = []
         self.closed = False
+        self.path: Path | None = None  # the loaded file, as LlamaCppModel reports it
         self.yielded = 0  # chunks handed out, across generations
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
