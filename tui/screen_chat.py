@@ -256,11 +256,11 @@ class ChatScreen(Screen[None]):
         self._prompt_tokens = m.prompt_tokens
         if m.dropped > self._dropped:
             n = m.dropped
+            kept = " (the system prompt stays)" if self.conv.system.strip() else ""
             await self._mount(
                 Static(
                     f"↥ Context full: the oldest {n} message{'s' if n > 1 else ''} "
-                    "no longer reach the model (the system prompt stays). "
-                    "Ctrl+N starts a fresh chat.",
+                    f"no longer reach the model{kept}. Ctrl+N starts a fresh chat.",
                     classes="context-note",
                     markup=False,
                 ),

@@ -32,7 +32,8 @@ from .services import Services
 from .widgets_common import TopBar, describe_error
 
 COLUMNS = ("Name", "Format", "Quant", "Arch", "Size", "Path")
-PENDING = Text("reading…", style="dim italic")
+# shown until the header is read; short, since a column never narrows again
+PENDING = Text("…", style="dim")
 
 
 class ModelsScreen(Screen[None]):
@@ -176,7 +177,7 @@ class ModelsScreen(Screen[None]):
         self.found[key] = m.info
         table = self.query_one(DataTable)
         for name, value in zip(COLUMNS, self._cells(m.info), strict=True):
-            table.update_cell(key, self._columns[name], value)
+            table.update_cell(key, self._columns[name], value, update_width=True)
 
     @staticmethod
     def _cells(a: ArtifactInfo) -> tuple[Text | str, ...]:
@@ -240,8 +241,8 @@ class ModelsScreen(Screen[None]):
         if info.in_cache:
             question = f"Delete {info.label} ({info.format} {info.quant or ''})?".replace(" )", ")")
             detail = (
-                f"{info.path}\n{human_bytes(info.size_bytes)} in EdgeGLM's conversion cache; "
-                "converting the checkpoint again makes it again."
+                f"{_short(info.path)} ({human_bytes(info.size_bytes)}) in EdgeGLM's "
+                "conversion cache; converting the checkpoint again makes it again."
             )
             self.app.push_screen(
                 ConfirmModal(question, detail), lambda yes: self._delete(info, yes)

@@ -219,7 +219,7 @@ async def test_onnx_folders_are_converted_listed_and_opened(make_app: MakeApp) -
         assert (expected / "genai_config.json").is_file()
         assert ensure_onnx(GLM4, "int4") == expected  # the CLI's path
         [row] = rows(app)
-        assert row[:3] == ["glm4", "ONNX", "int4"] and row[3] not in ("?", "reading…")
+        assert row[:3] == ["glm4", "ONNX", "int4"] and row[3] not in ("?", "…")
         screen.query_one(DataTable).focus()
         await pilot.press("enter")  # chat with it
         await settle(pilot)
