@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 from textual import events
@@ -33,6 +34,8 @@ class EdgeGLMApp(App[None]):
         Binding("f2", "switch_mode('models')", "Models", show=False),
         Binding("f3", "switch_mode('bench')", "Bench", show=False),
         Binding("f4", "switch_mode('hardware')", "Hardware", show=False),
+        # Textual's own Ctrl+Q, shown: the way out should be on screen
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, model: str | None, services: Services, *, cursor_blink: bool = True) -> None:
@@ -43,7 +46,7 @@ class EdgeGLMApp(App[None]):
         # snapshots freeze the blink: a blinking cursor makes every screenshot differ
         self.cursor_blink = cursor_blink
         self.add_mode("chat", lambda: ChatScreen(self.session, self.store))
-        self.add_mode("models", lambda: ModelsScreen(services, self.open_in_chat))
+        self.add_mode("models", lambda: ModelsScreen(services, self.open_in_chat, self.model_path))
         self.add_mode("bench", lambda: BenchScreen(services, model))
         self.add_mode("hardware", lambda: HardwareScreen(services, lambda: self.session.choice))
 
@@ -58,6 +61,12 @@ class EdgeGLMApp(App[None]):
         """Run a chat action from anywhere (the command palette): go to chat first."""
         self.switch_mode("chat")
         self.call_after_refresh(self.screen.run_action, name)
+
+    def model_path(self) -> Path | None:
+        """The loaded model's file (GGUF) or folder (ONNX), if one is loaded."""
+        backend = self.session.backend
+        where = getattr(backend, "path", None) or getattr(backend, "folder", None)
+        return Path(where) if isinstance(where, (str, Path)) else None
 
     def open_in_chat(self, ref: str) -> None:
         self.switch_mode("chat")

@@ -15,6 +15,7 @@ from textual.message import Message
 
 from edgeglm.backends.base import Completion
 
+from .artifacts import ArtifactInfo
 from .session import ModelChoice
 
 if TYPE_CHECKING:
@@ -39,16 +40,12 @@ class ModelFailed(Message):
 
 @dataclass
 class GenerationStarted(Message):
+    """The prompt fits the context and generation begins (text then streams
+    through the screen's ReplyBuffer, not through messages)."""
+
     gen_id: int
     prompt_tokens: int
-
-
-@dataclass
-class TokensStreamed(Message):
-    gen_id: int
-    text: str
-    n_tokens: int
-    elapsed: float  # seconds since the request; the worker measures, the UI only shows
+    dropped: int  # oldest messages left out so that the prompt fits the context
 
 
 @dataclass
@@ -56,6 +53,8 @@ class GenerationEnded(Message):
     gen_id: int
     completion: Completion | None  # None when stopped or failed
     error: str | None = None
+    # (tokens, n_ctx) when the latest message alone fills the context
+    overflow: tuple[int, int] | None = None
 
 
 @dataclass
@@ -71,6 +70,22 @@ class ConvertProgress(Message):
 class ConvertEnded(Message):
     output: str | None
     error: str | None = None
+    existed: bool = False  # converted before (by the app or by `edgeglm run`): nothing to do
+
+
+@dataclass
+class ArtifactsFound(Message):
+    """Every local artifact, with what is known of it so far (see artifacts.scan)."""
+
+    found: list[ArtifactInfo]
+    error: str | None = None  # the listing itself failed
+
+
+@dataclass
+class ArtifactRead(Message):
+    """One artifact's metadata, read in the worker."""
+
+    info: ArtifactInfo
 
 
 @dataclass

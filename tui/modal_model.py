@@ -3,24 +3,32 @@
 Everything not chosen here comes from the planner: the runtime loads the model
 with the plan's threads, flash attention and KV cache type for this machine,
 and with the plan's context when the field is left empty (the F4 screen shows
-that plan and why)."""
+that plan and why).
+
+The list opens at once with the artifacts known so far; a worker lists the
+cache and reads the headers not read before (artifacts.scan), updating the
+entries as it goes: a folder of large GGUFs never freezes the picker."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
-from textual.widgets.option_list import Option
+from textual.widgets.option_list import Option, OptionDoesNotExist
+from textual.worker import get_current_worker
 
 from edgeglm.units import human_bytes
 
+from . import artifacts
 from .artifacts import ArtifactInfo
+from .messages import ArtifactRead, ArtifactsFound
 from .session import ModelChoice
 
 BACKENDS = ("auto", "llama.cpp", "onnx")
@@ -45,19 +53,15 @@ class ModelPickerModal(ModalScreen[ModelChoice | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, current: ModelChoice, artifacts: list[ArtifactInfo]) -> None:
+    def __init__(self, current: ModelChoice, known: list[ArtifactInfo] | None = None) -> None:
         super().__init__()
         self.current = current
-        self.artifacts = artifacts
+        self.known = artifacts.recent() if known is None else known
 
     def compose(self) -> ComposeResult:
-        options = [Option("Demo model (bundled)", id=DEMO)]
-        for a in self.artifacts:
-            detail = f"{a.quant or '?'} · {a.architecture or '?'} · {human_bytes(a.size_bytes)}"
-            options.append(Option(Text.assemble(a.label, (f"  {detail}", "dim")), id=str(a.path)))
         with Vertical():
             yield Label("[b]Choose a model[/]  (Enter loads it, Esc cancels)")
-            yield OptionList(*options, id="models")
+            yield OptionList(*self._options(self.known), id="models")
             yield Input(
                 self.current.ref or "",
                 placeholder="or a path: .gguf, ONNX folder, HF folder or cached repo id",
@@ -84,6 +88,55 @@ class ModelPickerModal(ModalScreen[ModelChoice | None]):
             with Horizontal():
                 yield Button("Cancel", id="cancel", compact=True)
                 yield Button("Load", id="load", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.scan()
+
+    @staticmethod
+    def _prompt(a: ArtifactInfo) -> Text:
+        if not a.known:
+            detail = f"{a.format} · reading… · {human_bytes(a.size_bytes)}"
+        elif a.error:
+            detail = f"{a.format} · unreadable: {a.error}"
+        else:
+            quant, arch = a.quant or "?", a.architecture or "?"
+            detail = f"{a.format} {quant} · {arch} · {human_bytes(a.size_bytes)}"
+        return Text.assemble(a.label, (f"  {detail}", "dim"))
+
+    def _options(self, found: list[ArtifactInfo]) -> list[Option]:
+        return [Option("Demo model (bundled)", id=DEMO)] + [
+            Option(self._prompt(a), id=str(a.path)) for a in found
+        ]
+
+    @work(thread=True, exclusive=True, group="artifacts")
+    def scan(self) -> None:
+        worker = get_current_worker()
+        try:
+            artifacts.scan(
+                lambda found: self.post_message(ArtifactsFound(found)),
+                lambda info: self.post_message(ArtifactRead(info)),
+                lambda: worker.is_cancelled,
+            )
+        except OSError as e:
+            self.post_message(ArtifactsFound([], error=f"{e.strerror or e}"))
+
+    def on_artifacts_found(self, m: ArtifactsFound) -> None:
+        if m.error is not None:
+            self.notify(f"Could not list local models: {m.error}", severity="warning")
+            return
+        ol = self.query_one("#models", OptionList)
+        highlighted = ol.highlighted_option.id if ol.highlighted_option is not None else None
+        ol.clear_options()
+        ol.add_options(self._options(m.found))
+        if highlighted is not None:
+            with contextlib.suppress(OptionDoesNotExist):
+                ol.highlighted = ol.get_option_index(highlighted)
+
+    def on_artifact_read(self, m: ArtifactRead) -> None:
+        with contextlib.suppress(OptionDoesNotExist):
+            self.query_one("#models", OptionList).replace_option_prompt(
+                str(m.info.path), self._prompt(m.info)
+            )
 
     @on(OptionList.OptionSelected, "#models")
     def _picked(self, event: OptionList.OptionSelected) -> None:

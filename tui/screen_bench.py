@@ -1,7 +1,9 @@
 """Bench screen: pick models x quants x backends, run, read the table and the latency/KL plot.
 
 The run happens in a worker thread; Esc asks the benchmark to stop after the
-current measurement (``should_stop``), and the partial report is kept.
+current measurement (``should_stop``: the benchmark looks between
+artifacts), and the partial report is kept. The screen answers at once
+meanwhile. Ctrl+S exports the report and its plot where the user says.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from edgeglm.bench.report import BenchReport
 from edgeglm.bench.run import BenchRequest
 from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.fileio import atomic_output
-from edgeglm.paths import cache_dir
 
-from .bench_view import COLUMNS, cells, pareto
+from .bench_view import COLUMNS, cells, detail, pareto
 from .messages import BenchEnded, BenchProgress
+from .modal_export import ExportModal, targets
 from .services import Services
 from .widget_scatter import Scatter
 from .widgets_common import TopBar, describe_error
@@ -56,6 +58,9 @@ class BenchScreen(Screen[None]):
     BenchScreen .hint { color: $text-muted; margin-top: 1; }
     BenchScreen #progress-row ProgressBar { width: 36; }
     BenchScreen #status { width: 1fr; color: $text-muted; }
+    BenchScreen #results { layout: vertical; }
+    BenchScreen #table { height: 1fr; }
+    BenchScreen #detail { height: auto; max-height: 3; color: $text-muted; padding: 0 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "run", "Run"),
@@ -70,6 +75,7 @@ class BenchScreen(Screen[None]):
         self.report: BenchReport | None = None
         self.running = False
         self._stop = threading.Event()
+        self._current = ""  # what the benchmark is measuring now
 
     def compose(self) -> ComposeResult:
         quants = self.services.quants()
@@ -94,6 +100,7 @@ class BenchScreen(Screen[None]):
                     yield Static("Ctrl+R runs · Esc stops · Ctrl+S exports", classes="hint")
             with TabPane("Results", id="results"):
                 yield DataTable(zebra_stripes=True, cursor_type="row", id="table")
+                yield Static("", id="detail")
             with TabPane("Plot", id="plot-tab"):
                 yield Scatter()
         with Horizontal(id="progress-row"):
@@ -162,8 +169,12 @@ class BenchScreen(Screen[None]):
 
     def on_bench_progress(self, m: BenchProgress) -> None:
         fraction = max(0.0, min(1.0, m.fraction))
+        self._current = m.text
         self.query_one("#progress", ProgressBar).update(progress=fraction)
-        self._status(f"{fraction:4.0%} {m.text}")
+        if self._stop.is_set():
+            self._status(f"stopping: {m.text} is the last measurement…")
+        else:
+            self._status(f"{fraction:4.0%} {m.text}")
 
     def on_bench_ended(self, m: BenchEnded) -> None:
         self.running = False
@@ -178,36 +189,55 @@ class BenchScreen(Screen[None]):
         table.clear()
         for r in rows:
             table.add_row(*cells(r, id(r) in front))
+        self._show_detail(0)
         self.query_one(Scatter).show(rows)
         self.query_one("#progress", ProgressBar).update(progress=1.0)
         self._status(f"{'stopped' if m.stopped else 'done'}: {len(rows)} rows · ★ Pareto front")
         self.query_one(TabbedContent).active = "results"
 
+    @on(DataTable.RowHighlighted, "#table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail(event.cursor_row)
+
+    def _show_detail(self, index: int) -> None:
+        rows = self.report.rows if self.report is not None else []
+        text = detail(rows[index]) if 0 <= index < len(rows) else ""
+        self.query_one("#detail", Static).update(Text(text))
+
     def action_stop(self) -> None:
-        if self.running:
+        if self.running and not self._stop.is_set():
             self._stop.set()
-            self._status("stopping after the current measurement…")
+            # the benchmark looks at the flag between artifacts: say what it finishes first
+            what = f"{self._current} is the last measurement" if self._current else "starting"
+            self._status(f"stopping: {what}…")
+            self.notify("The results so far are kept.", title="Stopping the benchmark")
 
     def action_export(self) -> None:
         if self.report is None:
             self.notify("Nothing to export yet: run a benchmark first", severity="warning")
             return
-        out = cache_dir() / "bench"
-        stem = out / time.strftime("bench-%Y%m%d-%H%M%S")
+        default = Path.cwd() / time.strftime("edgeglm-bench-%Y%m%d-%H%M%S")
+        self.app.push_screen(ExportModal(default), self._export)
+
+    def _export(self, stem: Path | None) -> None:
+        if stem is None or self.report is None:
+            return
+        from edgeglm.bench.plot import to_svg
+
+        report = self.report
+        renders = (report.to_json, lambda: to_svg(report), report.to_csv, report.to_markdown)
+        written: list[Path] = []
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            for ext, render in (
-                ("json", self.report.to_json),
-                ("csv", self.report.to_csv),
-                ("md", self.report.to_markdown),
-            ):
+            for path, render in zip(targets(stem), renders, strict=True):
                 # never a half-written file at the final name (a full disk, a crash)
-                with atomic_output(stem.with_suffix(f".{ext}")) as tmp:
+                with atomic_output(path) as tmp:
                     tmp.write_text(render(), encoding="utf-8")
+                written.append(path)
         except (OSError, EdgeGLMError) as e:
             self.notify(f"Export failed: {e}", severity="error")
             return
-        self.notify(f"Saved {stem}.json, .csv and .md", title="Exported")
+        names = ", ".join(p.name for p in written)
+        self.notify(f"Saved {names} in {written[0].parent}", title="Exported")
 
     @on(TabbedContent.TabActivated)
     def _tab(self, event: TabbedContent.TabActivated) -> None:

@@ -1,4 +1,10 @@
-"""The chat screen: transcript, live stats, prompt; generation runs in a worker thread."""
+"""The chat screen: transcript, live stats, prompt; generation runs in a worker thread.
+
+The worker renders and tokenizes the prompt (leaving out the oldest turns
+when the conversation outgrows the context, see context.py) and feeds each
+chunk into a ReplyBuffer; the screen shows what is new on a timer
+(streaming.py), so the UI never paces the model.
+"""
 
 from __future__ import annotations
 
@@ -11,43 +17,31 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from edgeglm.backends.base import Completion, SamplingParams
 from edgeglm.chat import render, split_thinking
 
-from . import artifacts
-from .messages import (
-    GenerationEnded,
-    GenerationStarted,
-    ModelFailed,
-    ModelLoaded,
-    TokensStreamed,
-)
+from .context import ContextOverflow, fit_context, reply_room
+from .messages import GenerationEnded, GenerationStarted, ModelFailed, ModelLoaded
 from .modal_history import HistoryModal
 from .modal_model import ModelPickerModal
 from .modal_settings import SettingsModal
 from .session import ModelChoice, ModelSession
 from .settings import ChatSettings
 from .store import Conversation, ConversationStore, Turn
+from .streaming import MIN_DELAY_S, ReplyBuffer, live_tps, next_delay
+from .widget_prompt import PromptEditor
 from .widgets_chat import AssistantMessage, StatsBar, UserMessage
 from .widgets_common import TopBar, describe_error
 
 WELCOME = (
-    "Type a message and press Enter.  Esc stops a reply.\n"
+    "Type a message and press Enter (Shift+Enter or Ctrl+J: new line).  Esc stops a reply.\n"
     "Ctrl+T model · Ctrl+S settings · Ctrl+O history · Ctrl+P all commands"
 )
-
-
-@dataclass
-class LiveStats:
-    """What the stats line shows while a reply streams (the worker measures the times)."""
-
-    prompt_tokens: int = 0
-    tokens: int = 0
-    t_first: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,13 +65,13 @@ class ChatScreen(Screen[None]):
     ChatScreen #log { height: 1fr; padding: 0 1; }
     ChatScreen #welcome { color: $text-muted; margin: 1 2; }
     ChatScreen .error { color: $error; margin: 1 2; }
+    ChatScreen .context-note { color: $warning; margin: 1 2 0 2; }
     ChatScreen #prompt { dock: bottom; margin: 0 0 1 0; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+r", "regenerate", "Regen"),
         Binding("ctrl+l", "edit_last", "Edit last", show=False),
-        Binding("up", "edit_if_empty", show=False),
         Binding("ctrl+n", "new_chat", "New"),
         Binding("ctrl+o", "history", "History"),
         Binding("ctrl+s", "settings", "Settings"),
@@ -93,18 +87,31 @@ class ChatScreen(Screen[None]):
         self.gen_id = 0
         self.reply: AssistantMessage | None = None  # the reply being streamed
         self.model_state = "loading model…"
-        self._live = LiveStats()
+        self.last_completion: Completion | None = None  # the last reply that ended normally
+        self._buffer = ReplyBuffer()  # the streaming reply's text, filled by the worker
+        self._prompt_tokens = 0
+        self._drain_timer: Timer | None = None
+        self._cpu_mark = 0.0  # the UI thread's CPU time at the last drain
+        self._dropped = 0  # messages the last prompt left out (to say so once per change)
 
     def compose(self) -> ComposeResult:
         yield TopBar("chat")
         with VerticalScroll(id="log"):
             yield Static(WELCOME, id="welcome")
         yield StatsBar(id="stats")
-        yield Input(placeholder="Message GLM…  (Enter send · Esc stop · ↑ edit last)", id="prompt")
-        yield Footer()
+        yield PromptEditor(
+            placeholder="Message GLM…  (Enter send · Shift+Enter/Ctrl+J new line · ↑ edit last)",
+            id="prompt",
+        )
+        # compact: every key, Ctrl+Q included, fits an 80-column terminal
+        yield Footer(compact=True)
+
+    @property
+    def prompt(self) -> PromptEditor:
+        return self.query_one("#prompt", PromptEditor)
 
     def on_mount(self) -> None:
-        self.query_one("#prompt", Input).focus()
+        self.prompt.focus()
         self.load_model(self.session.choice)
 
     @property
@@ -157,10 +164,11 @@ class ChatScreen(Screen[None]):
 
     # -- sending and streaming ------------------------------------------
 
-    @on(Input.Submitted, "#prompt")
-    async def _submitted(self, event: Input.Submitted) -> None:
-        text = event.value.strip()
-        if not text:
+    @on(PromptEditor.Submitted, "#prompt")
+    async def _submitted(self, event: PromptEditor.Submitted) -> None:
+        # blank lines around a message are noise; the lines inside it are kept
+        text = event.text.strip("\n").rstrip()
+        if not text.strip():
             return
         if self.generating:
             self.notify("Still replying: Esc stops it first", severity="warning")
@@ -168,29 +176,38 @@ class ChatScreen(Screen[None]):
         if self.session.backend is None:
             self.notify(f"No model ready ({self.model_state})", severity="warning")
             return
-        event.input.value = ""
+        event.editor.clear()
         self.conv.turns.append(Turn("user", text))
         self.conv.retitle()
         await self._mount(UserMessage(text))
         await self._start_reply()
 
-    async def _mount(self, widget: Widget) -> None:
+    async def _mount(self, widget: Widget, before: Widget | None = None) -> None:
         log = self.query_one("#log", VerticalScroll)
         for w in log.query("#welcome, .error"):
             await w.remove()
-        await log.mount(widget)
+        await log.mount(widget, before=before)
         log.scroll_end(animate=False)
 
     async def _start_reply(self) -> None:
         self.gen_id += 1
         self.reply = AssistantMessage()
         await self._mount(self.reply)
-        self._live = LiveStats()
+        self._buffer = ReplyBuffer()
+        self._prompt_tokens = 0
         self._show_stats(state="generating…")
-        self.generate(self.gen_id, self.conv.messages(), self.settings.sampling())
+        self.generate(self.gen_id, self.conv.messages(), self.settings.sampling(), self._buffer)
+        self._cpu_mark = time.thread_time()
+        self._drain_timer = self.set_timer(MIN_DELAY_S, self._drain_tick)
 
     @work(thread=True, exclusive=True, group="generate")
-    def generate(self, gen_id: int, messages: list[dict[str, str]], params: SamplingParams) -> None:
+    def generate(
+        self,
+        gen_id: int,
+        messages: list[dict[str, str]],
+        params: SamplingParams,
+        buffer: ReplyBuffer,
+    ) -> None:
         worker = get_current_worker()
         t0 = time.perf_counter()
         completion: Completion | None = None
@@ -201,9 +218,23 @@ class ChatScreen(Screen[None]):
                 self.post_message(GenerationEnded(gen_id, None, "no model loaded"))
                 return
             try:
-                prompt = model.tokenize(render(messages, model.chat_template()), special=True)
-                self.post_message(GenerationStarted(gen_id, len(prompt)))
-                stream = model.generate(prompt, params)
+                template = model.chat_template()
+                n_ctx = self.session.n_ctx
+                fitted = fit_context(
+                    messages,
+                    lambda msgs: model.tokenize(render(msgs, template), special=True),
+                    n_ctx,
+                    reply_room(params.max_tokens, n_ctx),
+                )
+            except ContextOverflow as e:
+                self.post_message(GenerationEnded(gen_id, None, overflow=(e.tokens, e.n_ctx)))
+                return
+            except Exception as e:
+                self.post_message(GenerationEnded(gen_id, None, describe_error(e)))
+                return
+            self.post_message(GenerationStarted(gen_id, len(fitted.prompt), fitted.dropped))
+            try:
+                stream = model.generate(fitted.prompt, params)
                 try:
                     while not worker.is_cancelled:
                         try:
@@ -211,10 +242,7 @@ class ChatScreen(Screen[None]):
                         except StopIteration as stop:
                             completion = stop.value
                             break
-                        elapsed = time.perf_counter() - t0
-                        self.post_message(
-                            TokensStreamed(gen_id, chunk.text, len(chunk.tokens), elapsed)
-                        )
+                        buffer.push(chunk.text, len(chunk.tokens), time.perf_counter() - t0)
                 finally:
                     stream.close()  # a stopped generation frees the backend here
             except Exception as e:
@@ -222,52 +250,115 @@ class ChatScreen(Screen[None]):
                 return
         self.post_message(GenerationEnded(gen_id, completion))
 
-    def on_generation_started(self, m: GenerationStarted) -> None:
-        if m.gen_id == self.gen_id:
-            self._live.prompt_tokens = m.prompt_tokens
-
-    async def on_tokens_streamed(self, m: TokensStreamed) -> None:
+    async def on_generation_started(self, m: GenerationStarted) -> None:
         if m.gen_id != self.gen_id or self.reply is None:
-            return  # a stopped reply's late tokens
+            return
+        self._prompt_tokens = m.prompt_tokens
+        if m.dropped > self._dropped:
+            n = m.dropped
+            kept = " (the system prompt stays)" if self.conv.system.strip() else ""
+            await self._mount(
+                Static(
+                    f"↥ Context full: the oldest {n} message{'s' if n > 1 else ''} "
+                    f"no longer reach the model{kept}. Ctrl+N starts a fresh chat.",
+                    classes="context-note",
+                    markup=False,
+                ),
+                before=self.reply,
+            )
+        self._dropped = m.dropped
+
+    async def _drain_tick(self) -> None:
+        """Show what the worker produced since the last tick, then plan the next tick."""
+        if self.reply is None:
+            return
+        await self._drain()
+        if self.reply is not None:  # not finished meanwhile
+            # CPU time of this (the UI) thread since the last tick: the last
+            # redraw's layout and rendering as well as this drain
+            now = time.thread_time()
+            busy, self._cpu_mark = now - self._cpu_mark, now
+            self._drain_timer = self.set_timer(next_delay(busy), self._drain_tick)
+
+    async def _drain(self) -> None:
+        reply = self.reply
+        if reply is None:
+            return
+        taken = self._buffer.take()
         log = self.query_one("#log", VerticalScroll)
         follow = log.scroll_y >= log.max_scroll_y - 1  # don't yank a user who scrolled up
-        await self.reply.append(m.text)
-        live = self._live
-        if live.t_first is None:
-            live.t_first = m.elapsed
-        live.tokens += m.n_tokens
-        span = m.elapsed - live.t_first
-        tps = (live.tokens - 1) / span if span > 0 and live.tokens > 1 else None
-        self._show_stats(
-            ttft=live.t_first,
-            tps=tps,
-            ctx_used=live.prompt_tokens + live.tokens,
-            state="generating…",
-        )
+        if taken.text:
+            await reply.append(taken.text)
+        if taken.tokens:
+            self._show_stats(
+                ttft=taken.t_first,
+                tps=live_tps(taken),
+                ctx_used=self._prompt_tokens + taken.tokens,
+                state="generating…",
+            )
         if follow:
             log.scroll_end(animate=False)
 
     async def on_generation_ended(self, m: GenerationEnded) -> None:
         if m.gen_id != self.gen_id or self.reply is None:
             return
-        if m.error is not None:
+        if m.overflow is not None:
+            await self._message_too_long(*m.overflow)
+        elif m.error is not None:
             await self._finish_reply(Ending("error", note=f"⚠ {m.error}", keep=False))
             self.notify(m.error, title="Generation failed", severity="error")
         elif m.completion is None:
             await self._finish_reply(STOPPED)
         else:
+            self.last_completion = m.completion
             t = m.completion.timings
+            used = t.prompt_tokens + t.completion_tokens
+            full = m.completion.finish_reason == "length" and used >= self.session.n_ctx
             await self._finish_reply(
                 Ending(
                     f"done ({m.completion.finish_reason})",
+                    # the reply ran into the end of the context window
+                    note="⚠ The context is full: the reply was cut here. "
+                    "The next message leaves out the oldest turns."
+                    if full
+                    else None,
                     ttft=t.time_to_first_token,
                     tps=t.decode_tokens_per_second,
-                    ctx_used=t.prompt_tokens + t.completion_tokens,
+                    ctx_used=used,
                 )
             )
 
+    async def _message_too_long(self, tokens: int, n_ctx: int) -> None:
+        """The latest message alone fills the context: give it back to edit."""
+        reply, self.reply = self.reply, None
+        self._stop_draining()
+        if reply is not None:
+            await reply.remove()
+        text = self.conv.turns.pop().content if self.conv.turns else ""
+        users = self.query(UserMessage)
+        if users:
+            await users.last().remove()
+        self._show_stats(state="message too long")
+        await self._mount(
+            Static(
+                f"⚠ That message is {tokens} tokens as the model sees it; its context holds "
+                f"{n_ctx}. Shorten it, or load the model with a larger context (Ctrl+T).",
+                classes="error",
+                markup=False,
+            )
+        )
+        self.prompt.set_text(text)
+        self.prompt.focus()
+
+    def _stop_draining(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.stop()
+            self._drain_timer = None
+
     async def _finish_reply(self, end: Ending) -> None:
         """End the streamed reply; the status line shows ``end`` whatever happens on the way."""
+        self._stop_draining()
+        await self._drain()  # the text produced since the last tick
         reply, self.reply = self.reply, None
         assert reply is not None
         log = self.query_one("#log", VerticalScroll)
@@ -326,21 +417,19 @@ class ChatScreen(Screen[None]):
         text = self.conv.turns[users[-1]].content
         del self.conv.turns[users[-1] :]
         await self._render_conversation()
-        prompt = self.query_one("#prompt", Input)
-        prompt.value = text
-        prompt.cursor_position = len(text)
-        prompt.focus()
+        self.prompt.set_text(text)
+        self.prompt.focus()
 
-    async def action_edit_if_empty(self) -> None:
-        prompt = self.query_one("#prompt", Input)
-        if prompt.has_focus and not prompt.value:
-            await self.action_edit_last()
+    @on(PromptEditor.EditLast, "#prompt")
+    async def _edit_last(self) -> None:
+        await self.action_edit_last()
 
     async def action_new_chat(self) -> None:
         await self.action_stop()
         self.conv = Conversation(model=self.session.choice.ref, system=self.settings.system)
+        self._dropped = 0
         await self._render_conversation()
-        self.query_one("#prompt", Input).focus()
+        self.prompt.focus()
 
     async def _render_conversation(self) -> None:
         log = self.query_one("#log", VerticalScroll)
@@ -362,6 +451,7 @@ class ChatScreen(Screen[None]):
             except (OSError, ValueError, TypeError) as e:
                 self.notify(f"Could not open that conversation: {e}", severity="error")
                 return
+            self._dropped = 0
             self.settings = self.settings.with_system(self.conv.system)
             await self._render_conversation()
 
@@ -384,12 +474,7 @@ class ChatScreen(Screen[None]):
             if choice is not None:
                 await self.open_model(choice)
 
-        try:
-            found = artifacts.scan()
-        except OSError as e:
-            self.notify(f"Could not list local models: {e}", severity="warning")
-            found = []
-        self.app.push_screen(ModelPickerModal(self.session.choice, found), load)
+        self.app.push_screen(ModelPickerModal(self.session.choice), load)
 
     async def open_model(self, choice: ModelChoice) -> None:
         """Load another model (also used by the Models screen)."""

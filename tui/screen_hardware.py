@@ -1,9 +1,13 @@
-"""Hardware & plan screen: what this machine has, and what the planner recommends and why."""
+"""Hardware & plan screen: what this machine has, and what the planner recommends and why.
+
+The plan is for the model the chat has loaded (or is loading): switching
+models and coming back here re-plans, without probing the machine again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -19,6 +23,9 @@ from .messages import HardwareReady
 from .services import Services
 from .session import ModelChoice
 from .widgets_common import TopBar, describe_error
+
+if TYPE_CHECKING:
+    from edgeglm.hardware import HardwareProfile
 
 
 class HardwareScreen(Screen[None]):
@@ -40,6 +47,8 @@ class HardwareScreen(Screen[None]):
         super().__init__()
         self.services = services
         self.current = current
+        self.profile: HardwareProfile | None = None  # probed once; Ctrl+R probes again
+        self.planned_for: ModelChoice | None = None
 
     def compose(self) -> ComposeResult:
         yield TopBar("hardware")
@@ -55,14 +64,28 @@ class HardwareScreen(Screen[None]):
     def on_mount(self) -> None:
         self.action_refresh()
 
+    def on_screen_resume(self) -> None:
+        if self.planned_for is not None and self.current() != self.planned_for:
+            self._plan_for(self.current(), reprobe=False)
+
     def action_refresh(self) -> None:
-        self.query_one("#doctor", Static).update("Probing this machine…")
-        self.probe(self.current())
+        self._plan_for(self.current(), reprobe=True)
+
+    def _plan_for(self, choice: ModelChoice, *, reprobe: bool) -> None:
+        self.planned_for = choice
+        pane = self.query_one("#plan-pane", VerticalScroll)
+        pane.border_title = f"Plan · {choice.label}"
+        if reprobe or self.profile is None:
+            self.query_one("#doctor", Static).update("Probing this machine…")
+        plan = self.query_one("#plan", Static)
+        plan.add_class("muted")
+        plan.update(Text(f"Planning {choice.label}…"))
+        self.probe(choice, None if reprobe else self.profile)
 
     @work(thread=True, exclusive=True)
-    def probe(self, choice: ModelChoice) -> None:
+    def probe(self, choice: ModelChoice, known: HardwareProfile | None) -> None:
         try:
-            profile = self.services.probe_hardware()
+            profile = known or self.services.probe_hardware()
         except Exception as e:
             self.post_message(HardwareReady(None, None, error=describe_error(e)))
             return
@@ -76,6 +99,7 @@ class HardwareScreen(Screen[None]):
     def on_hardware_ready(self, m: HardwareReady) -> None:
         doctor = self.query_one("#doctor", Static)
         plan = self.query_one("#plan", Static)
+        self.profile = m.profile
         if m.profile is None:
             error = m.error or "no hardware profile"
             doctor.update(Text(f"Hardware probe failed: {error}"))

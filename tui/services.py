@@ -82,11 +82,23 @@ def convert_gguf(src: str, out: Path, quant: str, progress: ConvertProgressFn) -
     return convert(src, out, quant, progress=progress)
 
 
+def convert_onnx(src: str, out: Path, quant: str, progress: ConvertProgressFn) -> ConvertResult:
+    from edgeglm.converters.onnx import convert
+
+    return convert(src, out, quant, progress=progress)
+
+
 def quant_names() -> list[str]:
     """Quant types that need no importance matrix (the TUI cannot make one yet)."""
     from edgeglm.converters.gguf.quant_types import SCHEMES
 
     return [name for name, s in SCHEMES.items() if not s.needs_imatrix]
+
+
+def onnx_quant_names() -> list[str]:
+    from edgeglm.converters.onnx import QUANTS
+
+    return list(QUANTS)
 
 
 @dataclass
@@ -96,6 +108,8 @@ class Services:
     plan: Callable[[str | None, HardwareProfile], Plan] = plan_model
     run_bench: BenchRunner = run_bench
     convert: Callable[[str, Path, str, ConvertProgressFn], object] = convert_gguf
+    convert_onnx: Callable[[str, Path, str, ConvertProgressFn], object] = convert_onnx
     quants: Callable[[], list[str]] = quant_names
+    onnx_quants: Callable[[], list[str]] = onnx_quant_names
     # backends the Bench screen offers
     backends: tuple[str, ...] = field(default=("llama.cpp", "onnx"))

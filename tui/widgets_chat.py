@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Markdown, Static
-from textual.widgets.markdown import MarkdownStream
 
 from .store import Turn
 from .thinking import ThinkSplitter
@@ -28,7 +29,13 @@ class UserMessage(Static):
 
 
 class AssistantMessage(Vertical):
-    """A reply; streamed text is split live into a collapsed <think> block and the answer."""
+    """A reply; streamed text is split live into a collapsed <think> block and the answer.
+
+    The chat screen appends text a few dozen times a second at most (see
+    streaming.py), so each append goes straight to ``Markdown.append``, which
+    re-parses only from the last block on. Appends are serialized: two in
+    flight would interleave their Markdown updates.
+    """
 
     DEFAULT_CSS = """
     AssistantMessage { height: auto; margin: 1 2 0 0; border-left: thick $accent; }
@@ -43,7 +50,7 @@ class AssistantMessage(Vertical):
         super().__init__()
         self._turn = turn
         self._splitter = ThinkSplitter()
-        self._streams: dict[str, MarkdownStream] = {}
+        self._lock = asyncio.Lock()
         self.raw = ""  # everything the model said, <think> tags included
 
     def compose(self) -> ComposeResult:
@@ -57,16 +64,11 @@ class AssistantMessage(Vertical):
         if turn and turn.stopped:
             yield Static("⏹ stopped", classes="note")
 
-    def _stream(self, part: str) -> MarkdownStream:
-        if part not in self._streams:
-            md = self.query_one("#think-md" if part == "think" else "#answer", Markdown)
-            self._streams[part] = Markdown.get_stream(md)
-        return self._streams[part]
-
     async def append(self, text: str) -> None:
-        self.raw += text
-        for part, piece in self._splitter.feed(text):
-            await self._write(part, piece)
+        async with self._lock:
+            self.raw += text
+            for part, piece in self._splitter.feed(text):
+                await self._write(part, piece)
 
     async def _write(self, part: str, piece: str) -> None:
         if part == "think":
@@ -74,17 +76,16 @@ class AssistantMessage(Vertical):
             if box.has_class("-empty"):
                 box.remove_class("-empty")
                 box.title = "Thinking…"
-        await self._stream(part).write(piece)
+        md = self.query_one("#think-md" if part == "think" else "#answer", Markdown)
+        await md.append(piece)
 
     async def finish(self, note: str | None = None) -> None:
-        for part, piece in self._splitter.flush():
-            await self._write(part, piece)
-        for stream in self._streams.values():
-            await stream.stop()
-        self._streams.clear()
-        self.query_one("#think", Collapsible).title = "Thinking"
-        if note:
-            await self.mount(Static(note, classes="note", markup=False))
+        async with self._lock:
+            for part, piece in self._splitter.flush():
+                await self._write(part, piece)
+            self.query_one("#think", Collapsible).title = "Thinking"
+            if note:
+                await self.mount(Static(note, classes="note", markup=False))
 
 
 class StatsBar(Static):

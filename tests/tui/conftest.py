@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import HF_FIXTURES
 from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import fake_services, write_gguf
 
@@ -20,10 +21,15 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Conversations, artifacts and exports go to a fresh folder per test."""
+    """Conversations, artifacts and exports go to a fresh folder per test, and
+    what the app remembers of artifacts in this process starts empty too."""
+    from edgeglm.tui import artifacts
+
     d = tmp_path / "cache"
     d.mkdir()
     monkeypatch.setenv("EDGEGLM_CACHE_DIR", str(d))
+    monkeypatch.setattr(artifacts, "_recent", {})
+    monkeypatch.setattr(artifacts, "_memo", None)
     return d
 
 
@@ -33,6 +39,17 @@ def artifacts(cache: Path) -> list[Path]:
         write_gguf(cache / "artifacts" / "glm4-tiny" / "Q4_K_M.gguf", "glm4", 15, "glm4-tiny"),
         write_gguf(cache / "artifacts" / "glm4-tiny" / "Q8_0.gguf", "glm4", 7, "glm4-tiny"),
     ]
+
+
+@pytest.fixture(scope="session")
+def glm4_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight GLM-4 fixture as a Q8_0 GGUF (a user's file, outside the
+    cache): llama.cpp runs it in milliseconds, and its replies run to max_tokens."""
+    from edgeglm.converters.gguf.convert import convert
+
+    out = tmp_path_factory.mktemp("glm4-gguf") / "glm4-tiny-Q8_0.gguf"
+    convert(HF_FIXTURES / "glm4", out, "Q8_0")
+    return out
 
 
 @pytest.fixture

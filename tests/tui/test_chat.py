@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.widgets import Collapsible, Input, Markdown, TextArea
 from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import MakeApp
 from tui_support.polling import until
 
+from edgeglm.backends.base import Backend
+from edgeglm.chat import render
 from edgeglm.errors import BackendError
 from edgeglm.tui.screen_chat import ChatScreen
 from edgeglm.tui.store import ConversationStore
+from edgeglm.tui.widget_prompt import PromptEditor
 from edgeglm.tui.widgets_chat import AssistantMessage, StatsBar, UserMessage
 
 pytestmark = pytest.mark.anyio  # Pilot tests run on asyncio (see conftest)
@@ -30,9 +35,9 @@ async def ready(pilot: Any) -> ChatScreen:
 
 
 async def send(pilot: Any, text: str, *, wait: bool = True) -> None:
-    prompt = pilot.app.screen.query_one("#prompt", Input)
+    prompt = pilot.app.screen.query_one("#prompt", PromptEditor)
     prompt.focus()
-    prompt.value = text
+    prompt.set_text(text)
     await pilot.press("enter")
     if wait:
         await pilot.app.workers.wait_for_complete()
@@ -70,7 +75,7 @@ async def test_ui_keeps_working_while_a_slow_backend_generates(make_app: MakeApp
         assert screen.generating
         # the event loop still handles keys, focus and redraws meanwhile
         await pilot.press("t", "y", "p", "i", "n", "g")
-        assert screen.query_one("#prompt", Input).value == "typing"
+        assert screen.query_one("#prompt", PromptEditor).text == "typing"
         assert screen.generating and screen.query(AssistantMessage).last().raw == "Hello"
         for _ in range(3):
             gate.release()
@@ -128,10 +133,10 @@ async def test_edit_last_message_and_resend(make_app: MakeApp, backend: FakeBack
         await send(pilot, "first")
         await send(pilot, "secnod")
         await pilot.press("up")  # in the empty prompt: edit the last message
-        prompt = screen.query_one("#prompt", Input)
-        assert prompt.value == "secnod"
+        prompt = screen.query_one("#prompt", PromptEditor)
+        assert prompt.text == "secnod"
         assert len(screen.conv.turns) == 2 and len(screen.query(UserMessage)) == 1
-        prompt.value = "second"
+        prompt.set_text("second")
         await pilot.press("enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -229,3 +234,166 @@ async def test_model_picker_loads_the_chosen_artifact(
         await pilot.pause()
     # context left empty: the runtime takes the plan's for this model and machine
     assert factory.calls[-1] == (str(artifacts[0].resolve()), "auto", None)
+
+
+async def test_multi_line_prompt_enter_sends_ctrl_j_and_shift_enter_break_lines(
+    make_app: MakeApp, backend: FakeBackend
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        screen.prompt.focus()
+        await pilot.press(*"one", "ctrl+j", *"two", "shift+enter", *"three")
+        assert screen.prompt.text == "one\ntwo\nthree"
+        assert not screen.conv.turns  # nothing sent yet
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.conv.turns[0].content == "one\ntwo\nthree"
+        assert screen.query(UserMessage).last().text == "one\ntwo\nthree"
+        assert screen.prompt.text == ""
+    assert "<|user|>\none\ntwo\nthree" in backend.texts[-1]
+
+
+async def test_paste_keeps_every_line(make_app: MakeApp, backend: FakeBackend) -> None:
+    app = make_app()
+    pasted = "def f(x):\n    return x + 1\n\nprint(f(2))"
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        screen.prompt.focus()
+        await pilot.press(*"Explain:", "ctrl+j")
+        app.post_message(events.Paste(pasted))  # what the driver posts for a terminal paste
+        await pilot.pause()
+        assert screen.prompt.text == "Explain:\n" + pasted
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.conv.turns[0].content == "Explain:\n" + pasted
+    assert pasted in backend.texts[-1]
+
+
+async def test_blank_message_is_not_sent(make_app: MakeApp, backend: FakeBackend) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        screen.prompt.focus()
+        await pilot.press("ctrl+j", "ctrl+j", "enter")
+        await pilot.pause()
+        assert not screen.conv.turns and not backend.prompts
+
+
+async def test_many_small_chunks_arrive_whole_and_in_order(make_app: MakeApp) -> None:
+    """Chunks are shown in batches (a few dozen redraws, not one per token); none is lost."""
+    chunks = [f"w{i} " for i in range(2000)]
+    app = make_app(factory=FakeFactory(FakeBackend(chunks)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        appended: list[str] = []
+        reply_append = AssistantMessage.append
+
+        async def counting(self: AssistantMessage, text: str) -> None:
+            appended.append(text)
+            await reply_append(self, text)
+
+        AssistantMessage.append = counting  # type: ignore[method-assign]
+        try:
+            await send(pilot, "count")
+        finally:
+            AssistantMessage.append = reply_append  # type: ignore[method-assign]
+        assert screen.query(AssistantMessage).last().raw == "".join(chunks)
+        assert screen.conv.turns[-1].content == "".join(chunks).strip()
+        assert 1 <= len(appended) < len(chunks) / 10
+        assert screen.last_completion is not None
+
+
+def words(n: int, tag: str) -> str:
+    """A message of ``n`` words: the fake backend counts one token per word."""
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+async def test_full_context_leaves_out_the_oldest_turns_and_says_so(make_app: MakeApp) -> None:
+    backend = FakeBackend(n_ctx=120)  # reply room: min(max_tokens, 60) = 60 tokens
+    app = make_app(factory=FakeFactory(backend))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        screen.conv.system = "Be brief."
+        await send(pilot, words(20, "first"))
+        await send(pilot, words(20, "second"))
+        assert not screen.query(".context-note")
+        await send(pilot, words(20, "third"))  # with the history, past 120 - 60 tokens
+        notes = screen.query(".context-note")
+        assert len(notes) == 1
+        assert "oldest 2 messages" in str(notes.first().render())
+        assert "first0" not in backend.prompt_texts[-1]  # the oldest exchange is left out
+        assert "second0" in backend.prompt_texts[-1] and "third19" in backend.prompt_texts[-1]
+        assert "<|system|> Be brief." in backend.prompt_texts[-1]  # the system prompt stays
+        assert len(backend.prompts[-1]) + 60 <= 120
+        await send(pilot, words(20, "fourth"))
+        assert "second0" not in backend.prompt_texts[-1]
+        assert len(screen.query(".context-note")) == 2  # said again when more is left out
+        # the whole conversation is still kept and saved; only the prompt is cut
+        users = [t.content for t in screen.conv.turns if t.role == "user"]
+        assert users[0] == words(20, "first") and len(users) == 4
+        assert not screen.query(".error")
+    assert not any("failed" in n.title.lower() for n in app._notifications)
+
+
+async def test_a_message_longer_than_the_context_comes_back_to_edit(make_app: MakeApp) -> None:
+    backend = FakeBackend(n_ctx=40)
+    app = make_app(factory=FakeFactory(backend))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        long = words(60, "w")
+        await send(pilot, long)
+        assert not backend.prompts  # nothing was generated
+        assert not screen.conv.turns and not screen.query(UserMessage)
+        assert not screen.query(AssistantMessage)
+        error = str(screen.query(".error").last().render())
+        assert "tokens as the model sees it" in error and "holds 40" in error
+        assert screen.prompt.text == long  # back in the editor, to shorten
+        assert not screen.generating
+        await send(pilot, "short")  # and the chat goes on
+        assert screen.conv.turns[-1].role == "assistant"
+    assert not any("failed" in n.title.lower() for n in app._notifications)
+
+
+async def test_context_shift_with_the_real_tokenizer(glm4_gguf: Path) -> None:
+    """llama.cpp's tokenizer counts the prompt; the reply never runs past the context."""
+    from multiprocessing import resource_tracker
+
+    from edgeglm.tui.app import create_app
+    from edgeglm.tui.services import Services, open_backend
+
+    resource_tracker.ensure_running()  # as run_app does: before Textual replaces stderr
+    n_ctx = 256
+
+    def small_context(ref: str | None, *, backend: str, n_ctx: int | None) -> Backend:
+        return open_backend(ref, backend=backend, n_ctx=256)
+
+    app = create_app(
+        str(glm4_gguf), services=Services(open_backend=small_context), cursor_blink=False
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(pilot)
+        assert screen.session.backend is not None, [n.message for n in app._notifications]
+        assert screen.session.n_ctx == n_ctx
+        screen.settings = replace(screen.settings, max_tokens=48, temperature=0.0)
+        message = "Tell me about the lighthouse keeper, the sea and the long winter nights. " * 3
+        used: list[int] = []
+        for _ in range(6):
+            await send(pilot, message)
+            done = screen.last_completion
+            assert done is not None and screen.conv.turns[-1].role == "assistant"
+            used.append(done.timings.prompt_tokens + done.timings.completion_tokens)
+            if screen.query(".context-note"):
+                break
+        assert screen.query(".context-note"), used
+        assert all(u <= n_ctx for u in used)
+        assert not screen.query(".error")
+        # the prompt the model saw is shorter than the whole conversation
+        model = screen.session.backend
+        assert model is not None
+        text = render(screen.conv.messages()[:-1], model.chat_template())
+        whole = model.tokenize(text, special=True)
+        assert done is not None and done.timings.prompt_tokens < len(whole)
+    assert not any("failed" in n.title.lower() for n in app._notifications)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input
 from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import MakeApp, SnapCompare
+
+from edgeglm.tui.widget_prompt import PromptEditor
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 
@@ -23,12 +24,13 @@ async def settle(pilot: Any) -> None:
     await pilot.pause()
 
 
-def _chat(pilot: Any, text: str) -> Any:
+def _chat(pilot: Any, *texts: str) -> Any:
     async def run() -> None:
         await settle(pilot)
-        pilot.app.screen.query_one("#prompt", Input).value = text
-        await pilot.press("enter")
-        await settle(pilot)
+        for text in texts:
+            pilot.app.screen.query_one("#prompt", PromptEditor).set_text(text)
+            await pilot.press("enter")
+            await settle(pilot)
 
     return run()
 
@@ -46,6 +48,24 @@ def test_chat_with_reply_and_thinking(
               "- **bold** point\n", "- `code` point\n"]  # fmt: skip
     app = make_app(factory=FakeFactory(FakeBackend(chunks)))
     assert snap_compare(app, terminal_size=size, run_before=lambda p: _chat(p, "Hi GLM"))
+
+
+def test_chat_multi_line_and_context_full(snap_compare: SnapCompare, make_app: MakeApp) -> None:
+    """A three-line message in the transcript, and the note when the oldest turns are left out."""
+    app = make_app(factory=FakeFactory(FakeBackend(n_ctx=40)))
+    first = "Summarise this:\nline two of the paste\nline three"
+    second = "And now a longer question that fills up the small context"
+    assert snap_compare(app, terminal_size=(80, 24), run_before=lambda p: _chat(p, first, second))
+
+
+def test_chat_editor_with_lines(snap_compare: SnapCompare, make_app: MakeApp) -> None:
+    """The editor grows with what is typed (Ctrl+J new line), before it is sent."""
+
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press(*"first line", "ctrl+j", *"second line", "ctrl+j", *"third")
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
 
 
 def test_chat_settings_modal(snap_compare: SnapCompare, make_app: MakeApp) -> None:
@@ -80,6 +100,19 @@ def test_models_screen(
     assert snap_compare(make_app(), terminal_size=size, run_before=run)
 
 
+def test_models_delete_confirmation(
+    snap_compare: SnapCompare, make_app: MakeApp, artifacts: list[Path]
+) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        await pilot.press("delete")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_bench_setup(snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int]) -> None:
     async def run(pilot: Any) -> None:
@@ -91,7 +124,7 @@ def test_bench_setup(snap_compare: SnapCompare, make_app: MakeApp, size: tuple[i
 
 
 @pytest.mark.parametrize("tab", ["results", "plot-tab"])
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", [*SIZES, pytest.param((100, 30), id="100x30")])
 def test_bench_results(
     snap_compare: SnapCompare, make_app: MakeApp, size: tuple[int, int], tab: str
 ) -> None:

@@ -1,18 +1,23 @@
 """The real app, real model, real terminal: tmux drives `run_app` and reads the screen back.
 
 Uses the bundled demo model when its weights are present, else the tiny GLM-4
-test fixture (converted to GGUF on first use, into a temp cache).
+test fixture (converted to GGUF on first use, into a temp cache). One test
+streams a reply; the other pastes a multi-line message, switches models
+through the picker and fills a small context until the oldest turns are
+left out.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +56,39 @@ class Tmux:
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "app")
+
+    def wait_until(self, ok: Callable[[str], object], timeout: float) -> bool:
+        """Whether the screen satisfies ``ok`` within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not ok(self.screen()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def replace_field(self, text: str) -> bool:
+        """Type ``text`` over the focused input's contents; whether it shows whole.
+        An input selects its text when focused, one redraw later: keys typed
+        before that are replaced by the ones after, so the text is typed again."""
+        for _ in range(3):
+            self("send-keys", "-t", "app", "End", "C-u")
+            self("send-keys", "-t", "app", "-l", text)
+            if self.wait_until(lambda screen: text in screen, timeout=5):
+                return True
+        return False
+
+    def in_picker(self, fill: Callable[[], bool]) -> None:
+        """Open the model picker (Ctrl+T) and ``fill`` it. Keys that land before the
+        picker has focused its list (a redraw after it shows) go astray: then
+        ``fill`` finds its field not filled, and the picker is closed and opened again."""
+        for _ in range(5):
+            self("send-keys", "-t", "app", "C-t")
+            self.wait_for("Choose a model", timeout=30)
+            if fill():
+                return
+            self("send-keys", "-t", "app", "Escape")
+            assert self.wait_until(lambda screen: "Choose a model" not in screen, timeout=10)
+        raise AssertionError(f"could not fill the model picker:\n{self.screen()}")
 
     def wait_for(self, *texts: str, timeout: float) -> str:
         """The screen once any of ``texts`` shows on it."""
@@ -108,4 +146,85 @@ def test_real_app_streams_a_reply_in_a_terminal(tmux: Tmux) -> None:
     # stop): either final state on the stats line ("· " marks it) will do.
     tmux("send-keys", "-t", "app", "Escape")
     tmux.wait_for("· done (", "· stopped", timeout=60)
+    tmux("send-keys", "-t", "app", "C-q")
+
+
+def _chats(cache: Path) -> set[Path]:
+    return set((cache / "conversations").glob("*.json"))
+
+
+def _turns(cache: Path, old: frozenset[Path] = frozenset()) -> list[dict[str, object]]:
+    """The turns of the conversation saved last (the app saves after each reply),
+    leaving out the conversations in ``old`` (those from before Ctrl+N)."""
+    saved = sorted(_chats(cache) - old, key=lambda p: p.stat().st_mtime)
+    if not saved:
+        return []
+    turns: list[dict[str, object]] = json.loads(saved[-1].read_text(encoding="utf-8"))["turns"]
+    return turns
+
+
+def _wait_turns(
+    tmux: Tmux, cache: Path, n: int, timeout: float, old: frozenset[Path] = frozenset()
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while len(turns := _turns(cache, old)) < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(turns)} turns saved, not {n}, in {timeout:.0f} s; screen:\n{tmux.screen()}"
+            )
+        time.sleep(0.25)
+    return turns
+
+
+def test_real_app_paste_model_switch_and_context_shift(
+    tmux: Tmux, tmp_path: Path, glm4_gguf: Path
+) -> None:
+    cache = tmp_path / "cache"
+    tmux.wait_for("ready (llama.cpp", timeout=120)
+    # 1. a multi-line paste (bracketed, as terminals paste) stays one message
+    tmux("set-buffer", "-b", "clip", "--", "line one\nline two\nline three")
+    tmux("paste-buffer", "-p", "-d", "-b", "clip", "-t", "app")
+    screen = tmux.wait_for("line three", timeout=30)
+    assert "line one" in screen and "line two" in screen  # in the editor, not sent yet
+    assert _turns(cache) == []
+    tmux("send-keys", "-t", "app", "Enter")
+    turns = _wait_turns(tmux, cache, 2, timeout=60)
+    assert turns[0]["content"] == "line one\nline two\nline three"
+    lines = tmux.screen().splitlines()
+    row = next(i for i, line in enumerate(lines) if "line one" in line)
+    assert "line two" in lines[row + 1] and "line three" in lines[row + 2]
+
+    # 2. another model, typed as a path in the picker (Ctrl+T, Tab to the path field)
+    def path_field() -> bool:
+        tmux("send-keys", "-t", "app", "Tab")  # from the list to the path
+        return tmux.replace_field(str(glm4_gguf))
+
+    tmux.in_picker(path_field)
+    tmux("send-keys", "-t", "app", "Enter")
+    tmux.wait_for(f"{glm4_gguf.name} · ready (llama.cpp", timeout=120)
+    tmux("send-keys", "-t", "app", "-l", "Hi")
+    tmux("send-keys", "-t", "app", "Enter")
+    _wait_turns(tmux, cache, 4, timeout=60)  # it answers (with random words: random weights)
+
+    # 3. back to the demo model with a 256-token context, in a new chat; messages
+    # until the oldest no longer fit: the app says so and goes on
+    def context_field() -> bool:
+        tmux("send-keys", "-t", "app", "Tab", "Tab", "Tab")  # list, path, backend: context
+        tmux("send-keys", "-t", "app", "-l", "256")
+        return tmux.wait_until(lambda screen: re.search(r"Context\s+256", screen), timeout=5)
+
+    tmux.in_picker(context_field)
+    tmux("send-keys", "-t", "app", "BTab", "BTab", "BTab", "Enter")  # the demo model
+    tmux.wait_for("demo model · ready (llama.cpp", timeout=120)
+    old = frozenset(_chats(cache))
+    tmux("send-keys", "-t", "app", "C-n")
+    message = "The lighthouse keeper watched the winter sea from the tower. " * 4
+    for n in range(1, 7):
+        tmux("send-keys", "-t", "app", "-l", message)
+        tmux("send-keys", "-t", "app", "Enter")
+        _wait_turns(tmux, cache, 2 * n, timeout=60, old=old)
+        if "Context full" in tmux.screen():
+            break
+    screen = tmux.wait_for("Context full", timeout=10)
+    assert "/256" in screen and "Generation failed" not in screen
     tmux("send-keys", "-t", "app", "C-q")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,18 @@ from tui_support.fakes import bench_report, write_gguf
 
 from edgeglm.tui import artifacts
 from edgeglm.tui.bench_view import cells, latency_ms, pareto
+from edgeglm.tui.context import ContextOverflow, fit_context, reply_room
+from edgeglm.tui.modal_export import problem, targets
 from edgeglm.tui.settings import ChatSettings
 from edgeglm.tui.store import Conversation, ConversationStore, Turn
+from edgeglm.tui.streaming import (
+    MAX_DELAY_S,
+    MIN_DELAY_S,
+    ReplyBuffer,
+    Taken,
+    live_tps,
+    next_delay,
+)
 from edgeglm.tui.thinking import ThinkSplitter
 from edgeglm.units import human_bytes
 
@@ -73,7 +84,12 @@ def test_artifacts_scan_reads_header_and_remembers_paths(cache: Path, tmp_path: 
     elsewhere = write_gguf(tmp_path / "own" / "x.gguf", "deepseek2", 1, "x")
     (tmp_path / "own" / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00junk")
     artifacts.add_user_path(elsewhere.parent)
-    found = {a.path.name: a for a in artifacts.scan()}
+    listed: list[artifacts.ArtifactInfo] = []
+    read: list[artifacts.ArtifactInfo] = []
+    artifacts.scan(listed.extend, read.append, lambda: False)
+    assert sorted(a.path.name for a in listed) == ["Q4_K_M.gguf", "broken.gguf", "x.gguf"]
+    assert not any(a.known for a in listed)  # listed before any header is read
+    found = {a.path.name: a for a in read}
     assert (found["Q4_K_M.gguf"].architecture, found["Q4_K_M.gguf"].quant) == ("glm4", "Q4_K_M")
     assert (found["x.gguf"].architecture, found["x.gguf"].quant) == ("deepseek2", "F16")
     assert found["broken.gguf"].error is not None
@@ -136,3 +152,103 @@ def test_no_plan_reaches_the_runtime_loader(tmp_path: Path) -> None:
             assert m.settings["type_k"] == want.type_k  # type: ignore[attr-defined]
         finally:
             m.close()
+
+
+def test_reply_buffer_hands_over_everything_once() -> None:
+    buf = ReplyBuffer()
+    assert buf.take() == Taken("", 0, None, 0.0)
+    buf.push("Hel", 1, 0.5)
+    buf.push("lo", 1, 0.6)
+    buf.push("", 1, 0.7)  # a token whose text is held back (a stop string may follow)
+    first = buf.take()
+    assert (first.text, first.tokens, first.t_first, first.elapsed) == ("Hello", 3, 0.5, 0.7)
+    assert live_tps(first) == pytest.approx(2 / 0.2)
+    assert buf.take().text == ""  # taken once
+    buf.push(" world", 1, 0.8)
+    assert buf.take() == Taken(" world", 4, 0.5, 0.8)
+
+
+def test_reply_buffer_from_another_thread() -> None:
+    buf = ReplyBuffer()
+    pieces = [f"{i} " for i in range(20000)]
+
+    def work() -> None:
+        for i, p in enumerate(pieces):
+            buf.push(p, 1, i * 1e-4)
+
+    t = threading.Thread(target=work)
+    t.start()
+    got = []
+    while t.is_alive():
+        got.append(buf.take().text)
+    t.join()
+    got.append(buf.take().text)
+    assert "".join(got) == "".join(pieces)
+
+
+def test_redraws_space_out_when_they_get_expensive() -> None:
+    assert next_delay(0.0) == MIN_DELAY_S  # at most 20 a second
+    assert next_delay(0.03) == pytest.approx(0.15)  # the UI thread busy a fifth of the time
+    assert next_delay(10.0) == MAX_DELAY_S  # text still shows twice a second
+
+
+def _encode(messages: list[dict[str, str]]) -> list[int]:
+    """Two tokens of framing per message plus one per word, like a chat template."""
+    return [0] * sum(2 + len(m["content"].split()) for m in messages)
+
+
+def _chat(*contents: str, system: str | None = None) -> list[dict[str, str]]:
+    out = [{"role": "system", "content": system}] if system else []
+    roles = ("user", "assistant")
+    return out + [{"role": roles[i % 2], "content": c} for i, c in enumerate(contents)]
+
+
+def test_fit_context_keeps_everything_that_fits() -> None:
+    msgs = _chat("a b", "c d", "e f", system="be brief")
+    fitted = fit_context(msgs, _encode, n_ctx=100, room=10)
+    assert fitted.dropped == 0 and len(fitted.prompt) == len(_encode(msgs))
+
+
+def test_fit_context_drops_whole_exchanges_oldest_first_keeping_the_system_prompt() -> None:
+    ten = " ".join("w" * 10)
+    msgs = _chat(ten, ten, ten, ten, ten, system="sys")  # 3 + 12 * 5 = 63 tokens
+    seen: list[list[dict[str, str]]] = []
+
+    def encode(m: list[dict[str, str]]) -> list[int]:
+        seen.append(m)
+        return _encode(m)
+
+    fitted = fit_context(msgs, encode, n_ctx=60, room=20)  # 40 tokens for the prompt
+    assert fitted.dropped == 2 and len(fitted.prompt) == 3 + 12 * 3
+    kept = next(m for m in seen if len(_encode(m)) == len(fitted.prompt))
+    assert kept[0]["role"] == "system" and kept[1]["role"] == "user"
+    assert len(seen) <= 4  # a binary search, not a try per turn
+
+
+def test_fit_context_sends_the_last_exchange_with_what_room_there_is() -> None:
+    msgs = _chat("a " * 30, "b " * 30, "c " * 30)
+    fitted = fit_context(msgs, _encode, n_ctx=40, room=20)  # the last alone: 32 tokens
+    assert fitted.dropped == 2 and len(fitted.prompt) == 32
+
+
+def test_fit_context_refuses_a_message_that_fills_the_context() -> None:
+    with pytest.raises(ContextOverflow) as e:
+        fit_context(_chat("x " * 50, system="sys"), _encode, n_ctx=40, room=10)
+    assert (e.value.tokens, e.value.n_ctx) == (3 + 52, 40)
+
+
+def test_reply_room() -> None:
+    assert reply_room(512, 2048) == 512
+    assert reply_room(4096, 2048) == 1024  # never more than half the context
+    assert reply_room(0, 1) == 1
+
+
+def test_export_targets_and_problems(tmp_path: Path) -> None:
+    assert [p.name for p in targets(tmp_path / "run.json")] == [
+        "run.json", "run.svg", "run.csv", "run.md"
+    ]  # fmt: skip
+    assert targets(tmp_path / "v1.2")[0].name == "v1.2.json"
+    assert problem(tmp_path / "run") is None
+    assert problem(tmp_path / "missing" / "run") == f"{tmp_path / 'missing'}: no such folder"
+    (tmp_path / "run.md").write_text("")
+    assert "run.md exist already" in (problem(tmp_path / "run") or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -32,16 +33,21 @@ class FakeBackend:
         self.n_ctx = n_ctx
         self.texts: list[str] = []  # every text tokenized (the rendered prompts)
         self.prompts: list[list[int]] = []
+        self.prompt_texts: list[str] = []  # each generation's prompt, words joined by spaces
+        self._vocab: dict[str, int] = {}
         self.params: list[SamplingParams] = []
         self.closed = False
+        self.path: Path | None = None  # the loaded file, as LlamaCppModel reports it
         self.yielded = 0  # chunks handed out, across generations
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         self.texts.append(text)
-        return [len(w) for w in text.split()]  # one "token" per word keeps counts readable
+        # one "token" per word keeps counts readable
+        return [self._vocab.setdefault(w, len(self._vocab)) for w in text.split()]
 
     def detokenize(self, tokens: list[int]) -> str:
-        return " ".join("x" * t for t in tokens)
+        words = {i: w for w, i in self._vocab.items()}
+        return " ".join(words[t] for t in tokens)
 
     def chat_template(self) -> str | None:
         return None  # the GLM fallback template
@@ -50,6 +56,7 @@ class FakeBackend:
         self, prompt: list[int], params: SamplingParams
     ) -> Generator[Chunk, None, Completion]:
         self.prompts.append(prompt)
+        self.prompt_texts.append(self.detokenize(prompt))
         self.params.append(params)
         if self.fail is not None:
             raise self.fail

@@ -185,5 +185,6 @@ def fake_services(**overrides: object) -> Services:
         "run_bench": FakeBench(),
         "convert": fake_convert,
         "quants": lambda: ["F16", "Q8_0", "Q6_K", "Q4_K_M", "Q4_0"],
+        "onnx_quants": lambda: ["fp32", "fp16", "int8", "int4"],
     }
     return Services(**{**base, **overrides})  # type: ignore[arg-type]
