@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from edgeglm.backends.base import Completion
+from edgeglm.generation import Sampling
 
 from .artifacts import ArtifactInfo
 from .session import ModelChoice
@@ -30,6 +31,7 @@ class ModelLoaded(Message):
     name: str  # backend name, e.g. "llama.cpp"
     device: str
     n_ctx: int
+    sampling: Sampling  # the model's own sampling defaults (edgeglm.generation)
 
 
 @dataclass

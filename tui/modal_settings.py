@@ -1,4 +1,8 @@
-"""Chat settings modal: system prompt and sampling (temperature, top-p, top-k, max tokens, seed)."""
+"""Chat settings modal: the system prompt and sampling (llama.cpp's names and meanings).
+
+Each value starts as the model's own default (or llama.cpp's); what is
+changed here is marked as set in the settings and kept across model switches.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ _FIELDS: dict[str, tuple[str, Literal["integer", "number"]]] = {
     "temperature": ("Temperature", "number"),
     "top_p": ("Top-p", "number"),
     "top_k": ("Top-k (0 = off)", "integer"),
-    "max_tokens": ("Max tokens", "integer"),
+    "min_p": ("Min-p (0 = off)", "number"),
+    "repeat_penalty": ("Repeat penalty", "number"),
+    "max_tokens": ("Max tokens (-1=∞)", "integer"),
     "seed": ("Seed", "integer"),
 }
 
@@ -33,7 +39,7 @@ class SettingsModal(ModalScreen[ChatSettings | None]):
     }
     SettingsModal TextArea { height: 4; }
     SettingsModal Grid {
-        grid-size: 4; grid-columns: 16 1fr 16 1fr; grid-rows: 1; grid-gutter: 1 1;
+        grid-size: 4; grid-columns: 18 1fr 18 1fr; grid-rows: 1; grid-gutter: 1 1;
         height: auto; margin: 1 0;
     }
     SettingsModal #errors { color: $error; height: auto; }
@@ -75,7 +81,7 @@ class SettingsModal(ModalScreen[ChatSettings | None]):
                 problems.append(f"{label}: {raw!r} is not a number")
         if problems:
             return None, problems
-        settings = ChatSettings(**values)  # type: ignore[arg-type]
+        settings = self.settings.edited(**values)
         return settings, settings.problems()
 
     @on(Button.Pressed, "#save")

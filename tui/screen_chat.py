@@ -31,7 +31,7 @@ from .modal_history import HistoryModal
 from .modal_model import ModelPickerModal
 from .modal_settings import SettingsModal
 from .session import ModelChoice, ModelSession
-from .settings import ChatSettings
+from .settings import ChatSettings, model_sampling
 from .store import Conversation, ConversationStore, Turn
 from .streaming import MIN_DELAY_S, ReplyBuffer, live_tps, next_delay
 from .widget_prompt import PromptEditor
@@ -129,11 +129,13 @@ class ChatScreen(Screen[None]):
             self.post_message(ModelFailed(choice, describe_error(e)))
             return
         device = backend.capabilities.device
-        self.post_message(ModelLoaded(choice, backend.name, device, self.session.n_ctx))
+        sampling = model_sampling(backend)
+        self.post_message(ModelLoaded(choice, backend.name, device, self.session.n_ctx, sampling))
 
     def on_model_loaded(self, m: ModelLoaded) -> None:
         self.model_state = "ready"
         self.conv.model = m.choice.ref
+        self.settings = self.settings.for_next_model(m.sampling)
         self._show_stats(state=f"ready ({m.name}, {m.device})")
 
     async def on_model_failed(self, m: ModelFailed) -> None:

@@ -96,3 +96,25 @@ class ChatSettings:
 
     def with_system(self, system: str) -> ChatSettings:
         return replace(self, system=system)
+
+    def for_next_model(self, sampling: Sampling) -> ChatSettings:
+        """The settings after switching models: the new model's own defaults,
+        with the system prompt and every value the user set here kept."""
+        fresh = ChatSettings.for_model(sampling, self.system)
+        kept = {k: getattr(self, k) for k in SAMPLING_FIELDS if self.sources.get(k) == "settings"}
+        sources = {**fresh.sources, **dict.fromkeys(kept, "settings")}
+        return replace(fresh, **kept, sources=sources)
+
+
+def model_sampling(backend: object) -> Sampling:
+    """The loaded model's own sampling defaults, read from the file it runs:
+    a GGUF's general.sampling.*, an ONNX folder's generation settings;
+    llama.cpp's for a backend with neither (the tests' scripted one)."""
+    from edgeglm.generation import from_gguf, from_onnx_folder
+
+    path, folder = getattr(backend, "path", None), getattr(backend, "folder", None)
+    if isinstance(path, Path) and path.is_file():
+        return from_gguf(path)
+    if isinstance(folder, Path) and folder.is_dir():
+        return from_onnx_folder(folder)
+    return Sampling()

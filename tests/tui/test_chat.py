@@ -397,3 +397,48 @@ async def test_context_shift_with_the_real_tokenizer(glm4_gguf: Path) -> None:
         whole = model.tokenize(text, special=True)
         assert done is not None and done.timings.prompt_tokens < len(whole)
     assert not any("failed" in n.title.lower() for n in app._notifications)
+
+
+async def test_sampling_starts_from_the_models_own_defaults_and_keeps_edits_across_switches(
+    glm4_gguf: Path, tmp_path: Path
+) -> None:
+    """One set of defaults with run: the GGUF's general.sampling.* (written from
+    the checkpoint's generation_config.json), llama.cpp's for the rest; what the
+    user sets in the settings screen survives a model switch."""
+    import json
+    import shutil
+    from multiprocessing import resource_tracker
+
+    from helpers import HF_FIXTURES
+
+    from edgeglm.converters.gguf.convert import convert
+    from edgeglm.tui.app import create_app
+    from edgeglm.tui.session import ModelChoice
+
+    ckpt = tmp_path / "glm4-sampled"
+    shutil.copytree(HF_FIXTURES / "glm4", ckpt)
+    gen = {"do_sample": True, "temperature": 0.6, "top_p": 0.9}
+    (ckpt / "generation_config.json").write_text(json.dumps(gen))
+    sampled = convert(ckpt, tmp_path / "sampled.gguf", "Q8_0").output
+
+    resource_tracker.ensure_running()  # as run_app does: before Textual replaces stderr
+    app = create_app(str(sampled), cursor_blink=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(pilot)
+        s = screen.settings
+        assert (s.temperature, s.top_p, s.top_k) == (0.6, 0.9, 40)
+        assert s.source("temperature") == "general.sampling.temp"
+        assert s.source("top_k") == "llama.cpp default"
+        await pilot.press("ctrl+s")
+        modal = app.screen
+        modal.query_one("#top_k", Input).value = "7"
+        modal.query_one("#min_p", Input).value = "0.1"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen), "the chat again")
+        assert (screen.settings.top_k, screen.settings.min_p) == (7, 0.1)
+        assert screen.settings.temperature == 0.6  # untouched: still the model's
+        await screen.open_model(ModelChoice(str(glm4_gguf)))
+        await until(pilot, lambda: screen.settings.temperature == 0.8, "the next model's defaults")
+        s = screen.settings
+        assert s.source("temperature") == "llama.cpp default"
+        assert (s.top_k, s.min_p) == (7, 0.1) and s.source("top_k") == "settings"
