@@ -38,6 +38,16 @@ def minimal_need(facts: ModelFacts, weights: int | None = None) -> int:
     )
 
 
+def past_trained_context(n_ctx: int, n_ctx_train: int, flag: str = "-c/--ctx-size") -> str:
+    """One plain line for a context longer than the model was trained for
+    (llama.cpp only logs "possible training context overflow" and goes on);
+    ``run``, ``score``, ``chat`` and ``plan`` all refuse it with this line."""
+    return (
+        f"{flag} {n_ctx} is past the model's trained context of {n_ctx_train} tokens: "
+        f"its output degrades beyond that, so EdgeGLM refuses it; use {n_ctx_train} or less"
+    )
+
+
 def _capacity(b: Budget) -> int:
     return b.ram_usable + (0 if b.unified else b.vram_usable)
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from edgeglm.errors import UsageError
 from edgeglm.hardware import HardwareProfile
 from edgeglm.planner import policy
-from edgeglm.planner.advice import suggestions_when_nothing_fits, warnings_for
+from edgeglm.planner.advice import (
+    past_trained_context,
+    suggestions_when_nothing_fits,
+    warnings_for,
+)
 from edgeglm.planner.backend import choose_backend
 from edgeglm.planner.machine import Budget, GiB, budget
 from edgeglm.planner.memory import CTX_PAD
@@ -86,9 +90,14 @@ def _place(facts: ModelFacts, b: Budget, target: int, lowest: int) -> tuple[Plac
 
 
 def _ctx_bounds(facts: ModelFacts, ctx: int | None, rec_ctx: int | None) -> tuple[int, int]:
-    """(target, lowest acceptable) context; a requested one is both (padded like llama.cpp)."""
+    """(target, lowest acceptable) context; a requested one is both (padded like
+    llama.cpp, never past the trained context: a longer one is refused)."""
     if ctx is not None:
+        if 0 < facts.n_ctx_train < ctx:
+            raise UsageError(past_trained_context(ctx, facts.n_ctx_train, "--ctx"))
         padded = -(-ctx // CTX_PAD) * CTX_PAD
+        if facts.n_ctx_train > 0:
+            padded = min(padded, facts.n_ctx_train)
         return padded, padded
     target = min(facts.n_ctx_train, rec_ctx or policy.DEFAULT_MAX_CTX)
     return target, min(target, policy.MIN_CTX)
