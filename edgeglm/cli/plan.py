@@ -102,7 +102,7 @@ def plan(
     try:
         source = open_model(model)  # a bad model fails before the machine is probed
         hw = _machine(hardware)
-        result = make_plan(source, hw, ctx=ctx, quant=quant)
+        result = make_plan(source, hw, ctx=ctx, quant=quant, hardware_file=hardware)
     except EdgeGLMError as e:
         _fail(e)
     if as_json:

@@ -11,6 +11,7 @@ with its reason; explain.py renders them, Plan.to_dict() serializes them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgeglm.errors import UsageError
 from edgeglm.hardware import HardwareProfile
@@ -20,7 +21,8 @@ from edgeglm.planner.advice import (
     suggestions_when_nothing_fits,
     warnings_for,
 )
-from edgeglm.planner.backend import choose_backend
+from edgeglm.planner.backend import choose_backend, onnx_suggestion
+from edgeglm.planner.commands import checkpoint_of, convert_gguf
 from edgeglm.planner.machine import Budget, GiB, budget
 from edgeglm.planner.memory import CTX_PAD
 from edgeglm.planner.model import ModelFacts
@@ -176,9 +178,11 @@ def make_plan(
     ctx: int | None = None,
     quant: str | None = None,
     recipes: list[Recipe] | None = None,
+    hardware_file: Path | None = None,
 ) -> Plan:
     """Plan ``source`` on ``hw``. ``ctx`` and ``quant`` pin those choices;
-    ``recipes`` defaults to the files in recipes/."""
+    ``recipes`` defaults to the files in recipes/; ``hardware_file``: the
+    profile ``hw`` was read from, for the commands the plan suggests."""
     if ctx is not None and ctx < CTX_PAD:
         raise UsageError(f"--ctx {ctx}: llama.cpp needs at least {CTX_PAD} tokens")
     b = budget(hw)
@@ -192,15 +196,18 @@ def make_plan(
     chosen, why_quant = _pick(evaluated)
     plan = _base_plan(source, hw, b, probe_facts, match, rec, evaluated)
     if chosen is None or chosen.placed is None:
-        plan.suggestions = suggestions_when_nothing_fits(
-            source, probe_facts, b, hw, evaluated, ctx, all_recipes
+        plan.suggestions, commands = suggestions_when_nothing_fits(
+            source, probe_facts, b, hw, evaluated, ctx, all_recipes, hardware_file
         )
+        plan.commands += commands
         plan.decisions.append(
             Decision("fit", "does not fit", _no_fit_reason(evaluated, b, target, lowest))
         )
         return plan
     _fill(plan, source, hw, b, chosen, why_quant, ctx, target)
     plan.warnings += warnings_for(plan, source, chosen.facts, match, b, hw)
+    if any("edgeglm doctor" in w for w in plan.warnings):  # a GPU note names it
+        plan.commands.append("edgeglm doctor")
     if not _acceptable(chosen):
         plan.warnings.append(
             f"{chosen.quant} is below {policy.QUALITY_FLOOR}, the quality floor: it is the best "
@@ -358,6 +365,7 @@ def _fill(
     plan.decode_ceiling_tps = chosen.ceiling
     backend, backend_why = choose_backend(source, hw, b)
     plan.backend = backend
+    plan.commands += [c for c in [onnx_suggestion(source)] if c and c in backend_why]
     d = plan.decisions
     d.append(Decision("backend", backend, backend_why))
     if source.kind == "gguf":
@@ -369,8 +377,7 @@ def _fill(
             )
         )
     else:
-        cmd = f"edgeglm convert {source.path} -o <out>.gguf -q {chosen.quant}"
-        d.append(Decision("quant", chosen.quant, f"{why_quant}; make it with: {cmd}"))
+        d.append(Decision("quant", chosen.quant, why_quant + _how_to_make(plan, source)))
     d.append(
         Decision(
             "placement", policy.STRATEGY_LABELS[p.strategy], _placement_reason(facts, placed, b)
@@ -393,6 +400,28 @@ def _fill(
             "llama.cpp's default micro-batch; the compute buffer is sized for it",
         )
     )
+
+
+def _how_to_make(plan: Plan, source: ModelSource) -> str:
+    """How the planned quant is made from this source: a command that runs
+    (also in plan.commands), or in words where no command can."""
+    from edgeglm.converters.gguf.quant_types import SCHEMES
+
+    quant = plan.quant or ""
+    folder = checkpoint_of(source)
+    if folder is None:
+        return (
+            f"; make it by converting the checkpoint this config describes (its weights "
+            f"are not here) with -q {quant}"
+        )
+    if quant in SCHEMES and SCHEMES[quant].needs_imatrix:
+        return (
+            f"; make it by converting {folder} with -q {quant} and --calibrate on a text "
+            "of your own (it needs an importance matrix)"
+        )
+    cmd = convert_gguf(folder, quant)
+    plan.commands.append(cmd)
+    return f"; make it with: {cmd}"
 
 
 def _placement_reason(facts: ModelFacts, placed: Placed, b: Budget) -> str:
