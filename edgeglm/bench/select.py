@@ -77,9 +77,7 @@ class Selection:
             return self.backends
         if self.quants_given:
             return tuple(
-                b
-                for b, q in (("llama.cpp", self.gguf_quants), ("onnx", self.onnx_quants))
-                if q
+                b for b, q in (("llama.cpp", self.gguf_quants), ("onnx", self.onnx_quants)) if q
             )
         return ("llama.cpp",)
 

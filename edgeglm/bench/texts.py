@@ -37,9 +37,7 @@ def is_demo(art: Artifact) -> bool:
 
         return bool(read_gguf(art.path).get("general.source.url") == demo.as_uri())
     try:  # an ONNX export carries its checkpoint's tokenizer, byte for byte
-        return (art.path / "tokenizer.json").read_bytes() == (
-            demo / "tokenizer.json"
-        ).read_bytes()
+        return (art.path / "tokenizer.json").read_bytes() == (demo / "tokenizer.json").read_bytes()
     except OSError:
         return False
 

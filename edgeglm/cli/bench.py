@@ -35,7 +35,7 @@ class _BenchCommand(Command):
     ) -> Any:
         if args[:1] == ["compare"]:
             cmd = typer.main.get_command(_compare_app)
-            return cmd.make_context("compare", args[1:], parent=parent, **extra)
+            return cmd.make_context("bench compare", args[1:], parent=parent, **extra)
         return super().make_context(info_name, args, parent=parent, **extra)
 
 
@@ -121,7 +121,7 @@ def bench(
     report = None
     try:
         if output is not None:  # refused now, not after minutes of measuring
-            for path in [*_report_paths(output), *_report_paths(output, PARTIAL)]:
+            for path in [output, *_report_paths(output), *_report_paths(output, PARTIAL)]:
                 check_output(path)
         request = BenchRequest(
             models=tuple(models or ()) or (None,),
@@ -228,7 +228,10 @@ _compare_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def compare(
     reports: Annotated[
         list[Path],
-        typer.Argument(help="Report files (.json, as bench -o writes them), one per machine."),
+        typer.Argument(
+            metavar="REPORT",
+            help="Report files (.json, as bench -o writes them), one per machine.",
+        ),
     ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")
