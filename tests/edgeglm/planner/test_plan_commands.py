@@ -82,7 +82,9 @@ def _plan(args: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def _printed(plan: dict[str, Any]) -> list[str]:
-    return [d["reason"] for d in plan["decisions"]] + plan["warnings"] + plan["suggestions"]
+    texts: list[str] = [d["reason"] for d in plan["decisions"]]
+    texts += plan["warnings"] + plan["suggestions"]
+    return texts
 
 
 CASES = [
