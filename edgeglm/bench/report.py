@@ -252,7 +252,7 @@ def vram_cell(r: BenchRow) -> str:
 def spread_cell(s: Spread, digits: int = 1) -> str:
     """The median, then the interquartile range (``87.6 (IQR 3.1)``; ``!`` when noisy)."""
     iqr = s.iqr
-    if iqr is None:
+    if iqr is None or len(s.runs) < 2:  # one run has no spread to speak of
         return f"{s.median:.{digits}f}"
     return f"{s.median:.{digits}f} (IQR {iqr:.{digits}f}{'!' if s.noisy else ''})"
 

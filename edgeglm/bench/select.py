@@ -99,10 +99,8 @@ def parse(backends: tuple[str, ...] | None, quants: tuple[str, ...] | None) -> S
                     "and/or onnx (or auto alone: each model's own)"
                 )
             backends = tuple(dict.fromkeys(backends))
-    if quants is None:
+    if not quants:  # None or (): not given (the CLI refuses an empty --quants itself)
         return Selection(backends, None, None)
-    if not quants:
-        raise UsageError("--quants names no quant")
     gguf: list[str] = []
     onnx: list[str] = []
     for q in quants:

@@ -18,8 +18,11 @@ def main_table(report: BenchReport) -> Any:
     cols = ["artifact", "device", "MiB", "bpw", "load s", "TTFT ms", "prefill t/s"]
     cols += ["decode t/s", "IQR", "RSS MiB", "VRAM MiB (model / plan)", "mean KL", "p99 KL"]
     cols += ["top-1", "PPL", "roofline"]
-    for col in cols:
-        t.add_column(col, justify="left" if col == "artifact" else "right")
+    # the artifact's name whole (other columns wrap their headers first)
+    width = max([len(r.label) + 2 for r in report.rows] + [8])
+    t.add_column(cols[0], no_wrap=True, min_width=width)
+    for col in cols[1:]:
+        t.add_column(col, justify="right")
     for r in report.rows:
         t.add_row(
             r.label + (" *" if id(r) in front else ""),
@@ -52,4 +55,6 @@ def main_table(report: BenchReport) -> Any:
 def _iqr(s: Spread) -> str:
     """The interquartile range, ``!`` where it is over a quarter of the median."""
     iqr = s.iqr
-    return "–" if iqr is None else f"{iqr:.1f}" + ("!" if s.noisy else "")
+    if iqr is None or len(s.runs) < 2:  # one run has no spread to speak of
+        return "–"
+    return f"{iqr:.1f}" + ("!" if s.noisy else "")

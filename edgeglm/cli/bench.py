@@ -123,6 +123,8 @@ def bench(
         if output is not None:  # refused now, not after minutes of measuring
             for path in [output, *_report_paths(output), *_report_paths(output, PARTIAL)]:
                 check_output(path)
+        if quants is not None and not _names(quants):
+            raise UsageError("--quants names no quant")
         request = BenchRequest(
             models=tuple(models or ()) or (None,),
             quants=_names(quants),
