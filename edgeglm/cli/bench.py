@@ -21,7 +21,10 @@ from edgeglm.cli import Command, _fail, _sigterm_as_interrupt, app, err, out
 from edgeglm.errors import EdgeGLMError, ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edgeglm.bench.report import BenchReport
+    from edgeglm.bench.run import BenchRequest
 
 PARTIAL = ".partial"  # the stem's mark on the files of an interrupted run
 
@@ -173,7 +176,7 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return tuple(n.strip() for n in value.split(",") if n.strip())
 
 
-def _measure(request: Any, run_bench: Any) -> BenchReport:
+def _measure(request: BenchRequest, run_bench: Callable[..., BenchReport]) -> BenchReport:
     """``run_bench`` with a transient bar on a terminal's stderr (conversions
     first, then one step per artifact); an interrupt before any row is re-raised."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
