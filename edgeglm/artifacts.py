@@ -28,6 +28,10 @@ from edgeglm.models import default_model
 from edgeglm.paths import cache_dir
 
 Kind = Literal["gguf", "onnx", "hf"]
+# A conversion's progress, as the converters report it, the first argument
+# replaced by what is being made ("glm4 to Q4_K_M"): (what, tensor i, of n,
+# bytes done, of total). The CLI draws it as `edgeglm convert` does.
+ConvertProgress = Callable[[str, int, int, int, int], None]
 # What a checkpoint is converted to when nothing chose a quant (--no-plan):
 # llama.cpp's "balanced" default.
 DEFAULT_QUANT = "Q4_K_M"
@@ -83,21 +87,44 @@ def _fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_gguf(hf_folder: Path, quant: str = DEFAULT_QUANT) -> Path:
-    """The GGUF of a Hugging Face checkpoint, converting it on first use."""
+def _labelled(progress: ConvertProgress | None, what: str) -> ConvertProgress | None:
+    """The converter's callback with its tensor name replaced by ``what``."""
+    if progress is None:
+        return None
+    report = progress
+
+    def hook(_name: str, i: int, n: int, done: int, total: int) -> None:
+        report(what, i, n, done, total)
+
+    return hook
+
+
+def ensure_gguf(
+    hf_folder: Path, quant: str = DEFAULT_QUANT, progress: ConvertProgress | None = None
+) -> Path:
+    """The GGUF of a Hugging Face checkpoint, converting it on first use
+    (``progress`` hears of the conversion, if there is one)."""
     from edgeglm.converters.gguf.convert import convert
 
+    hook = _labelled(progress, f"converting {hf_folder.name} to {quant.upper()}")
     return _cached_artifact(
-        hf_folder, f"{quant.upper()}.gguf", lambda out: convert(hf_folder, out, quant)
+        hf_folder,
+        f"{quant.upper()}.gguf",
+        lambda out: convert(hf_folder, out, quant, progress=hook),
     )
 
 
-def ensure_onnx(hf_folder: Path, quant: str = "int4") -> Path:
+def ensure_onnx(
+    hf_folder: Path, quant: str = "int4", progress: ConvertProgress | None = None
+) -> Path:
     """The ONNX folder of a Hugging Face checkpoint, converting it on first use."""
     from edgeglm.converters.onnx import convert
 
+    hook = _labelled(progress, f"converting {hf_folder.name} to ONNX {quant.lower()}")
     return _cached_artifact(
-        hf_folder, f"onnx-{quant.lower()}", lambda out: convert(hf_folder, out, quant)
+        hf_folder,
+        f"onnx-{quant.lower()}",
+        lambda out: convert(hf_folder, out, quant, progress=hook),
     )
 
 

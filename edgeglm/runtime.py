@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edgeglm.artifacts import (
     DEFAULT_QUANT,
     Artifact,
+    ConvertProgress,
     cached_path,
     ensure_gguf,
     resolve,
@@ -143,9 +144,7 @@ def dry_run_spec(
     if quant is not None and art.kind == "gguf":
         raise UsageError(f"{art.path}: --quant applies to checkpoints; this gguf has its own")
     if n_ctx is not None:
-        from edgeglm.backends.base import check_n_ctx
-
-        check_n_ctx(n_ctx, _n_ctx_train(art))
+        check_context(n_ctx, art)
     if art.kind == "gguf":
         spec = planned_spec(art.path, hardware) if use_plan else unplanned_spec(art.path)
     elif use_plan:
@@ -197,7 +196,20 @@ def _onnx_dry_run(
     )
 
 
-def _n_ctx_train(art: Artifact) -> int | None:
+def check_context(n_ctx: int, art: Artifact) -> int:
+    """``n_ctx`` if it is a context size within the model's trained context
+    (UsageError otherwise), checked before anything is converted or loaded."""
+    from edgeglm.backends.base import check_n_ctx
+    from edgeglm.planner.advice import past_trained_context
+
+    check_n_ctx(n_ctx, what="-c/--ctx-size")
+    train = trained_context(art)
+    if train is not None and 0 < train < n_ctx:
+        raise UsageError(past_trained_context(n_ctx, train))
+    return n_ctx
+
+
+def trained_context(art: Artifact) -> int | None:
     """The context length the model was trained for, read without loading it."""
     if art.kind == "onnx":
         for name, keys in (
@@ -229,6 +241,7 @@ def open_backend(
     controls: LaunchControls | None = None,
     verbose: bool = False,
     hardware: HardwareProfile | None = None,
+    convert_progress: ConvertProgress | None = None,
     **kwargs: Any,
 ) -> Backend:
     """Load ``ref`` from the planner's launch spec for this machine (or for
@@ -244,7 +257,8 @@ def open_backend(
     False (``--no-plan``: llama-cpp-python's defaults).
 
     A Hugging Face checkpoint is converted (once) at ``quant``, else at the
-    plan's quant for this machine (see ``checkpoint_quant``).
+    plan's quant for this machine (see ``checkpoint_quant``); that conversion
+    reports to ``convert_progress``.
 
     A given ``n_ctx`` must be at least 1 and at most the model's trained
     context: it is refused before anything is converted or allocated.
@@ -267,14 +281,14 @@ def open_backend(
                 f"{controls.given()[0]} applies to llama.cpp; the ONNX backend does not take it"
             )
         if n_ctx is not None:
-            check_n_ctx(n_ctx, _n_ctx_train(art))
+            check_context(n_ctx, art)
         if use_plan:
             hint = "--no-plan opens it anyway with ONNX Runtime's defaults"
             return _open_onnx(art.path, _machine(hardware), n_ctx, kwargs, hint)
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
     if n_ctx is not None:
-        check_n_ctx(n_ctx, _n_ctx_train(art))  # before converting or loading anything
+        check_context(n_ctx, art)  # before converting or loading anything
     path = art.path
     if art.kind == "hf":
         plan = None
@@ -285,7 +299,8 @@ def open_backend(
                 _fitting_spec(art.path, plan)  # refused before converting
             elif backend == "auto":
                 return _open_planned_onnx(art.path, hardware, n_ctx, controls, kwargs)
-        path = ensure_gguf(art.path, checkpoint_quant(art.path, plan, quant))
+        q = checkpoint_quant(art.path, plan, quant)
+        path = ensure_gguf(art.path, q, progress=convert_progress)
     verify_gguf(path)
     from edgeglm.backends.llamacpp import LlamaCppModel
 

@@ -20,26 +20,63 @@ from edgeglm.errors import UsageError
 # 3: ONNX rows' device is "cpu" or "gpu" (it was the provider's name), and
 # the provider the session ran has a field of its own; rows carry the VRAM
 # the model took (NVML) beside the plan's estimate for the spec that ran.
-# Older reports still load: their new fields are None.
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+# 4: every spread carries its quartiles (q1, q3: the interquartile range is
+# the noise figure; min/max stay); rows name the reference they are compared
+# with (reference_label) or why they have no quality figures (quality_note);
+# ONNX rows have bits per weight; the report carries its warnings (a
+# disturbed measurement). Older reports still load: quartiles come from
+# their runs, other new fields are None.
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
+# A spread whose interquartile range is more than this share of its median
+# was disturbed (another program took the cores): the report warns.
+NOISY_IQR = 0.25
+
+
+def _quantile(s: list[float], q: float) -> float:
+    """numpy's default (linear) quantile of sorted values."""
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 @dataclass
 class Spread:
-    """Median of repeated runs with min and max, so noise is visible."""
+    """Repeated runs: the median, the quartiles (the interquartile range is the
+    noise figure: one disturbed run moves it little), min and max."""
 
     median: float
     min: float
     max: float
     runs: list[float] = field(default_factory=list)
+    q1: float | None = None
+    q3: float | None = None
 
     @classmethod
     def of(cls, values: list[float]) -> Spread:
         s = sorted(values)
-        mid = len(s) // 2
-        median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-        return cls(median, s[0], s[-1], list(values))
+        return cls(
+            _quantile(s, 0.5), s[0], s[-1], list(values), _quantile(s, 0.25), _quantile(s, 0.75)
+        )
+
+    @classmethod
+    def load(cls, d: dict[str, Any]) -> Spread:
+        """A spread from any readable schema: quartiles from the runs where missing."""
+        spread = cls(**d)
+        if spread.q1 is None and spread.runs:
+            runs = sorted(spread.runs)
+            spread.q1, spread.q3 = _quantile(runs, 0.25), _quantile(runs, 0.75)
+        return spread
+
+    @property
+    def iqr(self) -> float | None:
+        return None if self.q1 is None or self.q3 is None else self.q3 - self.q1
+
+    @property
+    def noisy(self) -> bool:
+        iqr = self.iqr
+        return iqr is not None and self.median > 0 and iqr > NOISY_IQR * self.median
 
 
 @dataclass
@@ -78,6 +115,8 @@ class BenchRow:
     vram_model_bytes: int | None = None  # the model's part of vram_bytes (freeing it released)
     vram_planned_bytes: int | None = None  # the planner's GPU estimate for the spec that ran
     vram_note: str | None = None  # how VRAM was measured and estimated, or why not
+    reference_label: str | None = None  # the artifact the quality figures compare with
+    quality_note: str | None = None  # why there are no quality figures, where there are none
 
     def flat(self) -> dict[str, Any]:
         """One level of keys, for CSV and tables."""
@@ -86,6 +125,8 @@ class BenchRow:
             v = getattr(self, f.name)
             if isinstance(v, Spread):
                 out[f.name] = v.median
+                out[f"{f.name}_q1"] = v.q1
+                out[f"{f.name}_q3"] = v.q3
                 out[f"{f.name}_min"] = v.min
                 out[f"{f.name}_max"] = v.max
             elif isinstance(v, dict):
@@ -102,6 +143,7 @@ class BenchReport:
     rows: list[BenchRow] = field(default_factory=list)
     complete: bool = True  # False when interrupted: rows hold what finished
     schema_version: int = SCHEMA_VERSION
+    warnings: list[str] = field(default_factory=list)  # a disturbed measurement, ...
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,25 +161,26 @@ class BenchReport:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
-        cols = ["artifact", "backend", "size MiB", "bpw", "decode tok/s", "prefill tok/s"]
+        cols = ["artifact", "backend", "size MiB", "bpw", "decode tok/s (IQR)", "prefill tok/s"]
         cols += ["TTFT ms", "peak RSS MiB", "VRAM MiB (model / planned)", "mean KL", "p99 KL"]
         cols += ["top-1", "PPL"]
         cols += ["roofline", "launch"]
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines = []
+        if not self.complete:
+            lines += ["**Partial report: the run was interrupted; rows hold what finished.**", ""]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in self.rows:
             cells = [
                 r.label,
                 f"{r.backend} ({r.device}{', ' + r.provider if r.provider else ''})",
                 f"{r.file_bytes / 2**20:.1f}",
                 _f(r.bits_per_weight, 2),
-                f"{r.decode_tps.median:.1f}",
+                spread_cell(r.decode_tps),
                 f"{r.prefill_tps.median:.0f}",
                 f"{r.ttft_s.median * 1000:.0f}",
                 f"{r.peak_rss_bytes / 2**20:.0f}",
                 vram_cell(r),
-                _f(r.kl_mean, 5),
-                _f(r.kl_p99, 4),
-                _f(r.top1, 3),
+                *quality_cells(r),
                 _f(r.ppl, 2),
                 _pct(r.decode_efficiency),
                 _launch(r.launch),
@@ -145,11 +188,24 @@ class BenchReport:
             lines.append("| " + " | ".join(cells) + " |")
         fp = self.fingerprint
         lines.append("")
+        notes = self.notes()
+        lines += [f"- {note}" for note in notes] + ([""] if notes else [])
         lines.append(
             f"CPU: {fp.get('cpu')}; llama-cpp-python {fp.get('llama_cpp_python')}; "
             f"edgeglm {fp.get('edgeglm')}; report schema {self.schema_version}"
         )
         return "\n".join(lines) + "\n"
+
+    def notes(self, warnings: bool = True) -> list[str]:
+        """What the table needs said: each reference, rows without quality, warnings."""
+        text = self.settings.get("text")
+        out = [f"held-out text: {Path(text).name}"] if isinstance(text, str) else []
+        for ref in (r for r in self.rows if r.reference):
+            compared = [r.label for r in self.rows if r.reference_label == ref.label]
+            if compared:
+                out.append(f"quality of {', '.join(compared)} against {ref.label} (ref)")
+        out += [f"{r.label}: {r.quality_note}" for r in self.rows if r.quality_note]
+        return out + [f"warning: {w}" for w in self.warnings if warnings]
 
     @classmethod
     def load(cls, path: Path) -> BenchReport:
@@ -168,10 +224,15 @@ class BenchReport:
             rows = []
             for r in data["rows"]:
                 for k in ("ttft_s", "prefill_tps", "decode_tps"):
-                    r[k] = Spread(**r[k])
+                    r[k] = Spread.load(r[k])
                 rows.append(BenchRow(**{k: v for k, v in r.items() if k in known}))
             return cls(
-                data["fingerprint"], data["settings"], rows, data.get("complete", True), version
+                data["fingerprint"],
+                data["settings"],
+                rows,
+                data.get("complete", True),
+                version,
+                list(data.get("warnings", [])),
             )
         except (KeyError, TypeError) as e:
             raise UsageError(f"{path}: not a benchmark report of schema {version} ({e})") from e
@@ -186,6 +247,21 @@ def vram_cell(r: BenchRow) -> str:
     if r.vram_bytes is None and r.vram_model_bytes is None and r.vram_planned_bytes is None:
         return "–"
     return f"{_mib(r.vram_bytes)} ({_mib(r.vram_model_bytes)} / {_mib(r.vram_planned_bytes)})"
+
+
+def spread_cell(s: Spread, digits: int = 1) -> str:
+    """The median, then the interquartile range (``87.6 (IQR 3.1)``; ``!`` when noisy)."""
+    iqr = s.iqr
+    if iqr is None or len(s.runs) < 2:  # one run has no spread to speak of
+        return f"{s.median:.{digits}f}"
+    return f"{s.median:.{digits}f} (IQR {iqr:.{digits}f}{'!' if s.noisy else ''})"
+
+
+def quality_cells(r: BenchRow) -> list[str]:
+    """mean KL, p99 KL, top-1: "ref" for the reference, "–" where not compared."""
+    if r.reference:
+        return ["ref", "", ""]
+    return [_f(r.kl_mean, 5), _f(r.kl_p99, 4), _f(r.top1, 3)]
 
 
 def _f(v: float | None, digits: int) -> str:

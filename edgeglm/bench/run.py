@@ -1,10 +1,12 @@
 """``edgeglm bench``: every artifact measured for speed and quality in one run.
 
-For each model, the artifacts are its GGUF quants (converted on first use)
-plus the highest-precision one, whose logits are the quality reference.
+What is measured comes from select.py: a checkpoint's quants in the backends
+asked (converted on first use), GGUF files and ONNX folders as given, grouped
+by model, each group's highest-precision artifact the quality reference.
 Each artifact is measured in its own child process (measure.py); quality is
 KL divergence of next-token distributions against the reference on a
-held-out text, computed here in float64.
+held-out text (texts.py), computed here in float64; speed is the median and
+interquartile range of ``repeat`` timed runs (report.py).
 
 Each llama.cpp artifact is measured with a launch spec (planner/launch.py):
 the plan's for this machine (``device="auto"``, what ``edgeglm run`` loads),
@@ -31,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeglm import __version__
-from edgeglm.artifacts import ensure_gguf, ensure_onnx, resolve, verify_gguf
+from edgeglm.artifacts import ConvertProgress, resolve, verify_gguf
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.bench.measure import (
     DECODE_TOKENS,
@@ -40,23 +42,19 @@ from edgeglm.bench.measure import (
     measure_llamacpp,
     measure_onnx,
 )
-from edgeglm.bench.report import BenchReport, BenchRow, Spread
-from edgeglm.bench.roofline import roofline, weight_reads
-from edgeglm.bench.vram import planned_vram
-from edgeglm.converters.gguf.quant_types import quant_name
+from edgeglm.bench.report import BenchReport
+from edgeglm.bench.rows import Bandwidths, compare_with, make_row, noise_warnings
+from edgeglm.bench.select import Artifact, Selection, artifacts_for, parse
+from edgeglm.bench.select import check as check_selection
+from edgeglm.bench.table import main_table as main_table  # the demo's import
+from edgeglm.bench.texts import default_text
 from edgeglm.errors import HardwareError, UsageError
-from edgeglm.gguf_file import GGUFFile, read_gguf
-from edgeglm.metrics import kl_divergence, log_softmax
+from edgeglm.gguf_file import read_gguf
 from edgeglm.planner.launch import LaunchSpec
 
 if TYPE_CHECKING:
     from edgeglm.hardware.profile import HardwareProfile
 
-ONNX_QUANTS = ("fp32", "fp16", "int8", "int4")
-
-HELDOUT = Path(__file__).with_name("heldout.txt")
-# Precision order for choosing the reference artifact (best first).
-_PRECISION = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M"]
 
 Progress = Callable[[str, float], None]
 # Timed runs per artifact: a median of more says nothing new, and takes hours.
@@ -69,10 +67,13 @@ class BenchRequest:
     """What to benchmark and how; the CLI, the TUI and the demo all build one."""
 
     models: tuple[str | None, ...] = (None,)  # None: the bundled demo model
-    quants: tuple[str, ...] = ("Q8_0", "Q4_K_M")  # for Hugging Face models
-    backends: tuple[str, ...] = ("llama.cpp",)
-    text: Path | None = None  # held-out text for quality; None: the bundled one
-    repeat: int = 3  # timed runs per artifact (the median is reported)
+    # for Hugging Face checkpoints; None: Q8_0,Q4_K_M (llama.cpp), int4 (ONNX)
+    quants: tuple[str, ...] | None = None
+    backends: tuple[str, ...] | None = None  # None: each model's own (select.py)
+    text: Path | None = None  # held-out text for quality; None: the bundled one (texts.py)
+    # timed runs per artifact: the median and quartiles are reported; with 5,
+    # one disturbed run moves neither quartile
+    repeat: int = 5
     threads: int | None = None
     prompt_tokens: int = PROMPT_TOKENS
     decode_tokens: int = DECODE_TOKENS
@@ -91,81 +92,9 @@ class BenchRequest:
         check_count("decode_tokens", self.decode_tokens, 1, INT32_MAX)
         if self.device not in DEVICES:
             raise UsageError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if not self.models or not self.backends:
-            raise UsageError("a benchmark needs at least one model and one backend")
-
-
-@dataclass(frozen=True)
-class Artifact:
-    label: str
-    model: str
-    quant: str
-    backend: str
-    path: Path
-
-
-def _file_quant(path: Path) -> str:
-    file_type = read_gguf(path).get("general.file_type")
-    name = quant_name(file_type) if isinstance(file_type, int) else None
-    return name or "unknown"
-
-
-def _text_key(g: GGUFFile, key: str) -> str:
-    v = g.get(key)
-    return v if isinstance(v, str) else ""
-
-
-def _gguf_identity(path: Path) -> tuple[str, str]:
-    g = read_gguf(path)
-    return _text_key(g, "general.architecture"), _text_key(g, "general.name")
-
-
-def artifacts_for(
-    models: list[str | None], quants: list[str], backends: list[str]
-) -> list[list[Artifact]]:
-    """Groups of artifacts of one model each, the reference (highest precision) first.
-
-    A Hugging Face model yields one artifact per quant (converted on first
-    use) plus a full-precision reference; GGUF files of the same model (same
-    architecture and general.name) given together form one group.
-    """
-    unknown = [b for b in backends if b not in ("llama.cpp", "onnx", "auto")]
-    if unknown:
-        raise UsageError(f"unknown backend(s) {unknown}; choose llama.cpp and/or onnx")
-    use_llama = any(b in ("llama.cpp", "auto") for b in backends)
-    use_onnx = "onnx" in backends
-    groups: dict[tuple[str, ...], list[Artifact]] = {}
-    for ref in models:
-        art = resolve(ref)
-        if art.kind == "gguf":
-            key = ("gguf", *_gguf_identity(art.path))
-            a = Artifact(art.path.stem, str(ref), _file_quant(art.path), "llama.cpp", art.path)
-            groups.setdefault(key, []).append(a)
-        elif art.kind == "hf":
-            name, label = art.path.name, str(ref or "demo")
-            gguf_q = [q.upper() for q in quants if q.lower() not in ONNX_QUANTS]
-            onnx_q = [q.lower() for q in quants if q.lower() in ONNX_QUANTS] or ["int4"]
-            if not any(q in ("F32", "BF16", "F16") for q in gguf_q):
-                gguf_q.insert(0, "F32")  # the quality reference, for every backend
-            items = [
-                Artifact(f"{name} {q}", label, q, "llama.cpp", ensure_gguf(art.path, q))
-                for q in gguf_q
-                if use_llama or q == gguf_q[0]
-            ]
-            if use_onnx:
-                items += [
-                    Artifact(f"{name} onnx {q}", label, q, "onnx", ensure_onnx(art.path, q))
-                    for q in onnx_q
-                ]
-            groups[("hf", str(art.path))] = items
-        else:
-            groups[("onnx", str(art.path))] = [
-                Artifact(art.path.name, str(ref), "onnx", "onnx", art.path)
-            ]
-    rank = {q: i for i, q in enumerate(_PRECISION)}
-    return [
-        sorted(g, key=lambda a: (rank.get(a.quant, len(rank)), a.backend)) for g in groups.values()
-    ]
+        if not self.models:
+            raise UsageError("a benchmark needs at least one model")
+        parse(self.backends, self.quants)  # unknown names refused at once
 
 
 def fingerprint() -> dict[str, Any]:
@@ -360,15 +289,23 @@ def run_bench(
     request: BenchRequest,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    convert_progress: ConvertProgress | None = None,
 ) -> BenchReport:
-    if request.repeat < 1:
-        raise UsageError("--repeat must be at least 1")
-    text_path = request.text or HELDOUT
+    """Measure every artifact of ``request``. Ctrl-C (KeyboardInterrupt) while
+    measuring returns the rows that finished, ``complete=False``; before the
+    first artifact is measured (converting, checking) it propagates.
+    ``convert_progress`` hears of each checkpoint converted on first use."""
+    from edgeglm.hardware import load_profile, probe
+
+    sel = parse(request.backends, request.quants)
+    refs = [(m, resolve(m)) for m in request.models]
+    check_selection(refs, sel)
+    text_path = request.text or default_text([r for _, r in refs])
     try:
         heldout = text_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{text_path}: cannot read ({e})") from e
-    settings = {
+    settings: dict[str, Any] = {
         "prompt_tokens": request.prompt_tokens,
         "decode_tokens": request.decode_tokens,
         "repeat": request.repeat,
@@ -376,84 +313,52 @@ def run_bench(
         "text": str(text_path),
         "sampling": "greedy",
         "warmup": True,
+        "device": request.device,
+        "hardware": str(request.hardware) if request.hardware is not None else None,
     }
-    from edgeglm.hardware import load_profile, probe
-
     # Refused before anything is converted or measured: a profile that does
     # not load, and --device gpu where an engine that would run cannot reach a GPU.
     planned_for = load_profile(request.hardware) if request.hardware is not None else None
     here = probe(bandwidth=False)  # what runs here, and what `edgeglm run` plans for
-    kinds = {resolve(m).kind for m in request.models}
-    # GGUF files run in llama.cpp, ONNX folders in ONNX Runtime, and a Hugging
-    # Face model's quality reference is a llama.cpp row whatever the backends.
-    use_llama = bool(kinds & {"gguf", "hf"})
-    use_onnx = "onnx" in kinds or ("onnx" in request.backends and "hf" in kinds)
     if request.device == "gpu":
-        if use_llama:
+        if uses_backend(refs, sel, "llama.cpp"):
             check_gpu_offload()
-        if use_onnx:
+        if uses_backend(refs, sel, "onnx"):
             onnx_gpu_provider(here)
-    settings["device"] = request.device
-    settings["hardware"] = str(request.hardware) if request.hardware is not None else None
-    groups = artifacts_for(list(request.models), list(request.quants), list(request.backends))
+    groups = artifacts_for(list(request.models), sel, convert_progress)
     for art in (a for g in groups for a in g if a.backend == "llama.cpp"):
         verify_gguf(art.path)  # header checks, then a load in a child: before anything else
     report = BenchReport(fingerprint(), settings)
     total = sum(len(g) for g in groups)
     bandwidths = Bandwidths(_bandwidth(), *gpu_bandwidth(here))
-    done = 0
     try:
         for group in groups:
-            tokens = run_isolated(
-                _tokens,
-                group[0],
-                heldout,
-                what=f"{group[0].backend} tokenizing with {group[0].label}",
-            )
-            eval_tokens = tokens[:1024]
-            if len(eval_tokens) < 16:
-                raise UsageError(
-                    f"{text_path}: too short to measure quality ({len(tokens)} tokens)"
-                )
-            prompt = (tokens * (request.prompt_tokens // max(len(tokens), 1) + 1))[
+            texts = _group_tokens(group, heldout, text_path)
+            eval_tokens = texts[group[0].backend][:EVAL_TOKENS]
+            prompt = (eval_tokens * (request.prompt_tokens // len(eval_tokens) + 1))[
                 : request.prompt_tokens
             ]
-            ref_logits: npt.NDArray[np.float32] | None = None
+            ref: Reference | None = None
             for art in group:
                 if should_stop is not None and should_stop():
                     raise KeyboardInterrupt
                 if progress is not None:
-                    progress(f"{art.label}", done / total)
-                what = f"{art.backend} benchmarking {art.label}"
-                args = (str(art.path), prompt, eval_tokens, request.repeat)
-                if art.backend == "onnx":
-                    ox = onnx_launch(art.path, request.device, planned_for or here, here)
-                    res = run_isolated(
-                        measure_onnx,
-                        *args,
-                        request.threads or ox.threads,
-                        request.decode_tokens,
-                        ox.provider,
-                        what=what,
+                    progress(f"{art.label}", len(report.rows) / total)
+                own = texts[art.backend][:EVAL_TOKENS]
+                res = _measure(art, request, prompt, own, planned_for or here, here)
+                row = make_row(art, res, own, bandwidths, here)
+                if ref is None:
+                    ref = Reference(art.label, res.logits, own)
+                    row.reference = True
+                elif own != ref.tokens:
+                    row.quality_note = (
+                        f"no KL: {art.backend} tokenizes the held-out text unlike the "
+                        f"reference {ref.label}"
                     )
                 else:
-                    spec = bench_spec(
-                        art.path, request.device, request.threads, planned_for or here
-                    )
-                    res = run_isolated(
-                        measure_llamacpp,
-                        *args,
-                        request.threads,
-                        request.decode_tokens,
-                        spec,
-                        request.device == "cpu",  # GPUs hidden: nothing runs there
-                        what=what,
-                    )
-                row = _row(art, res, ref_logits, eval_tokens, bandwidths, here)
+                    compare_with(row, ref.label, ref.logits, res.logits)
                 report.rows.append(row)
-                if ref_logits is None:
-                    ref_logits = res.logits
-                done += 1
+                report.warnings += noise_warnings(row, request.repeat)
         if progress is not None:
             progress("done", 1.0)
     except KeyboardInterrupt:
@@ -461,132 +366,71 @@ def run_bench(
     return report
 
 
+# Quality is measured on at most this many tokens of the held-out text.
+EVAL_TOKENS = 1024
+
+
 @dataclass(frozen=True)
-class Bandwidths:
-    """Bytes/s of the memories weights are read from (None: not known)."""
+class Reference:
+    """A group's reference: its label, logits and the tokens they are for."""
 
-    cpu: float | None
-    gpu: float | None
-    gpu_about: str  # where the GPU figure came from, or why there is none
+    label: str
+    logits: npt.NDArray[np.float32]
+    tokens: list[int]
 
 
-def _row(
+def uses_backend(refs: list[tuple[str | None, Any]], sel: Selection, backend: str) -> bool:
+    """Whether any row of this request runs in ``backend`` (before converting)."""
+    kinds = {r.kind for _, r in refs}
+    own = "gguf" if backend == "llama.cpp" else "onnx"
+    return own in kinds or ("hf" in kinds and backend in sel.checkpoint_backends())
+
+
+def _group_tokens(group: list[Artifact], heldout: str, text_path: Path) -> dict[str, list[int]]:
+    """The held-out text as each backend in the group tokenizes it (in a child:
+    tokenizing loads the model), with the first artifact of that backend."""
+    out: dict[str, list[int]] = {}
+    for art in group:
+        if art.backend not in out:
+            what = f"{art.backend} tokenizing with {art.label}"
+            out[art.backend] = run_isolated(_tokens, art, heldout, what=what)
+    n = len(out[group[0].backend])
+    if n < 16:
+        raise UsageError(f"{text_path}: too short to measure quality ({n} tokens)")
+    return out
+
+
+def _measure(
     art: Artifact,
-    res: Measurement,
-    ref_logits: npt.NDArray[np.float32] | None,
+    request: BenchRequest,
+    prompt: list[int],
     eval_tokens: list[int],
-    bandwidths: Bandwidths,
+    planned_for: HardwareProfile,
     here: HardwareProfile,
-) -> BenchRow:
-    logits = res.logits
-    lp = log_softmax(logits[:-1])
-    nll = -lp[np.arange(len(eval_tokens) - 1), eval_tokens[1:]]
-    row = BenchRow(
-        label=art.label,
-        model=art.model,
-        quant=art.quant,
-        backend=art.backend,
-        device=res.device,
-        file_bytes=_size(art.path),
-        bits_per_weight=_bpw(art.path) if art.backend != "onnx" else None,
-        load_s=res.load_s,
-        ttft_s=Spread.of(res.ttft_s),
-        prefill_tps=Spread.of(res.prefill_tps),
-        decode_tps=Spread.of(res.decode_tps),
-        peak_rss_bytes=res.peak_rss_bytes,
-        vram_bytes=res.vram_bytes,
-        ppl=float(np.exp(nll.mean())),
-        bytes_per_token=None,
-        reference=ref_logits is None,
-        provider=res.provider,
-        vram_model_bytes=res.vram_model_bytes,
-    )
-    vram_note = res.vram_note or "not measured"
-    if ref_logits is not None:
-        kl = kl_divergence(ref_logits, logits)
-        row.kl_mean = float(kl.mean())
-        row.kl_p99 = float(np.percentile(kl, 99))
-        row.top1 = float((ref_logits.argmax(-1) == logits.argmax(-1)).mean())
+) -> Measurement:
+    """One artifact measured in its own child process."""
+    what = f"{art.backend} benchmarking {art.label}"
+    args = (str(art.path), prompt, eval_tokens, request.repeat)
     if art.backend == "onnx":
-        row.roofline_note = "ONNX Runtime: the bytes read per token are not derived"
-        row.vram_note = f"{vram_note}; planned: the ONNX plan estimates RAM only"
-        return row
-    ran = LaunchSpec.from_dict(res.launch) if res.launch is not None else None
-    row.vram_note = vram_note
-    if ran is not None:
-        row.vram_planned_bytes, planned_note = planned_vram(art.path, ran, here)
-        row.vram_note = f"{vram_note}; planned: {planned_note}"
-        row.launch = res.launch
-        reads = weight_reads(art.path, ran)
-        row.device = reads.placement  # where the weights were read from: cpu, gpu or split
-        row.bytes_per_token = reads.total
-        row.bytes_per_token_cpu = reads.cpu_bytes
-        row.bytes_per_token_gpu = reads.gpu_bytes
-        row.bandwidth_cpu_gbps = bandwidths.cpu / 1e9 if bandwidths.cpu else None
-        row.bandwidth_gpu_gbps = bandwidths.gpu / 1e9 if bandwidths.gpu else None
-        roof = roofline(
-            reads, row.decode_tps.median, bandwidths.cpu, bandwidths.gpu, bandwidths.gpu_about
+        ox = onnx_launch(art.path, request.device, planned_for, here)
+        return run_isolated(
+            measure_onnx,
+            *args,
+            request.threads or ox.threads,
+            request.decode_tokens,
+            ox.provider,
+            what=what,
         )
-        row.decode_efficiency, row.roofline_note = roof.efficiency, roof.note
-    return row
-
-
-def _size(path: Path) -> int:
-    """A GGUF file, or an ONNX folder's files."""
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    return path.stat().st_size
-
-
-def _bpw(path: Path) -> float:
-    tensors = read_gguf(path).tensors
-    n = sum(t.n_elements for t in tensors)
-    return sum(t.n_bytes for t in tensors) * 8 / max(n, 1)
-
-
-def main_table(report: BenchReport) -> Any:
-    """A rich Table for the terminal."""
-    from rich.table import Table
-
-    from edgeglm.bench.report import pareto_front, vram_cell
-
-    front = {id(r) for r in pareto_front(report.rows)}
-    t = Table(
-        title="latency against quality" + ("" if report.complete else " (interrupted: partial)")
+    spec = bench_spec(art.path, request.device, request.threads, planned_for)
+    return run_isolated(
+        measure_llamacpp,
+        *args,
+        request.threads,
+        request.decode_tokens,
+        spec,
+        request.device == "cpu",  # GPUs hidden: nothing runs there
+        what=what,
     )
-    cols = ["artifact", "device", "MiB", "bpw", "load s", "TTFT ms", "prefill t/s", "decode t/s"]
-    cols += ["RSS MiB", "VRAM MiB (model / plan)", "mean KL", "p99 KL", "top-1", "PPL"]
-    cols += ["roofline"]
-    for col in cols:
-        t.add_column(col, justify="left" if col == "artifact" else "right")
-    for r in report.rows:
-        spread = (r.decode_tps.max - r.decode_tps.min) / 2
-        quality = (
-            ["ref", "", ""]
-            if r.reference
-            else [f"{r.kl_mean:.5f}", f"{r.kl_p99:.4f}", f"{r.top1:.3f}"]
-        )
-        t.add_row(
-            r.label + (" *" if id(r) in front else ""),
-            r.device + (f" ({r.provider.removesuffix('ExecutionProvider')})" if r.provider else ""),
-            f"{r.file_bytes / 2**20:.1f}",
-            f"{r.bits_per_weight or 0:.2f}",
-            f"{r.load_s:.2f}",
-            f"{r.ttft_s.median * 1000:.0f}",
-            f"{r.prefill_tps.median:.0f}",
-            f"{r.decode_tps.median:.1f} ±{spread:.1f}",
-            f"{r.peak_rss_bytes / 2**20:.0f}",
-            vram_cell(r),
-            *quality,
-            f"{r.ppl:.2f}" if r.ppl else "–",
-            f"{r.decode_efficiency * 100:.0f}%" if r.decode_efficiency else "–",
-        )
-    if any((r.decode_efficiency or 0) > 1 for r in report.rows):
-        t.caption = (
-            "roofline above 100%: the weights fit in CPU caches, so memory bandwidth "
-            "is not what limits decode"
-        )
-    return t
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from edgeglm.errors import EdgeGLMError, ExitCode
 
@@ -26,6 +26,23 @@ out = Console(soft_wrap=True)
 def _error_line(message: str) -> None:
     # Messages quote paths and model text: "[...]" in them is not markup.
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """Typer shows a type after every option, ``<bool>`` for a flag too,
+    which reads as if the flag took a value: flags get an empty metavar
+    (typer prints the metavar in place of the type)."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_bool_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every ``edgeglm`` command: its flags shown without a type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
 
 
 class _OneLineErrors(TyperGroup):
@@ -60,6 +77,9 @@ class _OneLineErrors(TyperGroup):
         if rv == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into this code
             err.print("interrupted")
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
 
 
 app = typer.Typer(
@@ -108,6 +128,9 @@ def _register() -> None:
     """Command modules add themselves to ``app`` when imported, in help order."""
     for name in ("convert", "run", "bench", "tui", "demo", "plan"):
         importlib.import_module(f"edgeglm.cli.{name}")
+    for info in app.registered_commands:  # typer's default class, unless one was chosen
+        if info.cls in (None, TyperCommand):
+            info.cls = Command
 
 
 def main() -> None:

@@ -38,8 +38,10 @@ def doctor(
         ),
     ] = False,
 ) -> None:
-    """Show this machine: CPU and instruction sets, RAM and its bandwidth, GPUs,
-    and what the installed llama.cpp and ONNX Runtime can really use."""
+    """Show this machine and what the installed llama.cpp and ONNX Runtime can use.
+
+    The CPU and its instruction sets, RAM and its measured bandwidth, the GPUs,
+    and the devices and execution providers that really initialize here."""
     from edgeglm.hardware.doctor import render_doctor
 
     try:
@@ -72,7 +74,11 @@ def plan(
     ],
     ctx: Annotated[
         int | None,
-        typer.Option("--ctx", "-c", help="Context length to plan for (default: what fits)."),
+        typer.Option(
+            "--ctx",
+            "-c",
+            help="Context length to plan for, up to the trained one (default: what fits).",
+        ),
     ] = None,
     quant: Annotated[
         str | None,
@@ -81,9 +87,10 @@ def plan(
     hardware: HardwareOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan how MODEL should run here: backend, quant, GPU layers or expert
-    placement, threads, context, KV cache and flash attention, with the memory
-    estimate and a reason for every choice."""
+    """Plan how MODEL should run here, with a reason for every choice.
+
+    The backend, quant, GPU layers or expert placement, threads, context, KV
+    cache and flash attention, and the memory estimate they add up to."""
     from edgeglm.planner.explain import print_plan
     from edgeglm.planner.onnx_plan import is_onnx_folder
     from edgeglm.planner.planner import make_plan
@@ -95,7 +102,7 @@ def plan(
     try:
         source = open_model(model)  # a bad model fails before the machine is probed
         hw = _machine(hardware)
-        result = make_plan(source, hw, ctx=ctx, quant=quant)
+        result = make_plan(source, hw, ctx=ctx, quant=quant, hardware_file=hardware)
     except EdgeGLMError as e:
         _fail(e)
     if as_json:

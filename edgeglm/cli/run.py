@@ -187,24 +187,31 @@ def check_backend(art: Artifact, backend: str) -> None:
         )
 
 
-def load_model(ref: str | None, load: LoadOptions) -> tuple[Artifact, Backend]:
-    """The artifact ``ref`` names and the backend running it, as planned."""
+def load_model(
+    ref: str | None, load: LoadOptions, *, progress: bool = True
+) -> tuple[Artifact, Backend]:
+    """The artifact ``ref`` names and the backend running it, as planned.
+    ``progress``: a checkpoint converted on first use shows a bar on a
+    terminal's stderr (cli/progress.py)."""
     from edgeglm.artifacts import resolve
+    from edgeglm.cli.progress import conversion_bar
     from edgeglm.runtime import open_backend
 
     art = resolve(ref)
     check_backend(art, load.backend)
     extra: dict[str, Any] = {} if load.threads is None else {"n_threads": load.threads}
-    m = open_backend(
-        ref,
-        backend=load.backend,
-        n_ctx=load.ctx,
-        quant=load.quant,
-        use_plan=not load.no_plan,
-        controls=load.controls,
-        verbose=load.verbose,
-        **extra,
-    )
+    with conversion_bar(progress) as hook:
+        m = open_backend(
+            ref,
+            backend=load.backend,
+            n_ctx=load.ctx,
+            quant=load.quant,
+            use_plan=not load.no_plan,
+            controls=load.controls,
+            verbose=load.verbose,
+            convert_progress=hook,
+            **extra,
+        )
     return art, m
 
 
@@ -353,7 +360,7 @@ def run(
             )
         if raw and not text:
             raise UsageError("--raw needs a non-empty --prompt to continue")
-        art, m = load_model(model, load)
+        art, m = load_model(model, load, progress=not as_json)
         try:
             sampling = sampling_for(art, flags)
             result = _generate(m, text, system, raw, sampling, as_json, hide_thinking)
@@ -537,7 +544,7 @@ def score(
 
     from edgeglm.artifacts import resolve
     from edgeglm.fileio import atomic_output
-    from edgeglm.runtime import open_backend
+    from edgeglm.runtime import open_backend, trained_context
 
     try:
         controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
@@ -558,11 +565,20 @@ def score(
             controls=controls,
             **extra,
         )
-        probe = load(n_ctx=64)
+        from edgeglm.cli.progress import conversion_bar
+
+        with conversion_bar() as hook:  # a checkpoint is converted by the first load
+            probe = load(n_ctx=64, convert_progress=hook)
         tokens = probe.tokenize(content)
         probe.close()
         if not tokens:
             raise UsageError(f"{text}: no tokens to score")
+        train = trained_context(resolve(model))
+        if train is not None and len(tokens) + 8 > train:
+            raise UsageError(
+                f"{text}: {len(tokens)} tokens, more than the model's trained context of "
+                f"{train} tokens can score at once; score a text of at most {train - 8} tokens"
+            )
         m = load(n_ctx=len(tokens) + 8, logits=True)
         try:
             logits = m.score(tokens)

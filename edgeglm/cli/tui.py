@@ -100,8 +100,10 @@ def chat(
     hide_thinking: HideThinkingOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Chat with a model: the terminal app's chat screen, or with --cli a
-    chat in the plain terminal (/help lists its commands)."""
+    """Chat with a model in the terminal app, or with --cli in the plain terminal.
+
+    The app opens on its chat screen; --cli chats line by line, as ollama run
+    does (/help lists its commands)."""
     from edgeglm.cli.run import _controls
 
     try:

@@ -45,6 +45,18 @@ def find_onnx_files(path: Path) -> Path | None:
     return None
 
 
+def onnx_suggestion(source: ModelSource) -> str | None:
+    """The command that makes an ONNX export the backend runs, where a
+    checkpoint has only ONNX files it cannot open (None otherwise)."""
+    from edgeglm.planner.commands import convert_onnx
+
+    if source.kind != "hf" or find_onnx_artifact(source.path) is not None:
+        return None
+    if find_onnx_files(source.path) is None:
+        return None
+    return convert_onnx(_folder(source.path))
+
+
 def choose_backend(source: ModelSource, hw: HardwareProfile, b: Budget) -> tuple[str, str]:
     ort = hw.onnxruntime
     working = ort.working_providers if ort is not None else []
@@ -64,8 +76,8 @@ def choose_backend(source: ModelSource, hw: HardwareProfile, b: Budget) -> tuple
         if other is not None:
             why = (
                 f"{other} is not in the layout EdgeGLM's ONNX backend runs (no "
-                "genai_config.json, e.g. an optimum export); make one with edgeglm convert "
-                f"{source.path} -o {_folder(source.path) / 'onnx'} --format onnx"
+                "genai_config.json, e.g. an optimum export); make one with "
+                f"{onnx_suggestion(source)}"
             )
         else:
             why = "no ONNX export of this model, and llama.cpp runs the GGUF on every device here"

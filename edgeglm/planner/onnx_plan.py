@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeglm.errors import CheckpointError
+from edgeglm.errors import CheckpointError, UsageError
 from edgeglm.fileio import contained
 from edgeglm.hardware import HardwareProfile, usable_threads
 
@@ -147,8 +147,15 @@ def _trained_context(folder: Path) -> int:
 
 
 def plan_onnx(folder: Path, hw: HardwareProfile, ctx: int | None = None) -> OnnxPlan:
+    """The plan for an ONNX folder; a ``ctx`` past its trained context is refused."""
+    from edgeglm.planner.advice import past_trained_context
+
     trained = _trained_context(folder)
-    n_ctx = min(ctx or trained, trained)
+    if ctx is not None and ctx < 1:
+        raise UsageError(f"--ctx {ctx}: a context holds at least 1 token")
+    if ctx is not None and ctx > trained:
+        raise UsageError(past_trained_context(ctx, trained, "--ctx"))
+    n_ctx = ctx or trained
     probed = list(hw.onnxruntime.working_providers) if hw.onnxruntime else []
     working = [p for p in BACKEND_PROVIDERS if p in probed]
     provider = working[0] if working else "CPUExecutionProvider"
@@ -165,8 +172,7 @@ def plan_onnx(folder: Path, hw: HardwareProfile, ctx: int | None = None) -> Onnx
         "threads": f"{threads} physical cores (decode is memory-bound; hyper-threads add nothing)",
         "context": "the model's trained context"
         if ctx is None
-        else f"asked for {ctx}"
-        + (f", capped at the trained {trained}" if ctx and ctx > trained else ""),
+        else f"asked for {ctx} (trained context: {trained})",
         "memory": "weights + ONNX Runtime's copies (measured 0.47x) + KV cache + "
         "all-position logits of a full-context prefill",
     }

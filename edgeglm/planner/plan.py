@@ -57,6 +57,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
     recipe: dict[str, Any] | None = None
+    # every edgeglm command the reasons, warnings and suggestions print, as
+    # printed: each one runs (commands.py)
+    commands: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -154,4 +157,5 @@ class Plan:
             "llama_cpp_args": [] if spec is None else spec.llama_cpp_args(),
             "warnings": self.warnings,
             "suggestions": self.suggestions,
+            "commands": self.commands,
         }

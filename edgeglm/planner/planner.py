@@ -11,12 +11,18 @@ with its reason; explain.py renders them, Plan.to_dict() serializes them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgeglm.errors import UsageError
 from edgeglm.hardware import HardwareProfile
 from edgeglm.planner import policy
-from edgeglm.planner.advice import suggestions_when_nothing_fits, warnings_for
-from edgeglm.planner.backend import choose_backend
+from edgeglm.planner.advice import (
+    past_trained_context,
+    suggestions_when_nothing_fits,
+    warnings_for,
+)
+from edgeglm.planner.backend import choose_backend, onnx_suggestion
+from edgeglm.planner.commands import checkpoint_of, convert_gguf
 from edgeglm.planner.machine import Budget, GiB, budget
 from edgeglm.planner.memory import CTX_PAD
 from edgeglm.planner.model import ModelFacts
@@ -86,9 +92,14 @@ def _place(facts: ModelFacts, b: Budget, target: int, lowest: int) -> tuple[Plac
 
 
 def _ctx_bounds(facts: ModelFacts, ctx: int | None, rec_ctx: int | None) -> tuple[int, int]:
-    """(target, lowest acceptable) context; a requested one is both (padded like llama.cpp)."""
+    """(target, lowest acceptable) context; a requested one is both (padded like
+    llama.cpp, never past the trained context: a longer one is refused)."""
     if ctx is not None:
+        if 0 < facts.n_ctx_train < ctx:
+            raise UsageError(past_trained_context(ctx, facts.n_ctx_train, "--ctx"))
         padded = -(-ctx // CTX_PAD) * CTX_PAD
+        if facts.n_ctx_train > 0:
+            padded = min(padded, facts.n_ctx_train)
         return padded, padded
     target = min(facts.n_ctx_train, rec_ctx or policy.DEFAULT_MAX_CTX)
     return target, min(target, policy.MIN_CTX)
@@ -167,9 +178,11 @@ def make_plan(
     ctx: int | None = None,
     quant: str | None = None,
     recipes: list[Recipe] | None = None,
+    hardware_file: Path | None = None,
 ) -> Plan:
     """Plan ``source`` on ``hw``. ``ctx`` and ``quant`` pin those choices;
-    ``recipes`` defaults to the files in recipes/."""
+    ``recipes`` defaults to the files in recipes/; ``hardware_file``: the
+    profile ``hw`` was read from, for the commands the plan suggests."""
     if ctx is not None and ctx < CTX_PAD:
         raise UsageError(f"--ctx {ctx}: llama.cpp needs at least {CTX_PAD} tokens")
     b = budget(hw)
@@ -183,15 +196,18 @@ def make_plan(
     chosen, why_quant = _pick(evaluated)
     plan = _base_plan(source, hw, b, probe_facts, match, rec, evaluated)
     if chosen is None or chosen.placed is None:
-        plan.suggestions = suggestions_when_nothing_fits(
-            source, probe_facts, b, hw, evaluated, ctx, all_recipes
+        plan.suggestions, commands = suggestions_when_nothing_fits(
+            source, probe_facts, b, hw, evaluated, ctx, all_recipes, hardware_file
         )
+        plan.commands += commands
         plan.decisions.append(
             Decision("fit", "does not fit", _no_fit_reason(evaluated, b, target, lowest))
         )
         return plan
     _fill(plan, source, hw, b, chosen, why_quant, ctx, target)
     plan.warnings += warnings_for(plan, source, chosen.facts, match, b, hw)
+    if any("edgeglm doctor" in w for w in plan.warnings):  # a GPU note names it
+        plan.commands.append("edgeglm doctor")
     if not _acceptable(chosen):
         plan.warnings.append(
             f"{chosen.quant} is below {policy.QUALITY_FLOOR}, the quality floor: it is the best "
@@ -349,6 +365,7 @@ def _fill(
     plan.decode_ceiling_tps = chosen.ceiling
     backend, backend_why = choose_backend(source, hw, b)
     plan.backend = backend
+    plan.commands += [c for c in [onnx_suggestion(source)] if c and c in backend_why]
     d = plan.decisions
     d.append(Decision("backend", backend, backend_why))
     if source.kind == "gguf":
@@ -360,8 +377,7 @@ def _fill(
             )
         )
     else:
-        cmd = f"edgeglm convert {source.path} -o <out>.gguf -q {chosen.quant}"
-        d.append(Decision("quant", chosen.quant, f"{why_quant}; make it with: {cmd}"))
+        d.append(Decision("quant", chosen.quant, why_quant + _how_to_make(plan, source)))
     d.append(
         Decision(
             "placement", policy.STRATEGY_LABELS[p.strategy], _placement_reason(facts, placed, b)
@@ -384,6 +400,28 @@ def _fill(
             "llama.cpp's default micro-batch; the compute buffer is sized for it",
         )
     )
+
+
+def _how_to_make(plan: Plan, source: ModelSource) -> str:
+    """How the planned quant is made from this source: a command that runs
+    (also in plan.commands), or in words where no command can."""
+    from edgeglm.converters.gguf.quant_types import SCHEMES
+
+    quant = plan.quant or ""
+    folder = checkpoint_of(source)
+    if folder is None:
+        return (
+            f"; make it by converting the checkpoint this config describes (its weights "
+            f"are not here) with -q {quant}"
+        )
+    if quant in SCHEMES and SCHEMES[quant].needs_imatrix:
+        return (
+            f"; make it by converting {folder} with -q {quant} and --calibrate on a text "
+            "of your own (it needs an importance matrix)"
+        )
+    cmd = convert_gguf(folder, quant)
+    plan.commands.append(cmd)
+    return f"; make it with: {cmd}"
 
 
 def _placement_reason(facts: ModelFacts, placed: Placed, b: Budget) -> str:

@@ -97,8 +97,12 @@ _BENCH: dict[str, tuple[tuple[str, ...], str]] = {
     "repeat_huge": (("--repeat", "1000000"), "repeat"),
     "threads_zero": (("--threads", "0"), "threads"),
     "threads_huge": (("--threads", "100000"), "threads"),
-    "backends_empty": (("--backends", ""), "at least one model and one backend"),
+    "backends_empty": (("--backends", ""), "names no backend"),
     "backends_unknown": (("--backends", "tensorrt"), "unknown backend"),
+    # a GGUF's backend and quant are its own: never dropped silently
+    "backends_without_the_models_own": (("--backends", "onnx"), "a GGUF runs in llama.cpp"),
+    "quants_for_a_gguf": (("--quants", "Q4_K_M"), "--quants applies to Hugging Face"),
+    "quants_unknown": (("--quants", "Q9_K"), "unknown quant"),
     "text_not_utf8": (("--text", "{dir}/latin1.txt"), "cannot read"),
     "output_is_directory": (("-o", "{dir}/a-directory"), "is a directory"),
     "output_folder_missing": (("-o", "{dir}/no/r.json"), "does not exist"),

@@ -52,7 +52,12 @@ def test_report_has_every_figure(report: BenchReport) -> None:
     assert q8.kl_mean is not None and q4.kl_mean is not None
     assert q8.kl_mean < q4.kl_mean  # more bits, closer to the reference
     assert report.fingerprint["llama_cpp_python"] and report.fingerprint["cpu"]
-    assert report.schema_version == 3 and report.settings["repeat"] == 2
+    assert report.schema_version == 4 and report.settings["repeat"] == 2
+    assert q8.reference_label == q4.reference_label == ref.label  # one reference, named
+    for r in report.rows:
+        s = r.decode_tps
+        assert s.q1 is not None and s.q3 is not None and s.min <= s.q1 <= s.median <= s.q3
+        assert s.iqr == pytest.approx(s.q3 - s.q1)
 
 
 def test_kl_equals_a_direct_numpy_computation_from_saved_logits(
@@ -129,14 +134,35 @@ def test_exports_and_compare(report: BenchReport, tmp_path: Path) -> None:
     assert report.to_csv().splitlines()[0].startswith("label,model,quant")
     assert report.to_markdown().count("\n|") >= 4
     svg = to_svg(report)
-    assert svg.startswith("<svg") and "Pareto front" in svg and "glm4 Q4_K_M" in svg
+    assert svg.startswith("<svg") and "glm4 Q4_K_M" in svg
+    assert "reference (KL 0)" in svg and "0 (ref)" in svg  # the reference's own band
     result = compare([report, again], ["dev1", "dev2"])
     row = next(e for e in result["rows"] if e["artifact"].endswith("Q4_K_M"))
     assert row["dev2"]["decode_vs_first"] == pytest.approx(1.0)
 
 
 def test_onnx_runtime_artifacts_are_benchmarked_against_the_same_reference() -> None:
-    request = BenchRequest(
+    """Both backends asked: the F32 GGUF is the one reference of every row,
+    ONNX included; only ONNX asked: ONNX Runtime's own fp32 export is."""
+    both = BenchRequest(
+        models=(str(HF_FIXTURES / "glm4"),),
+        quants=("Q8_0", "int4"),
+        backends=("llama.cpp", "onnx"),
+        repeat=1,
+        prompt_tokens=64,
+        decode_tokens=16,
+    )
+    rep = run_bench(both)
+    ref, q8, onnx = rep.rows
+    assert ref.backend == "llama.cpp" and ref.quant == "F32" and ref.reference
+    assert [r.reference for r in rep.rows] == [True, False, False]
+    assert q8.reference_label == onnx.reference_label == ref.label
+    assert onnx.backend == "onnx" and onnx.device == "cpu"
+    assert onnx.provider == "CPUExecutionProvider"  # the session's own word (the plan's here)
+    assert onnx.kl_mean is not None and onnx.kl_mean > 0 and onnx.decode_tps.median > 0
+    assert onnx.bytes_per_token is None  # no roofline figure we could not compute honestly
+    assert onnx.bits_per_weight == pytest.approx(6.37, abs=0.01)  # what convert reports
+    only_onnx = BenchRequest(
         models=(str(HF_FIXTURES / "glm4"),),
         quants=("int4",),
         backends=("onnx",),
@@ -144,13 +170,12 @@ def test_onnx_runtime_artifacts_are_benchmarked_against_the_same_reference() -> 
         prompt_tokens=64,
         decode_tokens=16,
     )
-    rep = run_bench(request)
-    ref, onnx = rep.rows
-    assert ref.backend == "llama.cpp" and ref.reference  # F32 GGUF: the shared quality reference
-    assert onnx.backend == "onnx" and onnx.device == "cpu"
-    assert onnx.provider == "CPUExecutionProvider"  # the session's own word (the plan's here)
-    assert onnx.kl_mean is not None and onnx.kl_mean > 0 and onnx.decode_tps.median > 0
-    assert onnx.bytes_per_token is None  # no roofline figure we could not compute honestly
+    ref, int4 = run_bench(only_onnx).rows
+    assert (ref.backend, ref.quant, ref.reference) == ("onnx", "fp32", True)
+    assert ref.bits_per_weight == pytest.approx(32.0)
+    assert int4.reference_label == ref.label
+    # the same weights, two exact implementations: the two references agree
+    assert int4.kl_mean == pytest.approx(onnx.kl_mean, rel=0.01)
 
 
 def test_timings_enclose_exactly_the_work_they_report(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,7 @@ def test_onnx_rows_run_the_provider_asked_for_and_record_the_sessions(
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         report = json.loads(r.stdout)
-        assert report["schema_version"] == 3 and report["settings"]["device"] == device
+        assert report["schema_version"] == 4 and report["settings"]["device"] == device
         (row,) = report["rows"]
         assert row["backend"] == "onnx" and row["provider"] == provider
         assert row["device"] == ("cpu" if provider == "CPUExecutionProvider" else "gpu")

@@ -46,7 +46,7 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> BenchReport:
 
 
 def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> None:
-    assert demo_report.schema_version == 3 and demo_report.settings["device"] == "cpu"
+    assert demo_report.schema_version == 4 and demo_report.settings["device"] == "cpu"
     assert [r.quant for r in demo_report.rows] == ["F32", "Q4_K_M"]
     for row in demo_report.rows:
         assert row.launch is not None and row.device == "cpu"
@@ -79,7 +79,7 @@ def test_a_cpu_run_records_the_spec_it_ran_with(demo_report: BenchReport) -> Non
             )
     # every export carries the spec
     md = demo_report.to_markdown()
-    assert "-ngl 0" in md and "report schema 3" in md and "| – (– / 0) |" in md
+    assert "-ngl 0" in md and "report schema 4" in md and "| – (– / 0) |" in md
     assert '"n_gpu_layers": 0' in demo_report.to_csv().replace('""', '"')
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgeglm.converters.onnx import convert
+from edgeglm.errors import UsageError
 from edgeglm.hardware import probe
 from edgeglm.models import DEMO_MODEL
 from edgeglm.planner.onnx_plan import is_onnx_folder, onnx_memory, plan_onnx
@@ -65,10 +66,13 @@ def test_estimate_within_10_percent_of_measured_peak(demo_int4: Path, n_ctx: int
 
 def test_plan_for_an_onnx_folder(demo_int4: Path) -> None:
     assert is_onnx_folder(demo_int4)
-    p = plan_onnx(demo_int4, probe(bandwidth=False), ctx=999_999)
+    p = plan_onnx(demo_int4, probe(bandwidth=False), ctx=1024)
     d = p.to_dict()
     assert d["backend"] == "onnxruntime" and d["provider"] == "CPUExecutionProvider"
-    assert d["n_ctx"] == 2048 and "capped" in d["reasons"]["context"]
+    assert d["n_ctx"] == 1024 and "trained context: 2048" in d["reasons"]["context"]
+    # past the trained context: refused in one plain line, as run refuses it
+    with pytest.raises(UsageError, match="past the model's trained context of 2048 tokens"):
+        plan_onnx(demo_int4, probe(bandwidth=False), ctx=999_999)
     assert d["fits"] and d["memory"]["total"] == sum(
         d["memory"][k] for k in ("weights", "runtime", "kv_cache", "logits", "fixed")
     )

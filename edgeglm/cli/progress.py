@@ -1,0 +1,51 @@
+"""Progress on stderr for the long silent steps before a command's work:
+converting a checkpoint on first use (``run``, ``chat --cli``, ``score``,
+``bench``), drawn as ``edgeglm convert`` draws it.
+
+A Rich bar on a terminal only: on a pipe, or with ``--json``, nothing is
+written (stderr stays for one-line messages). The bar is transient, so
+what the command prints next starts on a clean line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from edgeglm.artifacts import ConvertProgress
+from edgeglm.cli import err
+
+
+@contextmanager
+def conversion_bar(enabled: bool = True) -> Iterator[ConvertProgress | None]:
+    """A hook for ``ensure_gguf``/``ensure_onnx``/``open_backend`` that draws
+    each conversion's bytes and tensors; None where nothing is drawn."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[tensors]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def hook(what: str, i: int, n: int, done: int, total: int) -> None:
+            if what not in tasks:  # a conversion starts: the bar appears only now
+                tasks[what] = bar.add_task(what, total=total or None, tensors="")
+            bar.update(tasks[what], completed=done, total=total, tensors=f"{i}/{n} tensors")
+
+        yield hook
