@@ -168,18 +168,25 @@ def _probe(path: str) -> str:
 # granularity, so a file changed within a second of being hashed could keep
 # its identity: such "racily clean" digests (as git calls them) are not
 # memoized.
-_RACY_NS = 1_000_000_000
+RACY_NS = 1_000_000_000
 _VERDICTS = "verified-gguf.json"
 _DIGESTS = "gguf-digests.json"
 _CACHE_VERSION = 2
 _CACHE_ENTRIES = 512
 
 
-def _identity(st: os.stat_result) -> str:
+def memoizable(before: os.stat_result, after: os.stat_result) -> bool:
+    """Whether what was read between two stats of a file may be remembered by
+    its identity: unchanged while read, and not "racily clean" (see above)."""
+    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > RACY_NS
+    return settled and file_identity(after) == file_identity(before)
+
+
+def file_identity(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _load_cache(name: str) -> dict[str, str]:
+def load_memo(name: str) -> dict[str, str]:
     try:
         data = json.loads((cache_dir() / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -192,7 +199,7 @@ def _load_cache(name: str) -> dict[str, str]:
     return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _save_cache(name: str, entries: dict[str, str]) -> None:
+def save_memo(name: str, entries: dict[str, str]) -> None:
     """Best effort: a cache that cannot be written is only not remembered."""
     kept = dict(list(entries.items())[-_CACHE_ENTRIES:])
     try:
@@ -204,11 +211,11 @@ def _save_cache(name: str, entries: dict[str, str]) -> None:
 
 def _sha256(path: Path) -> str:
     """The file's sha256, memoized on its identity (see above)."""
-    memo = _load_cache(_DIGESTS)
+    memo = load_memo(_DIGESTS)
     try:
         with open(path, "rb") as f:
             before = os.fstat(f.fileno())
-            known = memo.get(_identity(before))
+            known = memo.get(file_identity(before))
             if known is not None:
                 return known
             h = hashlib.sha256()
@@ -220,11 +227,10 @@ def _sha256(path: Path) -> str:
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
     digest = h.hexdigest()
-    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > _RACY_NS
-    if settled and _identity(after) == _identity(before):  # and unchanged while read
-        memo.pop(_identity(before), None)
-        memo[_identity(before)] = digest
-        _save_cache(_DIGESTS, memo)
+    if memoizable(before, after):
+        memo.pop(file_identity(before), None)
+        memo[file_identity(before)] = digest
+        save_memo(_DIGESTS, memo)
     return digest
 
 
@@ -238,10 +244,10 @@ def verify_gguf(path: Path) -> None:
     """
     read_gguf(path)
     digest = _sha256(path)
-    verdicts = _load_cache(_VERDICTS)
+    verdicts = load_memo(_VERDICTS)
     if verdicts.get(digest) == "ok":
         return
     run_isolated(_probe, str(path), what=f"llama.cpp loading {path.name}")
     verdicts.pop(digest, None)
     verdicts[digest] = "ok"
-    _save_cache(_VERDICTS, verdicts)
+    save_memo(_VERDICTS, verdicts)

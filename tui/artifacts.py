@@ -24,13 +24,12 @@ import os
 import re
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeglm.artifacts import _RACY_NS, _identity, _load_cache, _save_cache, cached_path, resolve
+from edgeglm.artifacts import cached_path, file_identity, load_memo, memoizable, resolve, save_memo
 from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.fileio import contained
@@ -173,7 +172,7 @@ _memo_dirty = False
 def _memo_entries() -> dict[str, str]:
     global _memo
     if _memo is None:
-        _memo = _load_cache(MEMO_FILE)
+        _memo = load_memo(MEMO_FILE)
     return _memo
 
 
@@ -199,7 +198,7 @@ def _size(path: Path, kind: Kind) -> int:
 
 def _key(path: Path, kind: Kind, st: os.stat_result) -> str:
     # the path too: the same inode under two names is listed under each
-    return f"{kind}:{path}:{_identity(st)}"
+    return f"{kind}:{path}:{file_identity(st)}"
 
 
 def peek(path: Path, kind: Kind) -> ArtifactInfo:
@@ -235,8 +234,7 @@ def read(path: Path, kind: Kind) -> ArtifactInfo:
         return info
     # memoized only when the file was not changing while it was read, and not
     # so recently written that a change could keep its identity ("racily clean")
-    settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > _RACY_NS
-    if settled and _identity(after) == _identity(before):
+    if memoizable(before, after):
         fields = {k: v for k, v in asdict(info).items() if k not in ("path", "kind", "size_bytes")}
         global _memo_dirty
         with _memo_lock:
@@ -254,7 +252,7 @@ def save() -> None:
     with _memo_lock:
         if not _memo_dirty or _memo is None:
             return
-        _save_cache(MEMO_FILE, dict(_memo))
+        save_memo(MEMO_FILE, dict(_memo))
         _memo_dirty = False
 
 

@@ -126,10 +126,10 @@ def test_a_verified_file_rewritten_in_place_is_verified_again(
     model = tmp_path / "m.gguf"
     good = build_gguf_base(folder).read_bytes()
     model.write_bytes(good)
-    monkeypatch.setattr(artifacts, "_RACY_NS", 0)  # memoize the digest at once
+    monkeypatch.setattr(artifacts, "RACY_NS", 0)  # memoize the digest at once
     artifacts.verify_gguf(model)
     digests = json.loads((tmp_path / "cache" / "gguf-digests.json").read_text())["entries"]
-    assert artifacts._identity(model.stat()) in digests  # the fast path is armed
+    assert artifacts.file_identity(model.stat()) in digests  # the fast path is armed
 
     before = model.stat()
     with open(model, "r+b") as f:  # in place: same inode

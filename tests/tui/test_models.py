@@ -15,6 +15,7 @@ from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import MakeApp, write_gguf
 from tui_support.polling import until
 
+from edgeglm import artifacts as edgeglm_artifacts
 from edgeglm.artifacts import cached_path, ensure_gguf, ensure_onnx
 from edgeglm.errors import UsageError
 from edgeglm.tui import artifacts as tui_artifacts
@@ -77,7 +78,7 @@ def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def settled_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Memoize files written just now (the memo otherwise waits a second for a
     new file's timestamps to settle, see edgeglm.artifacts)."""
-    monkeypatch.setattr(tui_artifacts, "_RACY_NS", 0)
+    monkeypatch.setattr(edgeglm_artifacts, "RACY_NS", 0)
 
 
 async def test_picker_lists_at_once_and_keys_work_while_headers_are_read(
