@@ -17,7 +17,6 @@ from edgeglm.chat import GLM_STOP_TOKENS
 from edgeglm.generation import (
     UNTIL_CONTEXT_FULL,
     Sampling,
-    max_tokens_param,
     model_defaults,
 )
 
@@ -72,16 +71,8 @@ class ChatSettings:
     def sampling(self) -> SamplingParams:
         # GLM's end-of-turn markers stop the reply even when a GGUF does not
         # flag them as end-of-generation tokens
-        return SamplingParams(
-            max_tokens=max_tokens_param(self.max_tokens),
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            seed=self.seed,
-            stop=GLM_STOP_TOKENS,
-        )
+        values = {name: getattr(self, name) for name in SAMPLING_FIELDS}
+        return Sampling(**values).params(stop=GLM_STOP_TOKENS)
 
     def problems(self) -> list[str]:
         """Why these settings cannot be used (empty when they can): the same

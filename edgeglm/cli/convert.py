@@ -58,9 +58,8 @@ def convert(
     ] = False,
 ) -> None:
     """Convert a Hugging Face GLM checkpoint to GGUF (llama.cpp) or ONNX in one pass."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
     from edgeglm.checkpoint.hf import resolve_checkpoint
+    from edgeglm.cli.progress import conversion_progress
     from edgeglm.converters.gguf.imatrix import read_imatrix
     from edgeglm.converters.output import check_output
 
@@ -91,16 +90,7 @@ def convert(
 
             err.print(f"calibrating on {calibrate} …")
             im = run_calibration(resolve_checkpoint(src), calibrate)
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[tensors]}"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        ) as bar:
+        with conversion_progress(disable=not err.is_terminal) as bar:
             task = bar.add_task(f"{quant.upper()}", total=None, tensors="")
 
             def progress(name: str, i: int, n: int, done: int, total: int) -> None:

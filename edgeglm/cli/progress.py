@@ -11,9 +11,36 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from edgeglm.artifacts import ConvertProgress
 from edgeglm.cli import err
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+
+def conversion_progress(*, disable: bool = False) -> Progress:
+    """The bar a conversion draws on stderr: bytes written, tensors done, time
+    left (``edgeglm convert`` and the conversions other commands start)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[tensors]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=disable,
+    )
 
 
 @contextmanager
@@ -23,24 +50,9 @@ def conversion_bar(enabled: bool = True) -> Iterator[ConvertProgress | None]:
     if not enabled or not err.is_terminal:
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TaskID
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[tensors]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with conversion_progress() as bar:
         tasks: dict[str, TaskID] = {}
 
         def hook(what: str, i: int, n: int, done: int, total: int) -> None:
