@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -118,6 +119,23 @@ def child_usage_error() -> None:
     from edgeglm.errors import UsageError
 
     raise UsageError("bad input")
+
+
+# What a spawned child saw while importing this module (during unpickling,
+# before its target ran): whether SIGINT was blocked then.
+_SIGINT_BLOCKED_AT_IMPORT = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+def child_signal_state() -> tuple[bool, bool, bool]:
+    """(SIGINT blocked at import, SIGINT ignored now, SIGINT blocked now)."""
+    now = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    return _SIGINT_BLOCKED_AT_IMPORT, ignored, signal.SIGINT in now
+
+
+def child_interrupt_self() -> str:
+    os.kill(os.getpid(), signal.SIGINT)
+    return "survived"
 
 
 def child_double(x: int) -> int:

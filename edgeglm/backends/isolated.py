@@ -43,6 +43,9 @@ class ChildTraceback(Exception):
 def _child(
     conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...], stderr_path: str | None
 ) -> None:
+    # The parent owns Ctrl-C (it kills this child); see run_isolated.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if stderr_path is not None:
         fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
         os.dup2(fd, 2)
@@ -75,7 +78,17 @@ def run_isolated(
     log_fd, log_path = (None, None) if debug else tempfile.mkstemp(prefix="edgeglm-child-")
     proc = ctx.Process(target=_child, args=(child, fn, args, log_path), daemon=True)
     try:
-        proc.start()
+        # Ctrl-C at a terminal reaches the whole process group. A child hit
+        # while Python is still importing would print a KeyboardInterrupt
+        # traceback over the parent's message, so it starts with SIGINT
+        # blocked (the mask survives fork and exec) and ignores it once
+        # running; a Ctrl-C that arrives meanwhile is delivered to the parent
+        # as soon as the mask is restored.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child.close()
         if not parent.poll(timeout):
             raise BackendError(f"{what} did not finish within {timeout} s")

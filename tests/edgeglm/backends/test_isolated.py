@@ -1,7 +1,14 @@
 from __future__ import annotations
 
 import pytest
-from helpers import child_abort, child_double, child_segfault, child_usage_error
+from helpers import (
+    child_abort,
+    child_double,
+    child_interrupt_self,
+    child_segfault,
+    child_signal_state,
+    child_usage_error,
+)
 
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.errors import BackendError, UsageError
@@ -20,3 +27,18 @@ def test_native_crash_becomes_a_backend_error(fn: object, sig: str) -> None:
 def test_typed_errors_cross_the_process_boundary() -> None:
     with pytest.raises(UsageError, match="bad input"):
         run_isolated(child_usage_error)
+
+
+def test_ctrl_c_belongs_to_the_parent() -> None:
+    # Blocked while the child imports (no KeyboardInterrupt traceback over the
+    # parent's message), ignored once it runs, and the mask is clean again.
+    assert run_isolated(child_signal_state) == (True, True, False)
+    assert run_isolated(child_interrupt_self) == "survived"
+
+
+def test_the_parent_keeps_its_signal_mask() -> None:
+    import signal
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    run_isolated(child_double, 1)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == before
