@@ -118,7 +118,8 @@ async def test_bench_runs_shows_front_and_exports(
         table = app.screen.query_one("#table", DataTable)
         stars = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[0]) for i in range(5)}
         assert stars["glm4-tiny Q4_K_M"] == "★" and stars["glm4-tiny Q4_0"] == ""
-        assert "Pareto front: Q4_K_M" in text_of(app.screen, "#caption")
+        caption = text_of(app.screen, "#caption")
+        assert "Pareto front: Q4_K_M" in caption and "◆ reference (KL 0): F16" in caption
         await pilot.press("ctrl+s")  # asks where, with a default in the current folder
         await pilot.pause()
         assert isinstance(app.screen, ExportModal)
