@@ -97,7 +97,11 @@ class BenchScreen(Screen[None]):
                     yield Input(placeholder="path to a UTF-8 .txt", id="text", compact=True)
                     yield Label("Repeats per measurement")
                     yield Input("3", type="integer", id="repeat", compact=True)
-                    yield Static("Ctrl+R runs · Esc stops · Ctrl+S exports", classes="hint")
+                    yield Static(
+                        "Quants (left): none ticked = defaults; GGUF/ONNX files keep their own\n"
+                        "Ctrl+R runs · Esc stops · Ctrl+S exports",
+                        classes="hint",
+                    )
             with TabPane("Results", id="results"):
                 yield DataTable(zebra_stripes=True, cursor_type="row", id="table")
                 yield Static("", id="detail")
@@ -126,8 +130,6 @@ class BenchScreen(Screen[None]):
         text_raw = self.query_one("#text", Input).value.strip()
         repeat_raw = self.query_one("#repeat", Input).value.strip()
         problems = []
-        if not quants:
-            problems.append("choose at least one quant")
         if not backends:
             problems.append("choose at least one backend")
         if not repeat_raw.isdigit() or int(repeat_raw) < 1:
@@ -141,7 +143,10 @@ class BenchScreen(Screen[None]):
         try:  # the bounds every benchmark is held to (BenchRequest checks them)
             request = BenchRequest(
                 models=tuple(models),
-                quants=tuple(quants),
+                # none chosen is "not given" (None), as the CLI without --quants:
+                # a checkpoint's default quants, and GGUF files and ONNX folders,
+                # which have their own quant and refuse any named
+                quants=tuple(quants) or None,
                 backends=tuple(backends),
                 text=text,
                 repeat=int(repeat_raw),

@@ -167,6 +167,28 @@ async def test_bench_refuses_an_empty_selection(make_app: MakeApp) -> None:
     assert any("backend" in n.message for n in app._notifications)
 
 
+async def test_bench_with_no_quant_ticked_asks_for_none(make_app: MakeApp, glm4_gguf: Path) -> None:
+    """No quant ticked is "not given" (None), as the CLI without --quants: a GGUF
+    has its own quant, and the real selection refuses any quant named for it."""
+    from edgeglm.bench.select import artifacts_for, parse
+
+    bench = FakeBench()
+    app = make_app(run_bench=bench)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        app.screen.query_one("#models", Input).value = str(glm4_gguf)
+        app.screen.query_one("#quants", SelectionList).deselect_all()
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+    (request,) = bench.calls
+    assert request.quants is None
+    (group,) = artifacts_for(list(request.models), parse(request.backends, request.quants))
+    assert [(a.quant, a.backend, a.path) for a in group] == [("Q8_0", "llama.cpp", glm4_gguf)]
+    with pytest.raises(UsageError, match="has its own quant"):
+        artifacts_for(list(request.models), parse(request.backends, ("Q8_0", "Q4_K_M")))
+
+
 async def test_bench_failure_is_shown(make_app: MakeApp) -> None:
     def broken(*args: object) -> None:
         raise BackendError("llama.cpp crashed (SIGSEGV); the model is unusable here")
