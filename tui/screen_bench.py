@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -230,7 +231,13 @@ class BenchScreen(Screen[None]):
         from edgeglm.bench.plot import to_svg
 
         report = self.report
-        renders = (report.to_json, lambda: to_svg(report), report.to_csv, report.to_markdown)
+        # typed: mypy otherwise joins the lambda's type in as untyped, depending on its cache
+        renders: tuple[Callable[[], str], ...] = (
+            report.to_json,
+            lambda: to_svg(report),
+            report.to_csv,
+            report.to_markdown,
+        )
         written: list[Path] = []
         try:
             for path, render in zip(targets(stem), renders, strict=True):
