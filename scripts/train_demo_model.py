@@ -17,6 +17,11 @@ worse than unigram, hence the large corpus, the held-out tracking and best-check
 selection here.
 
 Run with ``make demo-model`` (``.venv/bin/python scripts/train_demo_model.py``).
+
+The model card (README.md) is written by ``render_card``, bench section
+included: after training, the staged model's perplexity is measured as
+``edgeglm bench`` measures it (``measure_bench``). torch is imported where it
+is used, so the card can be rendered (and tested) without the reference extra.
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ import sysconfig
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from glm_tokenizer import (
@@ -448,6 +455,8 @@ def lr_at(step: int, total: int, warmup: int) -> float:
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     """AdamW with no weight decay on norms and biases."""
+    import torch
+
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     return torch.optim.AdamW(
@@ -465,6 +474,8 @@ def train_step(
     lr: float,
     bf16: bool,
 ) -> float:
+    import torch
+
     for group in optimizer.param_groups:
         group["lr"] = lr
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -476,17 +487,18 @@ def train_step(
     return float(loss.item())
 
 
-@torch.no_grad()
 def token_nll(model: torch.nn.Module, seqs: np.ndarray, bf16: bool, batch: int = 4) -> np.ndarray:
     """Negative log-likelihood of every next-token target, shape [N, SEQ_LEN - 1]."""
+    import torch
+
     model.eval()
     out = []
     for start in range(0, len(seqs), batch):
         x = torch.from_numpy(seqs[start : start + batch])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=x).logits
-        logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)
-        out.append(-logp.gather(-1, x[:, 1:, None]).squeeze(-1).numpy())
+            logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)
+            out.append(-logp.gather(-1, x[:, 1:, None]).squeeze(-1).numpy())
     model.train()
     return np.concatenate(out)
 
@@ -498,6 +510,7 @@ def probe_speed(config: Any, seqs: np.ndarray, seed: int) -> tuple[bool, float]:
     Alternating the two modes step by step keeps the comparison fair when another
     process competes for the cores; the first two steps of each mode are warm-up.
     """
+    import torch
     from transformers import Glm4ForCausalLM
 
     torch.manual_seed(seed)
@@ -535,6 +548,7 @@ def perplexity(nll: np.ndarray) -> float:
 
 def chat_sample(model_dir: Path, questions: Sequence[str]) -> list[tuple[str, str]]:
     """Reload the saved model with transformers and answer a few chat questions."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
@@ -575,14 +589,86 @@ def write_generation_config(out: Path, tokenizer: Tokenizer) -> None:
     (out / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def write_model_card(
-    out: Path,
-    results: dict[str, Any],
-    config: Any,
+@dataclass(frozen=True)
+class BenchFigures:
+    """The demo's perplexity as ``edgeglm bench`` measures it: the F32 GGUF in
+    llama.cpp, on the first ``EVAL_TOKENS`` tokens of one text."""
+
+    demo_text: float  # edgeglm/bench/demo_heldout.txt, the demo's own held-out text
+    general_text: float  # edgeglm/bench/heldout.txt, English prose (bench --text)
+
+
+def measure_bench(model_dir: Path) -> BenchFigures:
+    """Both figures for the model in ``model_dir``, measured by bench itself
+    (its GGUF is converted into a scratch cache, not the user's)."""
+    from edgeglm.bench.run import BenchRequest, run_bench
+    from edgeglm.bench.texts import DEMO_HELDOUT, HELDOUT
+
+    def ppl(text: Path) -> float:
+        request = BenchRequest(models=(str(model_dir),), quants=("F32",), text=text, repeat=1)
+        (row,) = run_bench(request).rows
+        if row.ppl is None:
+            raise RuntimeError(f"bench gave no perplexity for {model_dir} on {text.name}")
+        return row.ppl
+
+    saved = os.environ.get("EDGEGLM_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="edgeglm-demo-bench-") as cache:
+        os.environ["EDGEGLM_CACHE_DIR"] = cache
+        try:
+            return BenchFigures(ppl(DEMO_HELDOUT), ppl(HELDOUT))
+        finally:
+            if saved is None:
+                del os.environ["EDGEGLM_CACHE_DIR"]
+            else:
+                os.environ["EDGEGLM_CACHE_DIR"] = saved
+
+
+def bench_section(results: Mapping[str, Any], bench: BenchFigures) -> str:
+    """Why ``edgeglm bench`` (and ``edgeglm demo``) show another perplexity than
+    the held-out set's, with both of bench's figures."""
+    from edgeglm.bench.run import EVAL_TOKENS
+
+    kinds = [v["model_ppl"] for v in results["by_kind"].values()]
+    general = bench.general_text
+    foreign = "in the thousands" if general >= 1000 else f"of {general:,.0f}"
+    return f"""### Perplexity in `edgeglm bench`
+
+`edgeglm bench` (and the last stage of `edgeglm demo`) gives another figure,
+because it measures something else: one text, not the held-out set. On the
+demo model it scores the first {EVAL_TOKENS:,} tokens of
+`edgeglm/bench/demo_heldout.txt`, four documents of the held-out split above
+(the "Identifiers (Names)" reference topic and the module stubs of `colorsys`,
+`stat` and `gettext`, never seen in training), as one sequence without the
+chat markers, in llama.cpp:
+
+| text | what | perplexity |
+| --- | --- | --- |
+| held-out set, {results["heldout_tokens"]:,} targets (above) | bf16 weights in float32, \
+transformers | {results["model_ppl"]:.2f} |
+| `demo_heldout.txt`, first {EVAL_TOKENS:,} tokens | F32 GGUF, llama.cpp (`edgeglm bench`) | \
+{bench.demo_text:.1f} |
+| `heldout.txt`, English prose about quantization | F32 GGUF, llama.cpp \
+(`edgeglm bench --text`) | {general:,.0f} |
+
+The sample is four documents, so its perplexity is not the set's (by kind, the
+set's documents range from {min(kinds):.1f} to {max(kinds):.1f}).
+`heldout.txt` is bench's text for general models: English prose, which this
+model never saw, hence a perplexity {foreign}; bench uses it for any
+model that is not the demo. KL divergence between quants is measured on the
+same text as perplexity, and the report's settings name that text.
+"""
+
+
+def render_card(
+    results: Mapping[str, Any],
+    config: Mapping[str, Any],
     samples: Sequence[tuple[str, str]],
     command: str,
-) -> None:
-    """README.md: what the model is, how it was trained and how well it does."""
+    bench: BenchFigures,
+    python: str = sys.version.split()[0],
+) -> str:
+    """README.md: what the model is, how it was trained and how well it does.
+    ``results`` is eval.json's content, ``config`` config.json's."""
     by_kind = results["by_kind"]
     kind_rows = "\n".join(
         f"| {k} | {v['tokens']:,} | {v['model_ppl']:.1f} | {v['unigram_ppl']:.1f} |"
@@ -593,9 +679,11 @@ def write_model_card(
     )
     params = results["parameters"]
     epochs = results["train_tokens_seen"] / results["train_tokens_available"]
-    heads = f"{config.num_attention_heads} / {config.num_key_value_heads} / {config.head_dim}"
-    rope = config.rope_parameters
-    card = f"""---
+    heads = (
+        f"{config['num_attention_heads']} / {config['num_key_value_heads']} / {config['head_dim']}"
+    )
+    rope, eps, vocab = config["rope_parameters"], config["rms_norm_eps"], config["vocab_size"]
+    return f"""---
 license: psf-2.0
 language: [en]
 tags: [glm4, edgeglm, demo]
@@ -613,20 +701,20 @@ and demo artefact, not a useful assistant.
 
 | field | value |
 | --- | --- |
-| layers | {config.num_hidden_layers} |
-| hidden / intermediate | {config.hidden_size} / {config.intermediate_size} |
+| layers | {config["num_hidden_layers"]} |
+| hidden / intermediate | {config["hidden_size"]} / {config["intermediate_size"]} |
 | attention heads / KV heads / head_dim | {heads} |
 | rotary | partial, factor {rope["partial_rotary_factor"]}, theta {rope["rope_theta"]:g} |
-| q/k/v bias | {config.attention_bias} |
-| norms | RMSNorm, eps {config.rms_norm_eps:g}, with GLM-4-0414's post-attention / post-MLP norms |
-| vocabulary | {config.vocab_size} (byte-level BPE, GLM-4 pre-tokenizer, GLM special tokens last) |
-| context | {config.max_position_embeddings} |
-| tied embeddings | {config.tie_word_embeddings} |
+| q/k/v bias | {config["attention_bias"]} |
+| norms | RMSNorm, eps {eps:g}, with GLM-4-0414's post-attention / post-MLP norms |
+| vocabulary | {vocab} (byte-level BPE, GLM-4 pre-tokenizer, GLM special tokens last) |
+| context | {config["max_position_embeddings"]} |
+| tied embeddings | {config["tie_word_embeddings"]} |
 
 ## Data
 
 Offline only: the Python reference topics (`pydoc_data.topics`) and the standard
-library's docstrings, signatures and source (Python {sys.version.split()[0]}, parsed with
+library's docstrings, signatures and source (Python {python}, parsed with
 `ast`; `pydoc_data` and the generated `encodings` tables left out). Each module/topic
 gives plain documents (a stub of signatures + docstrings, the first {MAX_CODE_CHARS}
 characters of the source file, the topic text) and multi-turn chat conversations in the
@@ -674,6 +762,7 @@ preparation and evaluation):
 The step count comes from a timing probe, so another machine trains a different number of
 steps; pass `--steps {results["steps"]}` to repeat this run exactly.
 
+{bench_section(results, bench)}
 ## Samples
 
 Greedy decoding, repetition penalty 1.1, from the saved weights with transformers:
@@ -685,7 +774,16 @@ Greedy decoding, repetition penalty 1.1, from the saved weights with transformer
 The training data is CPython's documentation and source, under the PSF License
 Agreement; this derived model is distributed under the same terms.
 """
-    (out / "README.md").write_text(card)
+
+
+def write_model_card(
+    out: Path, results: Mapping[str, Any], samples: Sequence[tuple[str, str]], command: str
+) -> None:
+    """README.md for the model staged in ``out`` (its config.json written), bench's
+    figures measured on it."""
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    card = render_card(results, config, samples, command, measure_bench(out))
+    (out / "README.md").write_text(card, encoding="utf-8")
 
 
 def install(staging: Path, out: Path) -> None:
@@ -721,6 +819,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = " ".join([".venv/bin/python", "scripts/train_demo_model.py", *sys.argv[1:]])
+    import torch
+
     torch.set_num_threads(2)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -846,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = chat_sample(out, questions)
     for question, answer in samples:
         print(f"\n>>> {question}\n{answer}", flush=True)
-    write_model_card(out, results, saved.config, samples, command)
+    write_model_card(out, results, samples, command)
     install(out, args.out)
     shutil.rmtree(out)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())

@@ -22,11 +22,11 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
-from textual.worker import get_current_worker
 
 from edgeglm.units import human_bytes
 
 from . import artifacts
+from .artifact_scan import scan_to
 from .artifacts import ArtifactInfo
 from .messages import ArtifactRead, ArtifactsFound
 from .session import ModelChoice
@@ -110,15 +110,7 @@ class ModelPickerModal(ModalScreen[ModelChoice | None]):
 
     @work(thread=True, exclusive=True, group="artifacts")
     def scan(self) -> None:
-        worker = get_current_worker()
-        try:
-            artifacts.scan(
-                lambda found: self.post_message(ArtifactsFound(found)),
-                lambda info: self.post_message(ArtifactRead(info)),
-                lambda: worker.is_cancelled,
-            )
-        except OSError as e:
-            self.post_message(ArtifactsFound([], error=f"{e.strerror or e}"))
+        scan_to(self)
 
     def on_artifacts_found(self, m: ArtifactsFound) -> None:
         if m.error is not None:

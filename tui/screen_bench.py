@@ -98,7 +98,11 @@ class BenchScreen(Screen[None]):
                     yield Input(placeholder="path to a UTF-8 .txt", id="text", compact=True)
                     yield Label("Repeats per measurement")
                     yield Input("3", type="integer", id="repeat", compact=True)
-                    yield Static("Ctrl+R runs · Esc stops · Ctrl+S exports", classes="hint")
+                    yield Static(
+                        "Quants (left): none ticked = defaults; GGUF/ONNX files keep their own\n"
+                        "Ctrl+R runs · Esc stops · Ctrl+S exports",
+                        classes="hint",
+                    )
             with TabPane("Results", id="results"):
                 yield DataTable(zebra_stripes=True, cursor_type="row", id="table")
                 yield Static("", id="detail")
@@ -127,8 +131,6 @@ class BenchScreen(Screen[None]):
         text_raw = self.query_one("#text", Input).value.strip()
         repeat_raw = self.query_one("#repeat", Input).value.strip()
         problems = []
-        if not quants:
-            problems.append("choose at least one quant")
         if not backends:
             problems.append("choose at least one backend")
         if not repeat_raw.isdigit() or int(repeat_raw) < 1:
@@ -142,7 +144,10 @@ class BenchScreen(Screen[None]):
         try:  # the bounds every benchmark is held to (BenchRequest checks them)
             request = BenchRequest(
                 models=tuple(models),
-                quants=tuple(quants),
+                # none chosen is "not given" (None), as the CLI without --quants:
+                # a checkpoint's default quants, and GGUF files and ONNX folders,
+                # which have their own quant and refuse any named
+                quants=tuple(quants) or None,
                 backends=tuple(backends),
                 text=text,
                 repeat=int(repeat_raw),
@@ -226,6 +231,7 @@ class BenchScreen(Screen[None]):
         from edgeglm.bench.plot import to_svg
 
         report = self.report
+        # typed: mypy otherwise joins the lambda's type in as untyped, depending on its cache
         renders: tuple[Callable[[], str], ...] = (
             report.to_json,
             lambda: to_svg(report),

@@ -20,11 +20,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static
 from textual.widgets.data_table import ColumnKey
-from textual.worker import get_current_worker
 
 from edgeglm.units import human_bytes
 
 from . import artifacts
+from .artifact_scan import scan_to
 from .artifacts import ArtifactInfo, Kind
 from .messages import ArtifactRead, ArtifactsFound, ConvertEnded, ConvertProgress
 from .modal_confirm import ConfirmModal
@@ -134,15 +134,7 @@ class ModelsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="artifacts")
     def scan(self) -> None:
-        worker = get_current_worker()
-        try:
-            artifacts.scan(
-                lambda found: self.post_message(ArtifactsFound(found)),
-                lambda info: self.post_message(ArtifactRead(info)),
-                lambda: worker.is_cancelled,
-            )
-        except OSError as e:
-            self.post_message(ArtifactsFound([], error=f"{e.strerror or e}"))
+        scan_to(self)
 
     def on_artifacts_found(self, m: ArtifactsFound) -> None:
         if m.error is not None:

@@ -1,4 +1,9 @@
-"""Latency against KL divergence, Pareto front highlighted (plotext, through textual-plotext)."""
+"""Latency against KL divergence, Pareto front highlighted (plotext, through textual-plotext).
+
+The axes are the exported SVG's (bench_view.plot_layout): round ticks from
+edgeglm/bench/ticks.py, KL on a log scale, and the reference as a marker of
+its own in a band under the log axis, never one of the compared points.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from textual_plotext import PlotextPlot
 
 from edgeglm.bench.report import BenchRow
 
-from .bench_view import kl_of, latency_ms, pareto
+from .bench_view import Point, plot_layout
+
+FRONT, OTHER, REFERENCE = "★", "x", "◆"
 
 
 class Scatter(Container):
@@ -25,34 +32,54 @@ class Scatter(Container):
 
     def show(self, rows: list[BenchRow]) -> None:
         widget = self.query_one("#plot", PlotextPlot)
-        points: list[tuple[float, float, BenchRow]] = []
-        for r in rows:
-            x, y = latency_ms(r), kl_of(r)
-            if x is not None and y is not None:
-                points.append((x, y, r))
-        points.sort(key=lambda p: p[0])
-        front = {id(r) for r in pareto([r for _, _, r in points])}
-        best = [(x, y) for x, y, r in points if id(r) in front]
-        rest = [(x, y) for x, y, r in points if id(r) not in front]
+        layout = plot_layout(rows)
+        on_front = {id(p.row) for p in layout.front}
+        refs = [p for p in layout.points if p.row.reference]
+        rest = [p for p in layout.points if not p.row.reference and id(p.row) not in on_front]
         plt = widget.plt
         plt.clear_figure()
         plt.title("Latency vs quality: lower-left is better")
         plt.xlabel("ms per decoded token")
-        plt.ylabel("mean KL vs reference")
-        if rest:
-            plt.scatter([p[0] for p in rest], [p[1] for p in rest], marker="x", color="blue")
-        if best:
-            plt.plot([p[0] for p in best], [p[1] for p in best], marker="braille", color="red")
-            plt.scatter([p[0] for p in best], [p[1] for p in best], marker="★", color="red")
-        if points:
-            x0, x1 = points[0][0], points[-1][0]
-            pad = (x1 - x0) * 0.05 or 1.0  # keep edge markers off the frame
-            plt.xlim(x0 - pad, x1 + pad)
-        # in-plot text labels collide with markers at terminal resolution: name points below
-        names = [f"{r.quant} {x:.1f} ms, KL {y:.4f}" for x, y, r in points if id(r) in front]
-        others = [r.quant for _, _, r in points if id(r) not in front]
-        caption = "★ Pareto front: " + "; ".join(names) if names else "No quality scores yet."
-        if others:
-            caption += "   x dominated: " + ", ".join(others)
+        plt.ylabel("mean KL vs reference (log)")
+        plt.xticks(layout.x_ticks, layout.x_labels)
+        plt.yticks(layout.y_ticks, layout.y_labels)
+        # a little room past the outer ticks keeps edge markers off the frame
+        xs, ys = layout.x_ticks, layout.y_ticks
+        xpad, ypad = (xs[-1] - xs[0]) * 0.03, (ys[-1] - ys[0]) * 0.05
+        plt.xlim(xs[0] - xpad, xs[-1] + xpad)
+        plt.ylim(ys[0] - ypad, ys[-1] + ypad)
+
+        def draw(points: list[Point], marker: str, color: str) -> None:
+            if points:
+                px, py = [p.x for p in points], [p.y for p in points]
+                plt.scatter(px, py, marker=marker, color=color)
+
+        if len(layout.front) > 1:
+            xy = ([p.x for p in layout.front], [p.y for p in layout.front])
+            plt.plot(*xy, marker="braille", color="red")
+        draw(rest, OTHER, "blue")
+        draw(layout.front, FRONT, "red")
+        draw(refs, REFERENCE, "green")  # not "default": textual-plotext drops its leading spaces
+        caption = _caption(layout.front, rest, refs, layout.unplaced)
         self.query_one("#caption", Static).update(Text(caption))
         widget.refresh()
+
+
+def _caption(
+    front: list[Point], rest: list[Point], refs: list[Point], unplaced: list[BenchRow]
+) -> str:
+    """In-plot text labels collide with markers at terminal resolution: name the points here."""
+    parts = []
+    if front:
+        named = "; ".join(f"{p.row.quant} {p.x:.1f} ms, KL {p.row.kl_mean:.4f}" for p in front)
+        parts.append(f"{FRONT} Pareto front: {named}")
+    else:
+        parts.append("No quality scores yet.")
+    if rest:
+        parts.append(f"{OTHER} dominated: " + ", ".join(p.row.quant for p in rest))
+    if refs:
+        named = "; ".join(f"{p.row.quant} {p.x:.1f} ms" for p in refs)
+        parts.append(f"{REFERENCE} reference (KL 0): {named}")
+    if unplaced:
+        parts.append("not drawn (no quality figure): " + ", ".join(r.quant for r in unplaced))
+    return "   ".join(parts)

@@ -18,7 +18,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from edgeglm.backends.base import Backend, Completion
-    from edgeglm.bench.vram import NvmlReading
+    from edgeglm.bench.vram import NvmlReading, VramMeasured
     from edgeglm.planner.launch import LaunchSpec
 
 PROMPT_TOKENS = 512
@@ -50,6 +50,49 @@ class Measurement:
     vram_model_bytes: int | None = None  # the model's part of vram_bytes (vram.py)
     vram_note: str = ""  # how the VRAM was measured, or why it was not
     provider: str | None = None  # ONNX Runtime: the execution provider the session ran
+
+    @classmethod
+    def of(
+        cls,
+        device: str,
+        load_s: float,
+        runs: TimedRuns,
+        peak_rss_bytes: int,
+        vram: VramMeasured,
+        logits: npt.NDArray[np.float32],
+        *,
+        launch: dict[str, Any] | None = None,
+        provider: str | None = None,
+    ) -> Measurement:
+        """The figures of either backend's measurement, in one shape."""
+        return cls(
+            device,
+            load_s,
+            runs.ttft_s,
+            runs.prefill_tps,
+            runs.decode_tps,
+            peak_rss_bytes,
+            vram.process_bytes,
+            logits,
+            launch,
+            vram.model_bytes,
+            vram.note,
+            provider,
+        )
+
+
+@dataclass
+class TimedRuns:
+    """The timed runs' figures, one of each per run."""
+
+    ttft_s: list[float] = field(default_factory=list)
+    prefill_tps: list[float] = field(default_factory=list)
+    decode_tps: list[float] = field(default_factory=list)
+
+    def add(self, ttft_s: float, prefill_tps: float, decode_tps: float) -> None:
+        self.ttft_s.append(ttft_s)
+        self.prefill_tps.append(prefill_tps)
+        self.decode_tps.append(decode_tps)
 
 
 def peak_rss_bytes() -> int:
@@ -126,22 +169,19 @@ def measure_llamacpp(
     llm.reset()  # type: ignore[no-untyped-call]
     llm.eval(prompt[:32])
     llm.eval([greedy_next(llm)])
-    ttft: list[float] = []
-    prefill: list[float] = []
-    decode: list[float] = []
+    runs = TimedRuns()
     for _ in range(repeat):
         llm.reset()  # type: ignore[no-untyped-call]
         t = time.perf_counter()
         llm.eval(prompt)
         t_prefill = time.perf_counter() - t
         tok = greedy_next(llm)
-        ttft.append(time.perf_counter() - t)
-        prefill.append(len(prompt) / t_prefill)
+        ttft = time.perf_counter() - t
         t = time.perf_counter()
         for _ in range(decode_tokens):
             llm.eval([tok])
             tok = greedy_next(llm)
-        decode.append(decode_tokens / (time.perf_counter() - t))
+        runs.add(ttft, len(prompt) / t_prefill, decode_tokens / (time.perf_counter() - t))
     device = m.capabilities.device
     vram_loaded = nvml_now()  # while the model is still loaded
     m.close()
@@ -155,19 +195,7 @@ def measure_llamacpp(
     )
     logits = scorer.score(eval_tokens)
     scorer.close()
-    return Measurement(
-        device,
-        load_s,
-        ttft,
-        prefill,
-        decode,
-        peak,
-        vram.process_bytes,
-        logits,
-        launch,
-        vram.model_bytes,
-        vram.note,
-    )
+    return Measurement.of(device, load_s, runs, peak, vram, logits, launch=launch)
 
 
 def measure_onnx(
@@ -199,14 +227,10 @@ def measure_onnx(
     m.eos_ids = set()  # a fixed token count, as llama-bench does: no early stop
 
     run_onnx(m, prompt[:32], 2)  # warm-up
-    ttft: list[float] = []
-    prefill: list[float] = []
-    decode: list[float] = []
+    runs = TimedRuns()
     for _ in range(repeat):
         t = run_onnx(m, prompt, decode_tokens + 1).timings  # the first token comes from prefill
-        ttft.append(t.time_to_first_token)
-        prefill.append(t.prefill_tokens_per_second)
-        decode.append(t.decode_tokens_per_second)
+        runs.add(t.time_to_first_token, t.prefill_tokens_per_second, t.decode_tokens_per_second)
     peak = peak_rss_bytes()
     vram_loaded = nvml_now()
     logits = m.score(eval_tokens)
@@ -215,20 +239,7 @@ def measure_onnx(
     del m  # the KV cache buffers go with the model: freed before the last reading
     gc.collect()
     vram = vram_measured(vram_loaded, nvml_now())
-    return Measurement(
-        device,
-        load_s,
-        ttft,
-        prefill,
-        decode,
-        peak,
-        vram.process_bytes,
-        logits,
-        None,
-        vram.model_bytes,
-        vram.note,
-        ran,
-    )
+    return Measurement.of(device, load_s, runs, peak, vram, logits, provider=ran)
 
 
 def run_onnx(m: Backend, prompt: list[int], n: int) -> Completion:

@@ -135,7 +135,7 @@ def _cpu_expert_layers(spec: LaunchSpec, names: list[str]) -> set[int] | None:
 def planned_vram(gguf: Path, spec: LaunchSpec, hw: HardwareProfile) -> tuple[int | None, str]:
     """The planner's GPU memory (all GPUs) for ``spec`` on ``hw``, or None and why."""
     from edgeglm.planner.machine import budget
-    from edgeglm.planner.placement import Placement, Settings, lay_out
+    from edgeglm.planner.placement import Placement, lay_out
     from edgeglm.planner.sources import open_model
 
     b = budget(hw)
@@ -156,13 +156,5 @@ def planned_vram(gguf: Path, spec: LaunchSpec, hw: HardwareProfile) -> tuple[int
         cpu_expert_layers=tuple(sorted(cpu_experts)),
         tensor_split=spec.tensor_split,
     )
-    settings = Settings(
-        n_ctx=spec.n_ctx,
-        type_k=spec.type_k,
-        type_v=spec.type_v,
-        flash_attn=spec.flash_attn,
-        n_batch=spec.n_batch,
-        n_ubatch=spec.n_ubatch,
-    )
-    layout = lay_out(facts, placement, settings, b)
+    layout = lay_out(facts, placement, spec.settings(), b)
     return sum(d.total for d in layout.devices[1:]), "planner: weights + KV cache + compute"

@@ -11,7 +11,8 @@ of input) quits too. Quitting is exit 0.
 
 The model's ``<think>`` reasoning is shown dimmed on a terminal, or left out
 with ``--hide-thinking``. When the conversation outgrows the context, the
-oldest turns are dropped (and the chat says so); only the reply's text goes
+oldest turns are dropped (and the chat says so; a full context names the -c in use
+and the context the model was trained on); only the reply's text goes
 back into the conversation, with its reasoning as ``reasoning_content`` (the
 field GLM's templates read).
 
@@ -26,6 +27,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -241,11 +243,16 @@ class Chat:
         name: str,
         system: str | None = None,
         hide_thinking: bool = False,
+        trained_context: Callable[[], int | None] | None = None,
         source: LineSource | None = None,
         out: IO[str] | None = None,
         err: IO[str] | None = None,
     ) -> None:
         self.model = model
+        # asked only when the context fills: reading it may mean reading a large GGUF header
+        self._trained_context = trained_context
+        self._trained: int | None = None
+        self._trained_known = False
         self.sampling = sampling
         self.name = name
         self.system = system
@@ -337,6 +344,14 @@ class Chat:
         self.out.flush()
         return False
 
+    def trained(self) -> int | None:
+        """The context the model was trained for (None: unknown), read once."""
+        if not self._trained_known and self._trained_context is not None:
+            with contextlib.suppress(EdgeGLMError):  # a hint's detail: never a failure
+                self._trained = self._trained_context()
+        self._trained_known = True
+        return self._trained
+
     def messages(self) -> list[dict[str, Any]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + self.turns
@@ -388,13 +403,27 @@ class Chat:
                 del self.turns[0]
                 dropped += 1
         if n_ctx and len(tokens) >= n_ctx:
+            trained = self.trained()
+            if trained is not None and len(tokens) >= trained:
+                fix = f"the model was trained on {trained}: shorten it"
+            elif trained is not None and trained > n_ctx:
+                fix = f"the model was trained on {trained}: try -c {trained}"
+            else:
+                fix = "-c to enlarge it"
             raise UsageError(
                 f"the message is {len(tokens)} tokens with the chat template; "
-                f"it does not fit the {n_ctx}-token context (-c to enlarge it)"
+                f"it does not fit the {n_ctx}-token context ({fix})"
             )
         if dropped:
+            trained = self.trained()
+            more = (
+                f"; the model was trained on {trained}: -c {trained} keeps more"
+                if trained is not None and trained > n_ctx
+                else ""
+            )
             self.note(
-                f"(the oldest {dropped} messages were dropped to fit the {n_ctx}-token context)"
+                f"(the oldest {dropped} messages were dropped to fit the {n_ctx}-token context"
+                f"{more})"
             )
         return tokens
 
@@ -425,7 +454,7 @@ class Chat:
         except KeyboardInterrupt:
             writer.finish("[stopped]")
         else:
-            writer.finish(_finish_note(result, self.sampling.max_tokens))
+            writer.finish(self._finish_note(result))
         reply = split_thinking(result.text if result is not None else "".join(parts))
         if not reply.content and result is None:
             self.turns.pop()  # stopped before it said anything: the message goes too
@@ -435,13 +464,28 @@ class Chat:
             message["reasoning_content"] = reply.reasoning
         self.turns.append(message)
 
+    def _finish_note(self, result: Completion | None) -> str | None:
+        if result is None or result.finish_reason != "length":
+            return None
+        max_tokens = self.sampling.max_tokens
+        if max_tokens > 0 and result.timings.completion_tokens >= max_tokens:
+            return f"[the reply reached -n {max_tokens} tokens]"
+        return f"[the reply was cut off: {context_full(_context_size(self.model), self.trained())}]"
 
-def _finish_note(result: Completion | None, max_tokens: int) -> str | None:
-    if result is None or result.finish_reason != "length":
-        return None
-    if max_tokens > 0 and result.timings.completion_tokens >= max_tokens:
-        return f"[the reply reached -n {max_tokens} tokens]"
-    return "[the context is full: the reply was cut off; /clear starts over]"
+
+def context_full(n_ctx: int, trained: int | None) -> str:
+    """What to do when the context is full: the -c in use, and the trained
+    context where a larger -c would help."""
+    if not n_ctx:
+        return "context full (/clear starts over)"
+    if trained is not None and trained > n_ctx:
+        return (
+            f"context full ({n_ctx} tokens; the model was trained on {trained}: "
+            f"try -c {trained} or /clear)"
+        )
+    if trained is not None:  # a larger -c would go past what the model was trained on
+        return f"context full ({n_ctx} tokens; the model was trained on {trained}: /clear)"
+    return f"context full ({n_ctx} tokens: /clear starts over, or a larger -c)"
 
 
 def _context_size(model: Backend) -> int:
@@ -464,11 +508,19 @@ def chat_in_terminal(
     """Load the model and talk; the exit code. EdgeGLMError for a model that
     cannot be loaded (before the chat starts) or a failure mid-chat."""
     from edgeglm.cli.run import load_model, sampling_for, show_sampling
+    from edgeglm.runtime import trained_context
 
     art, model = load_model(ref, load)
     try:
         sampling = sampling_for(art, flags)
-        chat = Chat(model, sampling, name=ref or "demo", system=system, hide_thinking=hide_thinking)
+        chat = Chat(
+            model,
+            sampling,
+            name=ref or "demo",
+            system=system,
+            hide_thinking=hide_thinking,
+            trained_context=lambda: trained_context(art),
+        )
         settings = getattr(model, "settings", None)
         if settings:
             from rich.markup import escape

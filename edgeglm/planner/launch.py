@@ -12,10 +12,13 @@ llama-cli / llama-server flags.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from edgeglm.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgeglm.planner.placement import Settings
 
 # llama.cpp's common.h LLM_FFN_EXPS_REGEX: what --cpu-moe / --n-cpu-moe keep in RAM.
 FFN_EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
@@ -130,6 +133,19 @@ class LaunchSpec:
     def with_(self, **changes: Any) -> LaunchSpec:
         """A copy with some fields changed (checked again)."""
         return replace(self, **changes)
+
+    # The planner's Settings (context size, KV cache types, flash attention,
+    # batches) are fields of the spec by the same names: these two are the one
+    # mapping between them, both ways.
+    def settings(self) -> Settings:
+        """The planner's context settings this spec loads with."""
+        from edgeglm.planner.placement import Settings
+
+        return Settings(**{f.name: getattr(self, f.name) for f in fields(Settings)})
+
+    def with_settings(self, settings: Settings) -> LaunchSpec:
+        """A copy that loads with the planner's ``settings``."""
+        return self.with_(**asdict(settings))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -85,13 +85,7 @@ class Plan:
             tensor_split=tuple(p.tensor_split),
             tensor_overrides=tuple(TensorOverride(pat, dev) for pat, dev in p.override_pairs()),
             n_threads=self.n_threads,
-            n_ctx=s.n_ctx,
-            type_k=s.type_k,
-            type_v=s.type_v,
-            flash_attn=s.flash_attn,
-            n_batch=s.n_batch,
-            n_ubatch=s.n_ubatch,
-        )
+        ).with_settings(s)
 
     def llama_cpp_args(self) -> list[str]:
         """The same plan as llama.cpp command-line flags (llama-cli / llama-server)."""

@@ -12,6 +12,8 @@ model's next write waits, and the Ctrl-C lands mid-reply every time."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,33 +143,69 @@ def test_ctrl_c_twice_at_the_prompt_quits(gguf: Path, tmp_path: Path, env: dict[
         t.close()
 
 
-def test_a_piped_chat_takes_each_line_as_a_message(
-    gguf: Path, tmp_path: Path, env: dict[str, str]
-) -> None:
-    # llama.cpp pads a context to a multiple of 256 tokens: the smallest is 256
-    greedy = ["--temp", "0", "-t", "1", "-c", "256"]
-    # a long message whose greedy reply runs into the end of the context
-    # (found with run, which samples exactly as the chat does)
+# llama.cpp pads a context to a multiple of 256 tokens: the smallest is 256
+GREEDY_256 = ["--temp", "0", "-t", "1", "-c", "256"]
+# the fixture was trained on 2,048 tokens (config.json's max_position_embeddings)
+CONTEXT_FULL = "context full (256 tokens; the model was trained on 2048: try -c 2048 or /clear)"
+
+
+@pytest.fixture(scope="module")
+def fills_256(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A long message whose greedy reply runs into the end of a 256-token
+    context (found with run, which samples exactly as the chat does)."""
+    cwd = tmp_path_factory.mktemp("fill")
+    env = {**os.environ, "EDGEGLM_CACHE_DIR": str(cwd / "cache")}  # as the env fixture's
     for words in ("word", "code", "x y z", "list", "more"):
         long = " ".join([words] * 60)
-        r = edgeglm("run", str(gguf), "-p", long, *greedy, "--json", cwd=tmp_path, env=env)
+        r = edgeglm("run", str(gguf), "-p", long, *GREEDY_256, "--json", cwd=cwd, env=env)
         assert r.returncode == 0, r.stderr
         if json.loads(r.stdout)["finish_reason"] == "length":
-            break
-    else:
-        pytest.fail("no candidate message fills the context")
-    script = f"{long}\nhello\n/save no/such/folder.json\n/save chat.json\n/nope\n"
-    r = edgeglm("chat", "--cli", str(gguf), *greedy, cwd=tmp_path, env=env, input=script)
+            return long
+    pytest.fail("no candidate message fills the context")
+
+
+def test_a_piped_chat_takes_each_line_as_a_message(
+    gguf: Path, fills_256: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = f"{fills_256}\nhello\n/save no/such/folder.json\n/save chat.json\n/nope\n"
+    r = edgeglm("chat", "--cli", str(gguf), *GREEDY_256, cwd=tmp_path, env=env, input=script)
     assert r.returncode == 0, r.stderr
-    assert "[the context is full: the reply was cut off; /clear starts over]" in r.stdout
+    assert f"[the reply was cut off: {CONTEXT_FULL}]" in r.stdout
     # the next message does not fit beside the first exchange: that goes, and the chat says so
-    assert "(the oldest 2 messages were dropped to fit the 256-token context)" in r.stdout
+    assert (
+        "(the oldest 2 messages were dropped to fit the 256-token context; "
+        "the model was trained on 2048: -c 2048 keeps more)"
+    ) in r.stdout
     assert ">>>" not in r.stdout  # no prompts on a pipe
     assert "error: unknown command /nope" in r.stderr
     assert "error: no/such: output folder does not exist" in r.stderr  # and the chat goes on
     messages = saved(tmp_path / "chat.json")
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"] == "hello"
+
+
+def test_a_full_context_names_the_c_in_use_and_the_trained_context(
+    gguf: Path, fills_256: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """In the terminal, the hint when a reply fills the context says what -c
+    holds and what the model was trained on; a message that fits no context
+    says so too, and the chat goes on."""
+    t = terminal("chat", "--cli", str(gguf), *GREEDY_256, cwd=tmp_path, env=env)
+    try:
+        t.expect(">>> ")
+        t.send(f"{fills_256}\r")
+        t.expect(re.escape(f"[the reply was cut off: {CONTEXT_FULL}]"))
+        t.expect(">>> ")
+        t.send(" ".join(["word"] * 300) + "\r")
+        t.expect(
+            r"error: the message is \d+ tokens with the chat template; it does not fit the "
+            r"256-token context \(the model was trained on 2048: try -c 2048\)"
+        )
+        t.expect(">>> ")
+        t.send(CTRL_D)
+        assert t.wait() == ExitCode.OK
+    finally:
+        t.close()
 
 
 def test_prompts_from_stdin_and_from_a_file(
@@ -304,3 +342,15 @@ def test_no_terminal_escapes_on_a_pipe(gguf: Path, tmp_path: Path, env: dict[str
     r = edgeglm("chat", "--cli", str(gguf), "-n", "4", cwd=tmp_path, env=env, input="hi\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and "\x1b[" not in r.stdout
+
+
+def test_the_context_full_hint_without_a_larger_c_to_offer() -> None:
+    from edgeglm.cli.repl import context_full
+
+    assert context_full(2048, 2048) == (
+        "context full (2048 tokens; the model was trained on 2048: /clear)"
+    )
+    assert (
+        context_full(4096, None) == "context full (4096 tokens: /clear starts over, or a larger -c)"
+    )
+    assert context_full(4096, 8192).endswith("try -c 8192 or /clear)")

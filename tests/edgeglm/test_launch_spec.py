@@ -79,6 +79,18 @@ def test_spec_round_trips_and_flags_parse_as_llama_cpp_does() -> None:
     assert LaunchControls().apply(spec) is spec
 
 
+def test_the_plans_settings_map_to_the_spec_and_back() -> None:
+    """LaunchSpec.settings / with_settings: the one mapping between the planner's
+    Settings and the spec's fields of the same names (plan.py and bench's VRAM
+    estimate both use it)."""
+    from edgeglm.planner.placement import Settings
+
+    planned = Settings(8192, "q8_0", "q4_0", flash_attn=True, n_batch=1024, n_ubatch=256)
+    spec = LaunchSpec(artifact="m.gguf", n_gpu_layers=10).with_settings(planned)
+    assert (spec.n_ctx, spec.type_k, spec.n_batch) == (8192, "q8_0", 1024)
+    assert spec.settings() == planned and spec.n_gpu_layers == 10
+
+
 @pytest.mark.parametrize(
     "bad",
     [

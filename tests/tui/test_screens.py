@@ -118,7 +118,8 @@ async def test_bench_runs_shows_front_and_exports(
         table = app.screen.query_one("#table", DataTable)
         stars = {str(table.get_row_at(i)[1]): str(table.get_row_at(i)[0]) for i in range(5)}
         assert stars["glm4-tiny Q4_K_M"] == "★" and stars["glm4-tiny Q4_0"] == ""
-        assert "Pareto front: Q4_K_M" in text_of(app.screen, "#caption")
+        caption = text_of(app.screen, "#caption")
+        assert "Pareto front: Q4_K_M" in caption and "◆ reference (KL 0): F16" in caption
         await pilot.press("ctrl+s")  # asks where, with a default in the current folder
         await pilot.pause()
         assert isinstance(app.screen, ExportModal)
@@ -164,6 +165,28 @@ async def test_bench_refuses_an_empty_selection(make_app: MakeApp) -> None:
         await settle(pilot)
     assert bench.calls == []
     assert any("backend" in n.message for n in app._notifications)
+
+
+async def test_bench_with_no_quant_ticked_asks_for_none(make_app: MakeApp, glm4_gguf: Path) -> None:
+    """No quant ticked is "not given" (None), as the CLI without --quants: a GGUF
+    has its own quant, and the real selection refuses any quant named for it."""
+    from edgeglm.bench.select import artifacts_for, parse
+
+    bench = FakeBench()
+    app = make_app(run_bench=bench)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await settle(pilot)
+        app.screen.query_one("#models", Input).value = str(glm4_gguf)
+        app.screen.query_one("#quants", SelectionList).deselect_all()
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+    (request,) = bench.calls
+    assert request.quants is None
+    (group,) = artifacts_for(list(request.models), parse(request.backends, request.quants))
+    assert [(a.quant, a.backend, a.path) for a in group] == [("Q8_0", "llama.cpp", glm4_gguf)]
+    with pytest.raises(UsageError, match="has its own quant"):
+        artifacts_for(list(request.models), parse(request.backends, ("Q8_0", "Q4_K_M")))
 
 
 async def test_bench_failure_is_shown(make_app: MakeApp) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from tui_support.fakes import bench_report, write_gguf
 
 from edgeglm.tui import artifacts
-from edgeglm.tui.bench_view import cells, latency_ms, pareto
+from edgeglm.tui.bench_view import REFERENCE_TICK, cells, latency_ms, pareto, plot_layout
 from edgeglm.tui.context import ContextOverflow, fit_context, reply_room
 from edgeglm.tui.modal_export import problem, targets
 from edgeglm.tui.settings import ChatSettings
@@ -111,6 +112,22 @@ def test_pareto_front_and_cells() -> None:
     assert front == {"F16", "Q8_0", "Q6_K", "Q4_K_M"}
     assert latency_ms(rows[3]) == pytest.approx(1000 / 95)
     assert cells(rows[0], True)[:2] == ("★", "glm4-tiny F16") and cells(rows[0], True)[7] == "ref"
+
+
+def test_plot_layout_uses_the_svg_ticks_and_keeps_the_reference_apart() -> None:
+    """The app's plot ticks as the exported SVG does (round steps, KL decades),
+    and the reference sits in a band of its own under the log axis, not on the front."""
+    rows = bench_report().rows
+    unscored = replace(rows[2], label="no quality", quant="Q5_K", kl_mean=None)
+    layout = plot_layout([*rows, unscored])
+    assert layout.x_ticks == [0, 5, 10, 15, 20, 25] and layout.x_labels[:2] == ["0", "5"]
+    assert layout.y_labels == [REFERENCE_TICK, "1e-3", "1e-2", "1e-1"]
+    assert layout.y_ticks[1:] == pytest.approx([-3.0, -2.0, -1.0])
+    (ref,) = [p for p in layout.points if p.row.reference]
+    assert ref.row.quant == "F16" and ref.y == layout.y_ticks[0] < layout.y_ticks[1]
+    assert [p.row.quant for p in layout.front] == ["Q4_K_M", "Q6_K", "Q8_0"]
+    assert [r.quant for r in layout.unplaced] == ["Q5_K"]
+    assert "Q5_K" not in {p.row.quant for p in layout.points}
 
 
 def test_settings_validation_and_sampling() -> None:
