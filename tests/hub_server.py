@@ -92,7 +92,9 @@ class HubServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -319,3 +321,36 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
     return Handler
+
+
+# -- fixture repos -------------------------------------------------------------
+
+# What a GLM repo on the hub holds besides its checkpoint: none of it is fetched.
+NOT_FETCHED = {
+    "pytorch_model.bin": b"\x80\x04pickle: never downloaded",
+    "modeling_glm.py": b"raise SystemExit('remote code: never downloaded')\n",
+    "README.md": b"# a model card\n",
+}
+
+
+def glm_repo(fixture: Path) -> dict[str, bytes]:
+    """A hub repo made of a committed HF fixture folder, with a pickle file,
+    remote code and a README beside it (its reference.npz and
+    llamacpp_tensors.json ride along: neither is a checkpoint file)."""
+    return {**folder_files(fixture), **NOT_FETCHED}
+
+
+def padded_repo(fixture: Path, pad_bytes: int) -> dict[str, bytes]:
+    """``glm_repo`` plus ``padding.safetensors``, one tensor of ``pad_bytes``:
+    a file larger than huggingface_hub's 10 MiB write chunk, so an interrupted
+    transfer leaves bytes on disk to resume from."""
+    import tempfile
+
+    import numpy as np
+    from helpers import write_safetensors
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "padding.safetensors"
+        rng = np.random.default_rng(0)
+        write_safetensors(path, {"padding": rng.standard_normal(pad_bytes // 4, np.float32)})
+        return {**glm_repo(fixture), "padding.safetensors": path.read_bytes()}
