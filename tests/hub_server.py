@@ -121,6 +121,11 @@ class HubServer:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def calls(self) -> list[Request]:
+        """The logged requests for repos: model info and files."""
+        with self._lock:
+            return [r for r in self.requests if _API.match(r.path) or _RESOLVE.match(r.path)]
+
     def got(self, method: str, suffix: str) -> list[Request]:
         """The logged requests of ``method`` whose path ends with ``suffix``."""
         with self._lock:
@@ -195,6 +200,9 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             ):
                 # What the hub answers for a private repo without access.
                 return self._error(401, "RepoNotFound", "Invalid username or password.")
+            if url.path == "/api/agent-harnesses":  # huggingface_hub asks once a day
+                registry: dict[str, object] = {"standardEnvVars": [], "harnesses": {}}
+                return self._send(200, json.dumps(registry).encode(), {})
             if m := _API.match(url.path):
                 return self._model_info(
                     unquote(m.group(1)), unquote(m.group(2) or "main"), "blobs=true" in url.query

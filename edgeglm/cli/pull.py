@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from edgeglm.cli import _fail, _sigterm_as_interrupt, app, err, out
-from edgeglm.errors import EdgeGLMError
+from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.store.pull import Progress
 
 
@@ -34,16 +34,19 @@ def pull(
         bool, typer.Option("--no-convert", help="Only fetch and verify; convert on first use.")
     ] = False,
 ) -> None:
-    """Fetch a checkpoint (safetensors, config, tokenizer, chat template; never pickle
-    files or code) from HF_ENDPOINT (default huggingface.co), verify every file
-    against the hub's digests, add it to the store and convert it. An
-    interrupted pull resumes where it stopped."""
+    """Fetch a checkpoint from a hub into the store, verified, and convert it.
+
+    Safetensors, config, tokenizer and chat template only: never pickle files
+    or code. From HF_ENDPOINT (default huggingface.co), with HF_TOKEN; every
+    file is checked against the hub's digests; an interrupted pull resumes."""
     from edgeglm.cli.progress import conversion_bar
     from edgeglm.store.pull import pull as pull_checkpoint
 
     _sigterm_as_interrupt()
     _quiet_hub_log()
     try:
+        if no_convert and quant is not None:
+            raise UsageError("--quant converts after the pull; --no-convert says not to: give one")
         with download_bar() as progress, conversion_bar() as converting:
             done = pull_checkpoint(
                 repo_id,
@@ -80,9 +83,9 @@ def pull(
 def _quiet_hub_log() -> None:
     """huggingface_hub logs a multi-line warning with the URL each time it
     retries a broken transfer; the bar shows progress, errors come as one line."""
-    from huggingface_hub.utils import logging as hf_logging
+    import logging
 
-    hf_logging.set_verbosity_error()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 @contextmanager

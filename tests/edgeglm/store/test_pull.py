@@ -123,6 +123,29 @@ def test_a_cancelled_transfer_resumes_with_a_range_request(hub: HubServer, tmp_p
     assert not (dest / PARTIAL_DIR).exists()
 
 
+def test_a_corrupted_partial_file_is_fetched_again_whole(hub: HubServer, tmp_path: Path) -> None:
+    files = padded_repo(GLM, 24 << 20)
+    hub.add_repo(REPO, files)
+    dest = tmp_path / "dest"
+    reported: list[int] = []
+    with pytest.raises(PullCancelled):
+        fetch_checkpoint(
+            REPO,
+            None,
+            dest,
+            progress=lambda name, done, total: reported.append(done),
+            cancelled=lambda: bool(reported) and reported[-1] >= 20 << 20,
+        )
+    (partial,) = (dest / PARTIAL_DIR).iterdir()
+    data = bytearray(partial.read_bytes())
+    data[100] ^= 0xFF  # the disk, or the first server, spoiled the resumed part
+    partial.write_bytes(data)
+    fetch_checkpoint(REPO, None, dest)
+    ranges = [r.headers.get("range") for r in hub.got("GET", "/padding.safetensors")]
+    assert ranges == [None, f"bytes={len(data)}-", None]  # resumed, caught, fetched whole
+    assert (dest / "padding.safetensors").read_bytes() == files["padding.safetensors"]
+
+
 def test_a_file_corrupted_once_is_fetched_again(hub: HubServer, tmp_path: Path) -> None:
     hub.add_repo(REPO, folder_files(GLM))
     hub.fault(REPO, "model.safetensors", Fault("corrupt"))
