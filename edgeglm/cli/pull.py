@@ -116,9 +116,16 @@ def download_bar(enabled: bool = True) -> Iterator[Progress | None]:
     ) as bar:
         tasks: dict[str, TaskID] = {}
 
+        finished: set[str] = set()
+
         def hook(name: str, done: int, total: int) -> None:
+            if name in finished:
+                return
             if name not in tasks:
                 tasks[name] = bar.add_task(name, total=total or None)
             bar.update(tasks[name], completed=done, total=total or None)
+            if total and done >= total:  # a finished file makes room (a model has many shards)
+                bar.remove_task(tasks[name])
+                finished.add(name)
 
         yield hook

@@ -262,3 +262,21 @@ def test_bad_arguments_are_refused_before_fetching(
     assert r.returncode == 2
     one_line_error(r)
     assert hub.calls() == []
+
+
+def test_progress_on_a_terminal(hub: HubServer, tmp_path: Path) -> None:
+    from terminal import Terminal
+
+    hub.add_repo(REPO, folder_files(GLM))
+    env = pull_env(tmp_path, hub.url, TERM="xterm")
+    env.pop("NO_COLOR", None)
+    t = Terminal(
+        [sys.executable, "-m", "edgeglm", "pull", REPO, "-q", "Q8_0"], cwd=tmp_path, env=env
+    )
+    try:
+        t.expect(r"model\.safetensors .*MB")  # a file's bar, in bytes
+        t.expect(rf"converting {REPO} to Q8_0")  # then the conversion's
+        t.expect(rf"pulled {REPO} at")
+        assert t.wait() == 0
+    finally:
+        t.close()
