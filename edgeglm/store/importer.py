@@ -29,7 +29,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -43,6 +43,7 @@ from edgeglm.store.manifest import (
     MANIFEST_NAME,
     MAX_FILES,
     MAX_MANIFEST_BYTES,
+    FileRecord,
     Manifest,
     check_path,
 )
@@ -352,20 +353,23 @@ def verify(entry: Entry) -> list[str]:
     """Re-hash ``entry`` in place: one line per problem (none: it verifies).
     Missing files, size or digest changes, and files the manifest does not
     list (or that are not plain files) in ``source/`` and ``artifacts/``."""
-    problems = [
-        p for f in entry.manifest.files if (p := _check_file(entry.root, f.path, f.size, f.sha256))
-    ]
-    problems += _extras(entry)
-    return problems
+    return file_problems(entry, entry.manifest.files, digests=True) + extra_files(entry)
 
 
 def quick_check(entry: Entry) -> list[str]:
     """What can be seen without reading data: missing files, changed sizes,
     extra files. Not a digest check."""
-    problems = [
-        p for f in entry.manifest.files if (p := _check_file(entry.root, f.path, f.size, None))
-    ]
-    problems += _extras(entry)
+    return file_problems(entry, entry.manifest.files, digests=False) + extra_files(entry)
+
+
+def file_problems(entry: Entry, records: Iterable[FileRecord], *, digests: bool) -> list[str]:
+    """A line for each of ``records`` that is missing, not a plain file, of
+    another size or (``digests``: re-hashed) of other content."""
+    problems = []
+    for f in records:
+        problem = _check_file(entry.root, f.path, f.size, f.sha256 if digests else None)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -394,7 +398,7 @@ def _check_file(root: Path, rel: str, size: int, digest: str | None) -> str | No
     return None
 
 
-def _extras(entry: Entry) -> list[str]:
+def extra_files(entry: Entry) -> list[str]:
     recorded = {f.path for f in entry.manifest.files}
     found = []
     for top in ("source", "artifacts"):
