@@ -45,12 +45,12 @@ from edgeglm.store.manifest import (
     MAX_MANIFEST_BYTES,
     FileRecord,
     Manifest,
-    check_path,
+    unsafe,
 )
+from edgeglm.units import human_bytes
 
 # (bytes done, bytes in all)
 Progress = Callable[[int, int], None]
-_MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class _TarReader(_Reader):
         try:
             return self.tar.next()
         except (tarfile.TarError, OSError, UnicodeError) as e:
-            raise CheckpointError(f"{self.src}: damaged tar ({e})") from None
+            raise CheckpointError(f"{self.src}: damaged or truncated tar ({e})") from None
 
     def manifest_bytes(self) -> bytes:
         first = self._next()
@@ -237,7 +237,7 @@ def check_free_disk(src: Path, manifest: Manifest) -> None:
     if need > free:
         raise InsufficientDiskError(
             f"{src}: not enough free disk to import it: it needs {need} bytes "
-            f"({need / _MIB:.1f} MiB), {store} has {free} bytes ({free / _MIB:.1f} MiB) free"
+            f"({human_bytes(need)}), {store} has {free} bytes ({human_bytes(free)}) free"
         )
 
 
@@ -255,8 +255,9 @@ def _members(reader: _Reader, manifest: Manifest) -> list[Member]:
             continue
         if m.name == MANIFEST_NAME:
             raise CheckpointError(f"{what}: a second {MANIFEST_NAME}")
-        check_path(m.name, what=what)
         rec = records.get(m.name)
+        if rec is None and unsafe(m.name):
+            raise CheckpointError(f"{what}: member {m.name!r} has an unsafe path; refused")
         if rec is None:
             raise CheckpointError(f"{what}: extra file {m.name!r}, not in the manifest")
         if m.name in seen:
