@@ -298,6 +298,12 @@ def import_(
             f"{entry.root}",
             highlight=False,
         )
+    elif result.repaired:
+        out.print(
+            f"{entry.name}: already in the store; put back {len(result.repaired)} damaged "
+            f"file(s) from the verified bundle: {', '.join(result.repaired)}",
+            highlight=False,
+        )
     else:
         out.print(
             f"{entry.name}: already in the store with these files "

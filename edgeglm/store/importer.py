@@ -69,6 +69,7 @@ class ImportResult:
     entry: Entry
     imported: bool  # False: the store already held every file of the bundle
     bytes: int
+    repaired: tuple[str, ...] = ()  # files of that entry put back from the bundle
 
 
 class _Reader:
@@ -329,8 +330,9 @@ def import_bundle(
                     f"{src}: {rec.path}: sha256 {h.hexdigest()} differs from the manifest's "
                     f"{rec.sha256} (corrupted or changed in transit)"
                 )
-        if existing is not None:  # every byte checked: the store already has them all
-            return ImportResult(existing, False, total)
+        if existing is not None:  # every byte checked: the store should have them all
+            repaired = _repair(existing, manifest, work)
+            return ImportResult(existing, False, total, repaired)
         write_manifest(work, manifest)
         entry = install(work, manifest.name)
         work = None
@@ -339,6 +341,24 @@ def import_bundle(
         reader.close()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _repair(existing: Entry, manifest: Manifest, work: Path) -> tuple[str, ...]:
+    """Put the bundle's verified copy in place of any file of ``existing`` that
+    no longer matches its record (each replaced atomically)."""
+    damaged = []
+    for f in manifest.files:
+        if _check_file(existing.root, f.path, f.size, f.sha256) is not None:
+            target = existing.root / f.path
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.is_symlink() or target.is_dir():
+                    raise CheckpointError(f"{target}: not a regular file; edgeglm rm it first")
+                os.replace(work / f.path, target)
+            except OSError as e:
+                raise write_error(e, target) from e
+            damaged.append(f.path)
+    return tuple(damaged)
 
 
 def _write_all(f: BinaryIO, data: memoryview, path: Path) -> None:
