@@ -145,7 +145,7 @@ def entry_dir(name: str) -> Path:
     return store_dir() / check_name(name).replace("/", "--")
 
 
-def _load(root: Path) -> Entry:
+def load_entry(root: Path) -> Entry:
     what = str(root)
     try:
         data = (root / MANIFEST_NAME).read_bytes()
@@ -163,7 +163,7 @@ def find(name: str) -> Entry | None:
     root = entry_dir(name)
     if not (root / MANIFEST_NAME).is_file():
         return None
-    return _load(root)
+    return load_entry(root)
 
 
 def open_entry(name: str) -> Entry:
@@ -183,7 +183,7 @@ def scan() -> tuple[list[Entry], list[str]]:
         if d.name.startswith(".") or not d.is_dir():
             continue
         try:
-            found.append(_load(d))
+            found.append(load_entry(d))
         except CheckpointError as e:
             problems.append(str(e))
     return found, problems
@@ -310,7 +310,7 @@ def install(work: Path, name: str) -> Entry:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    return _load(final)
+    return load_entry(final)
 
 
 def add_checkpoint(
@@ -461,6 +461,6 @@ def store_entry_of(folder: Path) -> Entry | None:
     try:
         if folder.parent.parent.resolve() != store_dir().resolve():
             return None
-        return _load(folder.parent)
+        return load_entry(folder.parent)
     except (OSError, CheckpointError):
         return None

@@ -196,20 +196,26 @@ def _file_record(i: int, doc: object, what: str) -> FileRecord:
     return FileRecord(path=path, size=size, sha256=digest, role=str(role))
 
 
-def check_path(path: str, *, what: str) -> str:
-    """``path`` if it is a manifest path (see the module docstring)."""
-    if (
+def unsafe(path: str) -> bool:
+    """A path that must never be written below a folder: absolute, drive or
+    backslash paths, ``..``, ``.`` or empty parts, NUL or control characters."""
+    parts = path.split("/")
+    return (
         not path
         or len(path) > MAX_PATH_CHARS
-        or _CONTROL.search(path)
+        or _CONTROL.search(path) is not None
         or "\\" in path
         or path.startswith("/")
-        or ":" in path.split("/")[0]
-    ):
+        or ":" in parts[0]
+        or any(p in ("", ".", "..") for p in parts)
+    )
+
+
+def check_path(path: str, *, what: str) -> str:
+    """``path`` if it is a manifest path (see the module docstring)."""
+    if unsafe(path):
         raise CheckpointError(f"{what}: unsafe path {path!r} in manifest.json")
     parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise CheckpointError(f"{what}: unsafe path {path!r} in manifest.json")
     if len(parts) < 2 or parts[0] not in TOP_FOLDERS:
         raise CheckpointError(
             f"{what}: path {path!r} in manifest.json is not under source/ or artifacts/"
