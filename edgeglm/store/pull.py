@@ -643,32 +643,12 @@ def _already(repo_id: str, revision: str | None) -> Entry | None:
 
 
 def convert_entry(entry: Entry, quant: str | None, progress: ConvertProgress | None = None) -> Path:
-    """The entry's GGUF at ``quant`` (None: the planner's for this machine),
-    converted from its source into ``artifacts/`` and recorded in its manifest,
-    unless it is there already."""
-    from edgeglm.converters.gguf.convert import convert
-    from edgeglm.store.layout import add_artifact
+    """The entry's GGUF at ``quant`` (None: the planner's for this machine):
+    ``ensure_gguf`` converts a store checkpoint into its entry's ``artifacts/``
+    and records it, unless it is there already."""
+    from edgeglm.artifacts import ensure_gguf
 
-    name = quant or planned_quant(entry.source_dir)
-    found = entry.artifact(name)
-    if found is not None and found.kind == "gguf" and found.path.is_file():
-        return found.path
-    out = entry.artifacts_dir / f"{name}.gguf"
-    try:
-        entry.artifacts_dir.mkdir(exist_ok=True)
-    except OSError as e:
-        raise write_error(e, entry.artifacts_dir) from e
-    hook = None
-    if progress is not None:
-        report = progress
-        what = f"converting {entry.name} to {name}"
-
-        def hook(_name: str, i: int, n: int, done: int, total: int) -> None:
-            report(what, i, n, done, total)
-
-    result = convert(entry.source_dir, out, name, progress=hook)
-    add_artifact(entry, out, {out.name: (result.bytes, result.sha256)})
-    return out
+    return ensure_gguf(entry.source_dir, quant or planned_quant(entry.source_dir), progress)
 
 
 def planned_quant(checkpoint: Path) -> str:

@@ -101,9 +101,11 @@ def test_pull_converts_and_the_model_runs_offline(hub: HubServer, tmp_path: Path
     assert not list((tmp_path / "models" / ".staging").iterdir())  # nothing left behind
 
     offline = {**env, "HF_HUB_OFFLINE": "1"}
-    run = edgeglm("run", str(gguf), "-p", "hi", "-n", "4", cwd=tmp_path, env=offline)
+    run = edgeglm("run", REPO, "-q", "Q8_0", "-p", "hi", "-n", "4", cwd=tmp_path, env=offline)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip()
+    assert not list((tmp_path / "cache").glob("artifacts/*/*.gguf"))  # the pulled one ran
+    assert [p.name for p in gguf.parent.iterdir()] == ["Q8_0.gguf"]
 
     # Again: a no-op that says so, online (the branch still names that commit) and offline.
     before = len(hub.calls())
