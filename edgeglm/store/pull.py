@@ -27,9 +27,9 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -140,12 +140,16 @@ def fetch_checkpoint(
     token: str | bool | None = None,
     progress: Progress | None = None,
     cancelled: Cancelled | None = None,
+    have: Mapping[str, tuple[Path, int, str]] | None = None,
 ) -> Fetched:
     """Fetch ``repo_id`` at ``revision`` (default ``main``) into ``dest`` and verify it.
 
     ``dest`` is created if needed; files already there from an interrupted
-    pull are verified and kept, a partial file is resumed. ``token``: as
-    huggingface_hub takes it (None: ``HF_TOKEN`` or the saved login).
+    pull are verified and kept, a partial file is resumed. ``have``: files
+    this machine holds already (name -> (path, size, sha256)); an LFS file
+    with that sha256 is hard-linked from there instead of fetched (verified
+    all the same). ``token``: as huggingface_hub takes it (None: ``HF_TOKEN``
+    or the saved login).
     Raises ModelNotFoundError (offline, unreachable, no such repo or
     revision), UnsafeFormatError (pickle weights only), CheckpointError (not
     a checkpoint, or a file that arrived corrupt twice), PullCancelled.
@@ -162,6 +166,7 @@ def fetch_checkpoint(
     except OSError as e:
         raise write_error(e, dest) from e
     session = _Session(repo_id, commit, endpoint, token, dest, progress, cancelled)
+    session.have = dict(have or {})
     # The small files first: the index says which shards the checkpoint uses.
     for f in [f for f in wanted if not f.name.endswith(WEIGHTS_SUFFIX)]:
         session.get(f)
@@ -295,6 +300,7 @@ class _Session:
         self.cancelled = cancelled
         self.digests: dict[str, tuple[int, str]] = {}
         self.downloaded = 0
+        self.have: dict[str, tuple[Path, int, str]] = {}
 
     def _check_cancel(self) -> None:
         if self.cancelled is not None and self.cancelled():
@@ -328,6 +334,14 @@ class _Session:
                 self._report(f.name, f.size, f.size)
                 return
             final.unlink()  # a wrong file under the right name: fetched again below
+        if self._link_local(f, partial):
+            sha256 = self._verified(partial, f)
+            if sha256 is not None:
+                os.replace(partial, final)
+                self.digests[f.name] = (f.size, sha256)
+                self._report(f.name, f.size, f.size)
+                return
+            partial.unlink()  # the local copy is not what it was recorded as: fetch it
         for attempt in (1, 2):
             self._download(f, partial)
             sha256 = self._verified(partial, f)
@@ -342,6 +356,23 @@ class _Session:
                     f"digest ({f.digest}) after fetching it twice; the server or a proxy "
                     "is serving other bytes. Nothing was added to the store."
                 )
+
+    def _link_local(self, f: RemoteFile, partial: Path) -> bool:
+        """``partial`` made a hard link to a local file recorded with ``f``'s
+        LFS sha256 (a store entry's, when only other files of a repo changed)."""
+        local = self.have.get(f.name)
+        if local is None or f.lfs_sha256 is None:
+            return False
+        path, size, sha256 = local
+        if size != f.size or sha256 != f.lfs_sha256.lower():
+            return False
+        try:
+            partial.parent.mkdir(exist_ok=True)
+            partial.unlink(missing_ok=True)
+            os.link(path, partial)
+        except OSError:  # another filesystem, or no hard links: fetched instead
+            return False
+        return True
 
     def _report(self, name: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -593,7 +624,7 @@ def pull(
     the store has it there already, then converted to ``quant`` (None: the
     planner's quant for this machine) unless ``convert`` is False. What
     ``edgeglm pull`` and ``--pull`` run; the TUI passes ``cancelled``."""
-    from edgeglm.store.layout import add_checkpoint, check_name
+    from edgeglm.store.layout import add_checkpoint, check_name, write_manifest
     from edgeglm.store.manifest import Source
 
     check_name(repo_id)
@@ -607,15 +638,22 @@ def pull(
         dest = pull_staging(repo_id, revision)
         with _pull_lock(dest):
             fetched = fetch_checkpoint(
-                repo_id, revision, dest, progress=progress, cancelled=cancelled
+                repo_id,
+                revision,
+                dest,
+                progress=progress,
+                cancelled=cancelled,
+                have=_local_files(repo_id),
             )
             where = None if fetched.endpoint == _HF_ENDPOINT else fetched.endpoint
-            entry = add_checkpoint(
-                repo_id,
-                dest,
-                Source(repo=repo_id, revision=fetched.commit, endpoint=where),
-                fetched.digests,
-            )
+            source = Source(repo=repo_id, revision=fetched.commit, endpoint=where)
+            entry = add_checkpoint(repo_id, dest, source, fetched.digests)
+            if entry.manifest.source != source:
+                # The same files at a newer commit: the entry (and its artifacts)
+                # stay; the commit they were verified at is recorded.
+                manifest = replace(entry.manifest, source=source)
+                write_manifest(entry.root, manifest)
+                entry = replace(entry, manifest=manifest)
     gguf = convert_entry(entry, quant, convert_progress) if convert else None
     if gguf is not None:
         from edgeglm.store.layout import find
@@ -625,6 +663,20 @@ def pull(
 
 
 _HF_ENDPOINT = "https://huggingface.co"
+
+
+def _local_files(repo_id: str) -> dict[str, tuple[Path, int, str]]:
+    """The store's source files of ``repo_id`` (whatever commit they came
+    from): reused for an LFS file whose content has not changed."""
+    from edgeglm.store.layout import find
+
+    entry = find(repo_id)
+    if entry is None:
+        return {}
+    prefix = "source/"
+    return {
+        f.path[len(prefix) :]: (entry.root / f.path, f.size, f.sha256) for f in entry.source_files
+    }
 
 
 def _already(repo_id: str, revision: str | None) -> Entry | None:

@@ -225,3 +225,25 @@ def test_offline_is_refused_without_a_request(tmp_path: Path) -> None:
     # The suite's own HF_HUB_OFFLINE=1, as huggingface_hub read it.
     with pytest.raises(ModelNotFoundError, match=r"not available offline \(HF_HUB_OFFLINE=1\)"):
         fetch_checkpoint(REPO, None, tmp_path / "dest", endpoint="http://127.0.0.1:9")
+
+
+def test_local_copies_are_linked_only_when_they_verify(hub: HubServer, tmp_path: Path) -> None:
+    hub.add_repo(REPO, folder_files(GLM))
+    data = (GLM / "model.safetensors").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    good.write_bytes(data)
+    bad.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # recorded as good, but is not
+
+    fetch_checkpoint(
+        REPO, None, tmp_path / "a", have={"model.safetensors": (good, len(data), digest)}
+    )
+    assert not hub.got("GET", "/model.safetensors")
+    assert (tmp_path / "a" / "model.safetensors").stat().st_ino == good.stat().st_ino
+
+    fetch_checkpoint(
+        REPO, None, tmp_path / "b", have={"model.safetensors": (bad, len(data), digest)}
+    )
+    assert len(hub.got("GET", "/model.safetensors")) == 1
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == data
+    assert bad.read_bytes() != data  # the local file is left as it was

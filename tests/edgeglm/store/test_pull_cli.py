@@ -129,15 +129,32 @@ def test_pull_a_revision(hub: HubServer, tmp_path: Path) -> None:
     assert generation.read_bytes() == (GLM / "generation_config.json").read_bytes()
     assert not (entry_dir(tmp_path) / "artifacts").exists()  # --no-convert
 
-    # main has moved on: pulling it replaces the entry
+    # main has moved on: pulling it replaces the entry; the unchanged weights
+    # are linked from the old entry (and verified), not fetched again
     r = edgeglm("pull", REPO, "--no-convert", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert manifest(tmp_path)["source"] == {"repo": REPO, "revision": new, "endpoint": hub.url}
     assert generation.read_bytes() == changed["generation_config.json"]
+    assert len(hub.got("GET", "/model.safetensors")) == 1
+    weights = entry_dir(tmp_path) / "source" / "model.safetensors"
+    assert weights.read_bytes() == (GLM / "model.safetensors").read_bytes()
+
+    # a commit that changes nothing EdgeGLM fetches: the entry stays, at the new commit
+    newer = hub.add_repo(REPO, {**changed, "README.md": b"# new card\n"}, refs=("main",))
+    for _ in range(2):
+        r = edgeglm("pull", REPO, "--no-convert", cwd=tmp_path, env=env)
+        assert r.returncode == 0, r.stderr
+        assert manifest(tmp_path)["source"] == {
+            "repo": REPO,
+            "revision": newer,
+            "endpoint": hub.url,
+        }
+    assert "already in the store" in r.stdout  # the second time
+    assert len(hub.got("GET", "/model.safetensors")) == 1
 
     # a commit the store has: nothing is asked of the hub
     before = len(hub.calls())
-    r = edgeglm("pull", REPO, "--revision", new[:10], "--no-convert", cwd=tmp_path, env=env)
+    r = edgeglm("pull", REPO, "--revision", newer[:10], "--no-convert", cwd=tmp_path, env=env)
     assert r.returncode == 0 and "already in the store" in r.stdout, r.stderr
     assert hub.calls()[before:] == []
 
