@@ -94,6 +94,10 @@ def _record(doc: dict[str, Any], path: str) -> dict[str, Any]:
     return rec
 
 
+def _adding(member: tuple[tarfile.TarInfo, bytes]) -> Callable[[Members], Members]:
+    return lambda ms: [*ms, member]
+
+
 def build_bundle_cases(folder: Path, good: Path) -> dict[str, BundleCase]:
     folder.mkdir(parents=True, exist_ok=True)
     base = read_members(good)
@@ -150,8 +154,8 @@ def build_bundle_cases(folder: Path, good: Path) -> dict[str, BundleCase]:
         ("device_member", tarfile.CHRTYPE, ("device", "source/evil")),
         ("fifo_member", tarfile.FIFOTYPE, ("FIFO", "source/evil")),
     ):
-        edit(case, lambda ms, k=kind: [*ms, _special("source/evil", k, "/etc/passwd")], *words)
-    # A symlink (and a hard link) in place of a file the manifest lists.
+        edit(case, _adding(_special("source/evil", kind, "/etc/passwd")), *words)
+    # A symlink in place of a file the manifest lists.
     edit(
         "symlink_as_listed_file",
         lambda ms: [_special(CONFIG, tarfile.SYMTYPE, "/etc/passwd") if i.name == CONFIG
