@@ -13,12 +13,19 @@ match is deleted and fetched once more; a second mismatch is an error naming it.
 
 Resumable across runs: a file is written to ``.partial/<its digest>`` inside
 the destination and moved to its name only once verified. huggingface_hub's
-own ``hf_hub_download`` cannot resume after the process ends: since 2.x it
-writes to a process-unique ``.incomplete`` file and deletes it on failure.
-So this module uses its lower-level parts (``model_info``, the HEAD of
-``get_hf_file_metadata`` and ``http_get``, which sends ``Range`` from where the
-partial file ends), and through them ``HF_ENDPOINT``, ``HF_TOKEN`` and
-``HF_HUB_OFFLINE`` as huggingface_hub reads them.
+own ``hf_hub_download`` cannot resume after the process ends: in 2.4 it
+writes to a process-unique ``.incomplete`` file and deletes it on failure
+(huggingface_hub PR 4228). So this module uses its lower-level parts
+(``model_info``, the HEAD of ``get_hf_file_metadata`` and ``http_get``, which
+sends ``Range`` from where the partial file ends, also when a connection
+breaks mid-file), and through them ``HF_ENDPOINT``, ``HF_TOKEN`` and
+``HF_HUB_OFFLINE`` as huggingface_hub reads them. ``http_get`` writes in
+10 MiB chunks, so that is how much an interruption can cost.
+
+``pull`` puts the result in the store (``edgeglm pull``, ``--pull``, the TUI):
+the stable download folder is ``.staging/pull-<org--name>@<revision>`` in
+the store, moved into the entry by ``add_checkpoint``; then ``ensure_gguf``
+converts it into the entry.
 """
 
 from __future__ import annotations

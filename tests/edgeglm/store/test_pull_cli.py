@@ -85,6 +85,7 @@ def test_pull_converts_and_the_model_runs_offline(hub: HubServer, tmp_path: Path
     r = edgeglm("pull", REPO, "--quant", "Q8_0", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert f"pulled {REPO} at {sha[:12]}" in r.stdout and "every file verified" in r.stdout
+    assert r.stderr == ""  # on a pipe: no bars, and huggingface_hub's log kept quiet
     source = entry_dir(tmp_path) / "source"
     assert {p.name for p in source.iterdir()} == CHECKPOINT  # no pickle, code or extras
     for name in CHECKPOINT:
