@@ -1,9 +1,12 @@
 """Model references and the artifacts behind them.
 
 ``MODEL`` on the command line may be a GGUF file, an ONNX folder, a Hugging
-Face folder or a repo id in the local HF cache; none means the bundled demo
-model. Hugging Face checkpoints are converted once into EdgeGLM's cache,
-keyed by the checkpoint's files. Every GGUF passes strict header checks
+Face folder, a model in EdgeGLM's store (``NAME`` or ``NAME:ARTIFACT``) or a
+repo id in the local HF cache, looked up in that order; none means the
+bundled demo model. Hugging Face checkpoints are converted once: a store
+model's into its entry's ``artifacts/`` (recorded in its manifest, so
+``models`` lists them and ``bundle`` carries them), any other into EdgeGLM's
+cache, keyed by the checkpoint's files. Every GGUF passes strict header checks
 (gguf_file.py), then is loaded once in a child process per content (sha256),
 since llama.cpp aborts the whole process on some malformed models.
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeglm.backends.isolated import run_isolated
-from edgeglm.errors import CheckpointError, EdgeGLMError
+from edgeglm.errors import CheckpointError, EdgeGLMError, UsageError
 from edgeglm.fileio import atomic_output
 from edgeglm.gguf_file import is_gguf, read_gguf
 from edgeglm.models import default_model
@@ -52,12 +55,7 @@ def resolve(ref: str | None) -> Artifact:
     p = Path(ref).expanduser()
     if p.is_file():
         if p.suffix.lower() == ".gguf" or is_gguf(p):
-            from edgeglm.planner.sources import open_model
-
-            # The header, and its metadata against its tensors, exactly as
-            # `plan` checks them: every command refuses the same files.
-            open_model(str(p))
-            return Artifact("gguf", p)
+            return _checked_gguf(p)
         raise CheckpointError(
             f"{p}: not a GGUF file (expected a .gguf, an ONNX folder or a model folder)"
         )
@@ -72,9 +70,55 @@ def resolve(ref: str | None) -> Artifact:
         )
     if p.exists():
         raise CheckpointError(f"{p}: not a regular file or folder")
+    stored = _from_store(ref)
+    if stored is not None:
+        return stored
     from edgeglm.checkpoint.hf import resolve_checkpoint
 
     return Artifact("hf", resolve_checkpoint(ref))
+
+
+def _checked_gguf(p: Path) -> Artifact:
+    from edgeglm.planner.sources import open_model
+
+    # The header, and its metadata against its tensors, exactly as `plan`
+    # checks them: every command refuses the same files.
+    open_model(str(p))
+    return Artifact("gguf", p)
+
+
+def _from_store(ref: str) -> Artifact | None:
+    """What ``NAME`` or ``NAME:ARTIFACT`` names in the store (None: no such
+    entry). A model with a checkpoint is that checkpoint (converted as any
+    other, into its entry); one without is its only artifact."""
+    from edgeglm.store.layout import find, known_artifacts
+    from edgeglm.store.manifest import valid_name
+
+    name, _, wanted = ref.partition(":")
+    if not valid_name(name):
+        return None
+    entry = find(name)
+    if entry is None:
+        return None
+    if wanted == "source" or (not wanted and entry.has_source):
+        if not entry.has_source:
+            raise UsageError(f"{name}: has no source checkpoint; it has: {known_artifacts(entry)}")
+        return Artifact("hf", entry.source_dir)
+    arts = entry.artifacts()
+    if wanted:
+        found = entry.artifact(wanted)
+        if found is None:
+            raise UsageError(f"{name} has no artifact {wanted!r}; it has: {known_artifacts(entry)}")
+    elif len(arts) == 1:
+        found = arts[0]
+    elif not arts:
+        raise CheckpointError(f"{entry.root}: store model {name} holds no files to run")
+    else:
+        choices = ", ".join(f"{name}:{a.name}" for a in arts)
+        raise UsageError(f"{name} has several artifacts and no checkpoint; name one: {choices}")
+    if found.kind == "gguf":
+        return _checked_gguf(found.path)
+    return Artifact("onnx", found.path)
 
 
 def _fingerprint(folder: Path) -> str:
@@ -99,6 +143,14 @@ def _labelled(progress: ConvertProgress | None, what: str) -> ConvertProgress | 
     return hook
 
 
+def _label(hf_folder: Path) -> str:
+    """How a conversion names its checkpoint: the store name, else the folder's."""
+    from edgeglm.store.layout import store_entry_of
+
+    entry = store_entry_of(hf_folder)
+    return entry.name if entry is not None else hf_folder.name
+
+
 def ensure_gguf(
     hf_folder: Path, quant: str = DEFAULT_QUANT, progress: ConvertProgress | None = None
 ) -> Path:
@@ -106,7 +158,7 @@ def ensure_gguf(
     (``progress`` hears of the conversion, if there is one)."""
     from edgeglm.converters.gguf.convert import convert
 
-    hook = _labelled(progress, f"converting {hf_folder.name} to {quant.upper()}")
+    hook = _labelled(progress, f"converting {_label(hf_folder)} to {quant.upper()}")
     return _cached_artifact(
         hf_folder,
         f"{quant.upper()}.gguf",
@@ -120,7 +172,7 @@ def ensure_onnx(
     """The ONNX folder of a Hugging Face checkpoint, converting it on first use."""
     from edgeglm.converters.onnx import convert
 
-    hook = _labelled(progress, f"converting {hf_folder.name} to ONNX {quant.lower()}")
+    hook = _labelled(progress, f"converting {_label(hf_folder)} to ONNX {quant.lower()}")
     return _cached_artifact(
         hf_folder,
         f"onnx-{quant.lower()}",
@@ -129,24 +181,55 @@ def ensure_onnx(
 
 
 def cached_path(hf_folder: Path, name: str) -> Path:
+    """Where the artifact ``name`` of a checkpoint is (or will be): a store
+    model's ``artifacts/`` folder, else the cache's
+    ``artifacts/<model>-<fingerprint>/``."""
+    from edgeglm.store.layout import store_entry_of
+
+    entry = store_entry_of(hf_folder)
+    if entry is not None:
+        return entry.artifacts_dir / name
     return cache_dir() / "artifacts" / f"{hf_folder.name}-{_fingerprint(hf_folder)}" / name
 
 
 def _cached_artifact(hf_folder: Path, name: str, make: Callable[[Path], object]) -> Path:
-    """``artifacts/<model>-<fingerprint>/<name>`` in the cache, made by ``make`` if
-    missing; a failed conversion leaves no empty folder behind."""
+    """The artifact ``name`` of ``hf_folder`` (see ``cached_path``), made by
+    ``make`` if missing; a failed conversion leaves no empty folder behind.
+    In the store, what is made is recorded in the entry's manifest."""
+    from edgeglm.store.layout import add_artifact, store_entry_of
+
+    entry = store_entry_of(hf_folder)
     out = cached_path(hf_folder, name)
     out_dir = out.parent
     if out.exists():
+        if entry is not None and entry.artifact(name) is None:
+            add_artifact(entry, out)  # made, but the recording was interrupted
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        make(out)
+        result = make(out)
     except BaseException:
         with contextlib.suppress(OSError):  # only if empty: other artifacts stay
             out_dir.rmdir()
         raise
+    if entry is not None:
+        add_artifact(entry, out, _known_digests(result, out))
     return out
+
+
+def _known_digests(result: object, out: Path) -> dict[str, tuple[int, str]]:
+    """The digests a conversion computed as it wrote (ConvertResult), so the
+    store does not read the artifact again to record it."""
+    from edgeglm.converters.output import ConvertResult
+
+    if not isinstance(result, ConvertResult):
+        return {}
+    if result.format == "gguf":
+        return {out.name: (result.bytes, result.sha256)}
+    known = {"model.onnx": (result.files.get("model.onnx", -1), result.sha256)}
+    if result.data_sha256 is not None:
+        known["model.onnx.data"] = (result.files.get("model.onnx.data", -1), result.data_sha256)
+    return known
 
 
 def _probe(path: str) -> str:
