@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -197,8 +199,33 @@ def staging_dir(prefix: str) -> Path:
     """A fresh folder in the store's ``.staging``: on the store's filesystem, so
     what is built there is renamed into the store in one step."""
     base = store_dir() / STAGING
-    base.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    try:
+        base.mkdir(exist_ok=True)
+        _sweep(base)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    except OSError as e:
+        raise write_error(e, base) from e
+
+
+# Staging folders of processes that were killed (SIGKILL, power loss) are
+# removed by the next one: only those a day old whose process is gone, so a
+# store shared between machines never loses another machine's work in progress.
+_STALE_S = 24 * 3600
+_STAGED = re.compile(r"[a-z]+-(\d+)-")
+
+
+def _sweep(base: Path) -> None:
+    now = time.time()
+    for d in base.iterdir():
+        m = _STAGED.match(d.name)
+        try:
+            if m is None or now - d.lstat().st_mtime < _STALE_S:
+                continue
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue
 
 
 def in_staging(path: Path) -> bool:
