@@ -27,7 +27,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from edgeglm.errors import CheckpointError, ModelNotFoundError, UsageError
@@ -235,9 +237,12 @@ def in_staging(path: Path) -> bool:
         return False
 
 
-def regular_files(folder: Path, *, what: str) -> list[str]:
+def regular_files(
+    folder: Path, *, what: str, link_ok: Callable[[str], bool] | None = None
+) -> list[str]:
     """Every file below ``folder`` as a POSIX relative path, sorted. Symlinks,
-    devices, sockets and FIFOs are refused: a store holds plain files only."""
+    devices, sockets and FIFOs are refused: a store holds plain files only
+    (``link_ok``: the file symlinks that are to be read as the file they name)."""
     found: list[str] = []
 
     def walk(d: Path, rel: str) -> None:
@@ -247,9 +252,13 @@ def regular_files(folder: Path, *, what: str) -> list[str]:
             raise CheckpointError(f"{d}: cannot read ({e.strerror or e})") from e
         for item in items:
             name = f"{rel}{item.name}"
-            if item.is_symlink():
+            if item.is_symlink() and link_ok is not None and link_ok(name):
+                if not os.path.isfile(item.path):
+                    raise CheckpointError(f"{what}: {name} links to no regular file")
+                found.append(name)
+            elif item.is_symlink():
                 raise CheckpointError(f"{what}: {name} is a symlink; only plain files are stored")
-            if item.is_dir(follow_symlinks=False):
+            elif item.is_dir(follow_symlinks=False):
                 walk(Path(item.path), f"{name}/")
             elif item.is_file(follow_symlinks=False):
                 found.append(name)
@@ -331,8 +340,10 @@ def install(work: Path, name: str) -> Entry:
         os.rename(work, final)
     except OSError as e:
         if old is not None and (old / "entry").exists() and not final.exists():
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(old / "entry", final)  # put the old entry back
+            except OSError:
+                old = None  # left in .staging rather than lost
         raise write_error(e, final) from e
     finally:
         if old is not None:
@@ -357,10 +368,16 @@ def add_checkpoint(
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFoundError(f"{folder}: no such folder")
-    names = regular_files(folder, what=str(folder))
+    from edgeglm.checkpoint.hf import _cache_blob_link
+
+    moved = in_staging(folder)
+    # Copied from a Hugging Face cache snapshot: its files are links into the
+    # repo's blobs, read as the files they are.
+    names = regular_files(
+        folder, what=str(folder), link_ok=None if moved else partial(_cache_blob_link, folder)
+    )
     if not names:
         raise CheckpointError(f"{folder}: no files")
-    moved = in_staging(folder)
     work = staging_dir("add-")
     try:
         src_dir = work / "source"

@@ -319,3 +319,25 @@ def test_stale_staging_of_dead_processes_is_swept(store: Path) -> None:
         os.utime(d, (day_ago, day_ago))
     staging_dir("import-")
     assert not dead.exists() and alive.exists() and young.exists() and first.exists()
+
+
+def test_add_checkpoint_from_a_hugging_face_cache_snapshot(store: Path, tmp_path: Path) -> None:
+    """Snapshot files are links into the repo's blobs: copied as files. A link
+    anywhere else is refused."""
+    repo = tmp_path / "hub" / "models--org--glm"
+    snap = repo / "snapshots" / ("1" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in (HF_FIXTURES / "glm").iterdir():
+        if f.name in ("config.json", "model.safetensors", "tokenizer.json"):
+            blob = repo / "blobs" / hashlib.sha256(f.name.encode()).hexdigest()
+            shutil.copy(f, blob)
+            (snap / f.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    entry = add_checkpoint("org/glm", snap, Source(repo="org/glm", revision="1" * 40))
+    assert not any(p.is_symlink() for p in entry.source_dir.iterdir())
+    assert (entry.source_dir / "config.json").read_bytes() == (
+        HF_FIXTURES / "glm" / "config.json"
+    ).read_bytes()
+    (snap / "evil.json").symlink_to("/etc/hostname")
+    with pytest.raises(CheckpointError, match=r"evil\.json is a symlink"):
+        add_checkpoint("org/glm2", snap, Source())
