@@ -35,5 +35,13 @@ def store_dir() -> Path:
     else:
         xdg = os.environ.get("XDG_DATA_HOME")
         base = (Path(xdg) if xdg else Path.home() / ".local" / "share") / "edgeglm" / "models"
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from edgeglm.errors import UsageError
+
+        raise UsageError(
+            f"{base}: cannot create the model store there ({e.strerror or e}); "
+            "set EDGEGLM_MODELS to a writable folder"
+        ) from e
     return base

@@ -240,6 +240,9 @@ def rm(
 @app.command()
 def bundle(
     model: Annotated[str, typer.Argument(help="A model in the store.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="The bundle to write (a .tar file).")
+    ],
     artifacts: Annotated[
         list[str] | None,
         typer.Argument(
@@ -247,19 +250,13 @@ def bundle(
             "onnx-int4); default everything."
         ),
     ] = None,
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="The bundle to write (a .tar file).")
-    ] = Path(),
 ) -> None:
     """Write a store model as one tar file, manifest first, for another machine."""
-    from edgeglm.errors import UsageError
     from edgeglm.store.bundle import write_bundle
     from edgeglm.store.layout import open_entry
 
     _sigterm_as_interrupt()
     try:
-        if output == Path():
-            raise UsageError("give the bundle's path with -o FILE.tar")
         entry = open_entry(model)
         with _byte_bar(f"bundling {model}") as hook:
             result = write_bundle(entry, output, artifacts, progress=hook)

@@ -22,10 +22,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from edgeglm.errors import CheckpointError, ModelNotFoundError, UsageError
@@ -197,8 +201,33 @@ def staging_dir(prefix: str) -> Path:
     """A fresh folder in the store's ``.staging``: on the store's filesystem, so
     what is built there is renamed into the store in one step."""
     base = store_dir() / STAGING
-    base.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    try:
+        base.mkdir(exist_ok=True)
+        _sweep(base)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+    except OSError as e:
+        raise write_error(e, base) from e
+
+
+# Staging folders of processes that were killed (SIGKILL, power loss) are
+# removed by the next one: only those a day old whose process is gone, so a
+# store shared between machines never loses another machine's work in progress.
+_STALE_S = 24 * 3600
+_STAGED = re.compile(r"[a-z]+-(\d+)-")
+
+
+def _sweep(base: Path) -> None:
+    now = time.time()
+    for d in base.iterdir():
+        m = _STAGED.match(d.name)
+        try:
+            if m is None or now - d.lstat().st_mtime < _STALE_S:
+                continue
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue
 
 
 def in_staging(path: Path) -> bool:
@@ -208,9 +237,12 @@ def in_staging(path: Path) -> bool:
         return False
 
 
-def regular_files(folder: Path, *, what: str) -> list[str]:
+def regular_files(
+    folder: Path, *, what: str, link_ok: Callable[[str], bool] | None = None
+) -> list[str]:
     """Every file below ``folder`` as a POSIX relative path, sorted. Symlinks,
-    devices, sockets and FIFOs are refused: a store holds plain files only."""
+    devices, sockets and FIFOs are refused: a store holds plain files only
+    (``link_ok``: the file symlinks that are to be read as the file they name)."""
     found: list[str] = []
 
     def walk(d: Path, rel: str) -> None:
@@ -220,9 +252,13 @@ def regular_files(folder: Path, *, what: str) -> list[str]:
             raise CheckpointError(f"{d}: cannot read ({e.strerror or e})") from e
         for item in items:
             name = f"{rel}{item.name}"
-            if item.is_symlink():
+            if item.is_symlink() and link_ok is not None and link_ok(name):
+                if not os.path.isfile(item.path):
+                    raise CheckpointError(f"{what}: {name} links to no regular file")
+                found.append(name)
+            elif item.is_symlink():
                 raise CheckpointError(f"{what}: {name} is a symlink; only plain files are stored")
-            if item.is_dir(follow_symlinks=False):
+            elif item.is_dir(follow_symlinks=False):
                 walk(Path(item.path), f"{name}/")
             elif item.is_file(follow_symlinks=False):
                 found.append(name)
@@ -304,8 +340,10 @@ def install(work: Path, name: str) -> Entry:
         os.rename(work, final)
     except OSError as e:
         if old is not None and (old / "entry").exists() and not final.exists():
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(old / "entry", final)  # put the old entry back
+            except OSError:
+                old = None  # left in .staging rather than lost
         raise write_error(e, final) from e
     finally:
         if old is not None:
@@ -330,10 +368,16 @@ def add_checkpoint(
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFoundError(f"{folder}: no such folder")
-    names = regular_files(folder, what=str(folder))
+    from edgeglm.checkpoint.hf import _cache_blob_link
+
+    moved = in_staging(folder)
+    # Copied from a Hugging Face cache snapshot: its files are links into the
+    # repo's blobs, read as the files they are.
+    names = regular_files(
+        folder, what=str(folder), link_ok=None if moved else partial(_cache_blob_link, folder)
+    )
     if not names:
         raise CheckpointError(f"{folder}: no files")
-    moved = in_staging(folder)
     work = staging_dir("add-")
     try:
         src_dir = work / "source"

@@ -285,3 +285,59 @@ def test_bundles_are_reproducible_and_plain_tar(entry: Entry, tmp_path: Path) ->
         manifest = tar.extractfile(members[0])
         assert manifest is not None
         assert Manifest.parse(manifest.read(), what="a") == entry.manifest
+
+
+def test_store_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeglm.paths import store_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("EDGEGLM_MODELS", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert store_dir() == tmp_path / "home" / ".local" / "share" / "edgeglm" / "models"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert store_dir() == tmp_path / "xdg" / "edgeglm" / "models"
+    monkeypatch.setenv("EDGEGLM_MODELS", str(tmp_path / "explicit"))
+    assert store_dir() == tmp_path / "explicit" and store_dir().is_dir()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EDGEGLM_MODELS", str(tmp_path / "file" / "models"))
+    with pytest.raises(UsageError, match="EDGEGLM_MODELS"):
+        store_dir()
+
+
+def test_stale_staging_of_dead_processes_is_swept(store: Path) -> None:
+    import os
+
+    first = staging_dir("pull-")
+    day_ago = first.stat().st_mtime - 2 * 24 * 3600
+    dead = store / ".staging" / "import-999999999-x"  # past any pid_max: no such process
+    alive = store / ".staging" / f"import-{os.getpid()}-x"
+    young = store / ".staging" / "import-999999998-y"
+    for d in (dead, alive, young):
+        d.mkdir()
+        (d / "partial").write_bytes(b"x")
+    for d in (dead, alive):
+        os.utime(d, (day_ago, day_ago))
+    staging_dir("import-")
+    assert not dead.exists() and alive.exists() and young.exists() and first.exists()
+
+
+def test_add_checkpoint_from_a_hugging_face_cache_snapshot(store: Path, tmp_path: Path) -> None:
+    """Snapshot files are links into the repo's blobs: copied as files. A link
+    anywhere else is refused."""
+    repo = tmp_path / "hub" / "models--org--glm"
+    snap = repo / "snapshots" / ("1" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in (HF_FIXTURES / "glm").iterdir():
+        if f.name in ("config.json", "model.safetensors", "tokenizer.json"):
+            blob = repo / "blobs" / hashlib.sha256(f.name.encode()).hexdigest()
+            shutil.copy(f, blob)
+            (snap / f.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    entry = add_checkpoint("org/glm", snap, Source(repo="org/glm", revision="1" * 40))
+    assert not any(p.is_symlink() for p in entry.source_dir.iterdir())
+    assert (entry.source_dir / "config.json").read_bytes() == (
+        HF_FIXTURES / "glm" / "config.json"
+    ).read_bytes()
+    (snap / "evil.json").symlink_to("/etc/hostname")
+    with pytest.raises(CheckpointError, match=r"evil\.json is a symlink"):
+        add_checkpoint("org/glm2", snap, Source())
