@@ -70,7 +70,7 @@ def resolve(ref: str | None) -> Artifact:
         )
     if p.exists():
         raise CheckpointError(f"{p}: not a regular file or folder")
-    stored = _from_store(ref)
+    stored = from_store(ref)
     if stored is not None:
         return stored
     from edgeglm.checkpoint.hf import resolve_checkpoint
@@ -87,7 +87,7 @@ def _checked_gguf(p: Path) -> Artifact:
     return Artifact("gguf", p)
 
 
-def _from_store(ref: str) -> Artifact | None:
+def from_store(ref: str) -> Artifact | None:
     """What ``NAME`` or ``NAME:ARTIFACT`` names in the store (None: no such
     entry). A model with a checkpoint is that checkpoint (converted as any
     other, into its entry); one without is its only artifact."""

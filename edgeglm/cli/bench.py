@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 
 from edgeglm.cli import Command, _fail, _sigterm_as_interrupt, app, err, out
+from edgeglm.cli.hub import PullOpt, pull_if_missing
 from edgeglm.errors import EdgeGLMError, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ def bench(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the JSON report on stdout.")
     ] = False,
+    pull: PullOpt = False,
 ) -> None:
     """Measure latency against quality: speed, memory and KL divergence per artifact.
 
@@ -138,6 +140,7 @@ def bench(
             device=device,
             hardware=hardware,
         )
+        pull_if_missing(request.models, pull)
         report = _measure(request, run_bench)
     except EdgeGLMError as e:
         _fail(e)

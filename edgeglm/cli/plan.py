@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edgeglm.cli import _fail, app, err, out
+from edgeglm.cli.hub import PullOpt, pull_if_missing
 from edgeglm.errors import EdgeGLMError, HardwareError
 from edgeglm.hardware import HardwareProfile, load_profile, probe, probe_cpu, probe_memory
 
@@ -86,16 +87,25 @@ def plan(
     ] = None,
     hardware: HardwareOpt = None,
     as_json: JsonOpt = False,
+    pull: PullOpt = False,
 ) -> None:
     """Plan how MODEL should run here, with a reason for every choice.
 
     The backend, quant, GPU layers or expert placement, threads, context, KV
     cache and flash attention, and the memory estimate they add up to."""
+    from edgeglm.artifacts import from_store
     from edgeglm.planner.explain import print_plan
     from edgeglm.planner.onnx_plan import is_onnx_folder
     from edgeglm.planner.planner import make_plan
     from edgeglm.planner.sources import open_model
 
+    try:
+        pull_if_missing([model], pull)
+        stored = None if Path(model).exists() else from_store(model)
+    except EdgeGLMError as e:
+        _fail(e)
+    if stored is not None and stored.kind == "onnx":  # NAME:onnx-int4 in the store
+        model = str(stored.path)
     if is_onnx_folder(Path(model)):
         _plan_onnx(Path(model), hardware, ctx, as_json)
         return

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from edgeglm.cli import _fail, _sigterm_as_interrupt, app, err, out
+from edgeglm.cli import _fail, _sigterm_as_interrupt, app, out
+from edgeglm.cli.hub import download_bar, quiet_hub_log
 from edgeglm.errors import EdgeGLMError, UsageError
-from edgeglm.store.pull import Progress
 
 
 @app.command()
@@ -43,7 +41,7 @@ def pull(
     from edgeglm.store.pull import pull as pull_checkpoint
 
     _sigterm_as_interrupt()
-    _quiet_hub_log()
+    quiet_hub_log()
     try:
         if no_convert and quant is not None:
             raise UsageError("--quant converts after the pull; --no-convert says not to: give one")
@@ -78,54 +76,3 @@ def pull(
     out.print(f"  store: {done.entry.root}", highlight=False)
     if done.gguf is not None:
         out.print(f"  gguf: {done.gguf}", highlight=False)
-
-
-def _quiet_hub_log() -> None:
-    """huggingface_hub logs a multi-line warning with the URL each time it
-    retries a broken transfer; the bar shows progress, errors come as one line."""
-    import logging
-
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-
-
-@contextmanager
-def download_bar(enabled: bool = True) -> Iterator[Progress | None]:
-    """A ``Progress`` hook drawing one bar per file on stderr (a terminal only;
-    None elsewhere), as ``conversion_bar`` draws a conversion."""
-    if not enabled or not err.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import Progress as Bar
-
-    with Bar(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        finished: set[str] = set()
-
-        def hook(name: str, done: int, total: int) -> None:
-            if name in finished:
-                return
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total or None)
-            bar.update(tasks[name], completed=done, total=total or None)
-            if total and done >= total:  # a finished file makes room (a model has many shards)
-                bar.remove_task(tasks[name])
-                finished.add(name)
-
-        yield hook

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from edgeglm.cli import _fail, app, err
+from edgeglm.cli.hub import PullOpt, pull_if_missing
 from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.planner.launch import LaunchControls
 
@@ -326,6 +327,7 @@ def run(
         bool,
         typer.Option("--json", help="Print the text, timings and settings as JSON."),
     ] = False,
+    pull: PullOpt = False,
 ) -> None:
     """Generate a reply, streaming tokens to stdout.
 
@@ -340,6 +342,7 @@ def run(
         if hardware is not None and not dry_run:
             raise UsageError("--hardware plans for another machine: it needs --dry-run")
         if dry_run:
+            pull_if_missing([model], pull)
             _dry_run(model, load, hardware, as_json)
             return
         # Every value is checked before a model is touched (the same checks
@@ -349,6 +352,7 @@ def run(
         if system is not None:
             check_text(system, "--system")
         text = read_prompt(prompt, file, chat=not raw)
+        pull_if_missing([model], pull)
         if text is None:  # a terminal and no prompt: talk
             for flag, given in (("--raw", raw), ("--json", as_json)):
                 if given:

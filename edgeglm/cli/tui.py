@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edgeglm.cli import _fail, app
+from edgeglm.cli.hub import PullOpt, pull_if_missing
 from edgeglm.cli.run import (
     BackendOpt,
     CpuMoeOpt,
@@ -99,6 +100,7 @@ def chat(
     n_gpu_layers: NglOpt = None,
     hide_thinking: HideThinkingOpt = False,
     verbose: VerboseOpt = False,
+    pull: PullOpt = False,
 ) -> None:
     """Chat with a model in the terminal app, or with --cli in the plain terminal.
 
@@ -122,6 +124,7 @@ def chat(
             from edgeglm.backends.base import check_text
 
             check_text(system, "--system")
+        pull_if_missing([model], pull)
     except EdgeGLMError as e:
         _fail(e)
     if not cli:

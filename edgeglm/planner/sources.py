@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeglm.converters.gguf.quant_types import quant_name
-from edgeglm.errors import CheckpointError, EdgeGLMError
+from edgeglm.errors import CheckpointError, EdgeGLMError, UsageError
 from edgeglm.gguf_file import GGUFFile, is_gguf, read_gguf
 from edgeglm.planner.model import ModelFacts, check_gguf_metadata, facts_from_metadata
 
@@ -134,6 +134,13 @@ def open_model(spec: str) -> ModelSource:
         raise CheckpointError(f"{path}: no config.json and not a GGUF; nothing to plan")
     if path.exists():
         raise CheckpointError(f"{path}: not a regular file or folder")
+    from edgeglm.artifacts import from_store
+
+    stored = from_store(spec)  # a store name, before the Hugging Face cache, as run resolves
+    if stored is not None:
+        if stored.kind == "onnx":
+            raise UsageError(f"{spec}: an ONNX folder; plan it as {stored.path}")
+        return open_model(str(stored.path))
     from edgeglm.checkpoint.hf import resolve_checkpoint
 
     return _checkpoint_source(resolve_checkpoint(spec))
