@@ -20,6 +20,7 @@ from edgeglm.artifacts import (
     ConvertProgress,
     cached_path,
     ensure_gguf,
+    ensure_onnx,
     resolve,
     verify_gguf,
 )
@@ -270,7 +271,7 @@ def open_backend(
     if n_ctx is not None:
         check_n_ctx(n_ctx)
     check_threads(kwargs.get("n_threads"))
-    art = _for_backend(resolve(ref), backend)
+    art = _for_backend(resolve(ref), backend, convert_progress)
     if quant is not None and art.kind != "hf":
         raise UsageError(f"{art.path}: --quant applies to checkpoints; this {art.kind} has its own")
     if art.kind == "onnx":
@@ -309,14 +310,20 @@ def open_backend(
     return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose)
 
 
-def _for_backend(art: Artifact, backend: str) -> Artifact:
+def _for_backend(
+    art: Artifact, backend: str, convert_progress: ConvertProgress | None = None
+) -> Artifact:
     """The artifact ``backend`` runs: the ONNX export beside a checkpoint for
-    ``onnx``; a backend that cannot run what was named is refused (UsageError),
-    never swapped for another."""
+    ``onnx`` (a store model's checkpoint is converted into its entry on first
+    use, as its GGUFs are); a backend that cannot run what was named is
+    refused (UsageError), never swapped for another."""
     from edgeglm.planner.backend import find_onnx_artifact
+    from edgeglm.store.layout import store_entry_of
 
     if backend == "onnx" and art.kind == "hf":
         folder = find_onnx_artifact(art.path)
+        if folder is None and store_entry_of(art.path) is not None:
+            folder = ensure_onnx(art.path, progress=convert_progress)
         if folder is None:
             raise UsageError(
                 f"{art.path}: --backend onnx needs an ONNX export beside the checkpoint "

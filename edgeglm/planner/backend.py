@@ -29,10 +29,18 @@ def _folder(path: Path) -> Path:
 
 
 def find_onnx_artifact(path: Path) -> Path | None:
-    """The ONNX folder beside a model that EdgeGLM's ONNX backend opens:
-    ``<dir>/onnx/`` or ``<dir>`` itself holding genai_config.json."""
+    """The ONNX folder of a model that EdgeGLM's ONNX backend opens:
+    ``<dir>/onnx/`` or ``<dir>`` itself holding genai_config.json, else (a
+    store model's checkpoint) its converted ``artifacts/onnx-*``, int4 first."""
+    from edgeglm.store.layout import store_entry_of
+
     d = _folder(path)
-    return next((f for f in (d / "onnx", d) if is_onnx_folder(f)), None)
+    found = next((f for f in (d / "onnx", d) if is_onnx_folder(f)), None)
+    entry = store_entry_of(d) if found is None else None
+    if entry is not None:
+        made = sorted(entry.artifacts_dir.glob("onnx-*"), key=lambda f: f.name != "onnx-int4")
+        found = next((f for f in made if is_onnx_folder(f)), None)
+    return found
 
 
 def find_onnx_files(path: Path) -> Path | None:

@@ -341,3 +341,21 @@ def test_add_checkpoint_from_a_hugging_face_cache_snapshot(store: Path, tmp_path
     (snap / "evil.json").symlink_to("/etc/hostname")
     with pytest.raises(CheckpointError, match=r"evil\.json is a symlink"):
         add_checkpoint("org/glm2", snap, Source())
+
+
+def test_backend_onnx_converts_a_store_checkpoint_into_its_entry_once(
+    entry: Entry, tmp_path: Path
+) -> None:
+    """`--backend onnx` on a store model: the ONNX export is made into the
+    entry (recorded, so verify stays clean), then found again, never re-made."""
+    run = ("run", NAME, "--backend", "onnx", "-p", "hi", "-n", "2", "--json")
+    r = edgeglm(*run, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backend"] == "onnxruntime"
+    made = entry.artifacts_dir / "onnx-int4"
+    assert (made / "genai_config.json").is_file()
+    assert edgeglm("verify", NAME, cwd=tmp_path).returncode == 0
+    before = tree(entry.root)
+    r = edgeglm(*run, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert tree(entry.root) == before
