@@ -21,13 +21,15 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Conversations, artifacts and exports go to a fresh folder per test, and
-    what the app remembers of artifacts in this process starts empty too."""
+    """Conversations, artifacts, exports and the model store go to fresh folders
+    per test, and what the app remembers of artifacts in this process starts
+    empty too."""
     from edgeglm.tui import artifacts
 
     d = tmp_path / "cache"
     d.mkdir()
     monkeypatch.setenv("EDGEGLM_CACHE_DIR", str(d))
+    monkeypatch.setenv("EDGEGLM_MODELS", str(tmp_path / "store"))
     monkeypatch.setattr(artifacts, "_recent", {})
     monkeypatch.setattr(artifacts, "_memo", None)
     return d
