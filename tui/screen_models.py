@@ -73,7 +73,7 @@ class ModelsScreen(Screen[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "chat", "Chat with it", show=True),
-        Binding("ctrl+r", "refresh", "Rescan"),
+        Binding("ctrl+r", "rescan", "Rescan"),
         Binding("ctrl+k", "convert", "Convert"),
         Binding("delete,ctrl+d", "delete", "Delete"),
         Binding("ctrl+g", "pull", "Pull"),
@@ -169,6 +169,12 @@ class ModelsScreen(Screen[None]):
     def action_refresh(self) -> None:
         self.scan()
         self.scan_store()
+
+    def action_rescan(self) -> None:
+        """Ctrl+R: list everything again, forgetting what was verified (files may
+        have changed since; a listing only checks sizes)."""
+        self.verified = {}
+        self.action_refresh()
 
     @work(thread=True, exclusive=True, group="artifacts")
     def scan(self) -> None:
