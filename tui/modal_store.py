@@ -46,8 +46,10 @@ class PullModal(ModalScreen[tuple[str, str | None] | None]):
                 "an interrupted pull resumes.",
                 classes="muted",
             )
-            yield Input(placeholder="repo id, e.g. zai-org/GLM-4-9B-0414", id="repo")
-            yield Input(placeholder="revision: branch, tag or commit (default main)", id="rev")
+            yield Input(placeholder="repo id, e.g. zai-org/GLM-4-9B-0414", id="repo", compact=True)
+            yield Input(
+                placeholder="revision: branch, tag or commit (default main)", id="rev", compact=True
+            )
             yield Static("", id="errors")
             with Horizontal():
                 yield Button("Cancel", id="cancel", compact=True)
@@ -83,7 +85,9 @@ class ImportModal(ModalScreen[Path | None]):
                 "Every file is checked against the bundle's manifest before it enters the store.",
                 classes="muted",
             )
-            yield Input(placeholder="a bundle .tar file or its unpacked folder", id="path")
+            yield Input(
+                placeholder="a bundle .tar file or its unpacked folder", id="path", compact=True
+            )
             yield Static("", id="errors")
             with Horizontal():
                 yield Button("Cancel", id="cancel", compact=True)

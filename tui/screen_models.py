@@ -135,7 +135,7 @@ class ModelsScreen(Screen[None]):
             with Horizontal(id="progress-row"):
                 yield ProgressBar(total=1, id="progress", show_eta=False)
                 yield Static("", id="status")
-                yield Button("Cancel", id="cancel-job", compact=True)
+                yield Button("Cancel (Esc)", id="cancel-job", compact=True)
         yield Footer()
 
     def _quants(self, fmt: str) -> list[str]:

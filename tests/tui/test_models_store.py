@@ -7,8 +7,6 @@ through the store's API from a committed fixture checkpoint.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,57 +22,15 @@ from tui_support.polling import until
 from edgeglm.paths import store_dir
 from edgeglm.store.bundle import write_bundle
 from edgeglm.store.importer import verify
-from edgeglm.store.layout import Entry, add_checkpoint, entries, find, load_entry, staging_dir
-from edgeglm.store.manifest import Source
+from edgeglm.store.layout import Entry, entries, find, load_entry
 from edgeglm.store.pull import PARTIAL_DIR, pull_staging
 from edgeglm.tui.modal_confirm import ConfirmModal
 from edgeglm.tui.modal_store import ImportModal, PullModal
 from edgeglm.tui.screen_models import ModelsScreen
 
 pytestmark = pytest.mark.anyio  # Pilot tests run on asyncio (see conftest)
-NAME = "test/glm4"
+NAME = "test/glm4"  # the conftest's store entry
 REPO = "zai-org/glm-tiny"
-MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "special_tokens_map.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-)
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store entry made by the store's API: the glm4 fixture checkpoint and its
-    Q4_K_M GGUF converted by EdgeGLM into the entry (read-only: tests copy it)."""
-    from edgeglm.artifacts import ensure_gguf
-
-    root = tmp_path_factory.mktemp("tui-template-store")
-    before = os.environ.get("EDGEGLM_MODELS")
-    os.environ["EDGEGLM_MODELS"] = str(root)
-    try:
-        folder = staging_dir("fixture-") / "glm4"
-        folder.mkdir()
-        for name in MODEL_FILES:
-            shutil.copy(HF_FIXTURES / "glm4" / name, folder / name)
-        entry = add_checkpoint(NAME, folder, Source(repo=NAME, revision="0" * 40))
-        ensure_gguf(entry.source_dir, "Q4_K_M")
-    finally:
-        if before is None:
-            del os.environ["EDGEGLM_MODELS"]
-        else:
-            os.environ["EDGEGLM_MODELS"] = before
-    return root / "test--glm4"
-
-
-@pytest.fixture
-def entry(cache: Path, template: Path) -> Entry:
-    """The template entry, copied into this test's store."""
-    shutil.copytree(template, store_dir() / template.name)
-    found = find(NAME)
-    assert found is not None
-    return found
 
 
 def online(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
