@@ -462,14 +462,15 @@ class ModelsScreen(Screen[None]):
         item = self._store_highlighted()
         if item is None:
             return
+        whole = item.part == "source"  # the checkpoint goes with its whole entry
+        gone = item.path.parent if whole else item.path
         used = self.in_use()
-        if used is not None and used.resolve().is_relative_to(item.path.resolve()):
+        if used is not None and used.resolve().is_relative_to(gone.resolve()):
             self.notify("The chat is using it: load another model first", severity="warning")
             return
         if self.job is not None:
             self.notify(f"Wait for the {self.job} to end first", severity="warning")
             return
-        whole = item.part == "source"
         question = f"Delete {item.model} from the store?" if whole else f"Delete {item.key}?"
         detail = (
             "Its checkpoint and every artifact converted from it."

@@ -16,6 +16,7 @@ import pytest
 from helpers import HF_FIXTURES
 from hub_server import Fault, HubServer, hub_server, padded_repo
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
+from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import MakeApp
 from tui_support.polling import until
 
@@ -310,3 +311,19 @@ async def test_converting_a_store_model_records_it_in_the_entry(
         assert fresh is not None and fresh.artifact("Q8_0") is not None
         assert verify(fresh) == []  # recorded, not an extra file
         assert [r[2] for r in store_rows(app)] == ["source", "Q4_K_M.gguf", "Q8_0.gguf"]
+
+
+async def test_the_loaded_store_model_is_not_deleted(make_app: MakeApp, entry: Entry) -> None:
+    gguf = entry.artifact("Q4_K_M")
+    assert gguf is not None
+    backend = FakeBackend()
+    backend.path = gguf.path  # the chat runs the entry's GGUF
+    app = make_app(factory=FakeFactory(backend))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await open_store(pilot)
+        await pilot.press("delete")  # the source row: the whole entry, its GGUF with it
+        await pilot.pause()
+        assert isinstance(app.screen, ModelsScreen)
+        assert "load another model first" in messages(app)[-1]
+    assert verify(entry) == []
