@@ -18,6 +18,7 @@ from edgeglm.generation import Sampling
 
 from .artifacts import ArtifactInfo
 from .session import ModelChoice
+from .store_items import StoreItem
 
 if TYPE_CHECKING:
     from edgeglm.bench.report import BenchReport
@@ -109,3 +110,33 @@ class HardwareReady(Message):
     plan: Plan | None
     error: str | None = None
     plan_error: str | None = None
+
+
+@dataclass
+class StoreListed(Message):
+    """The model store's rows (store_items.list_store), listed in a worker."""
+
+    items: list[StoreItem]
+    damaged: list[str]  # folders of the store that are not readable entries
+    error: str | None = None  # the listing itself failed
+
+
+@dataclass
+class StoreProgress(Message):
+    """A pull, import or verify under way: ``file`` (may be empty), its bytes so far."""
+
+    job: str  # "pull", "import", "verify"
+    file: str
+    done: int
+    total: int
+
+
+@dataclass
+class StoreJobEnded(Message):
+    job: str
+    name: str | None = None  # the store model it was about (None: not known)
+    text: str | None = None  # what happened, for the status line
+    error: str | None = None  # one line when it failed
+    cancelled: bool = False
+    # verify: each row's problems (empty: it verifies)
+    verified: dict[str, tuple[str, ...]] | None = None

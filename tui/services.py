@@ -1,7 +1,7 @@
 """What the app asks of the rest of EdgeGLM, in one replaceable bundle.
 
 Every slow or machine-dependent call (open a model, probe hardware, plan,
-benchmark, convert) goes through ``Services``, so tests hand the app fakes
+benchmark, convert, pull, import) goes through ``Services``, so tests hand the app fakes
 that return the same types. The real implementations are imported only when
 first used: starting the TUI never pays for llama.cpp, ONNX Runtime or NVML
 it does not touch.
@@ -22,13 +22,28 @@ if TYPE_CHECKING:
     from edgeglm.converters.output import ConvertResult
     from edgeglm.hardware import HardwareProfile
     from edgeglm.planner.plan import Plan
+    from edgeglm.store.importer import ImportResult
+    from edgeglm.store.pull import Pulled
 
 ProgressFn = Callable[[str, float], None]
 ConvertProgressFn = Callable[[str, int, int, int, int], None]
+# pull: (file, bytes done, bytes in the file); import: (bytes done, bytes in all)
+PullProgressFn = Callable[[str, int, int], None]
+ImportProgressFn = Callable[[int, int], None]
 
 
 class BackendFactory(Protocol):
     def __call__(self, ref: str | None, *, backend: str, n_ctx: int | None) -> Backend: ...
+
+
+class StorePuller(Protocol):
+    def __call__(
+        self,
+        repo_id: str,
+        revision: str | None,
+        progress: PullProgressFn,
+        cancelled: Callable[[], bool],
+    ) -> Pulled: ...
 
 
 class BenchRunner(Protocol):
@@ -88,6 +103,26 @@ def convert_onnx(src: str, out: Path, quant: str, progress: ConvertProgressFn) -
     return convert(src, out, quant, progress=progress)
 
 
+def pull_model(
+    repo_id: str,
+    revision: str | None,
+    progress: PullProgressFn,
+    cancelled: Callable[[], bool],
+) -> Pulled:
+    """``edgeglm pull --no-convert``: fetched and verified into the store; the
+    Convert form (or the first chat) converts it."""
+    from edgeglm.store.pull import pull
+
+    return pull(repo_id, revision, convert=False, progress=progress, cancelled=cancelled)
+
+
+def import_bundle(path: Path, progress: ImportProgressFn) -> ImportResult:
+    """``edgeglm import PATH`` (never ``--force``: another entry of the name is kept)."""
+    from edgeglm.store.importer import import_bundle as real
+
+    return real(path, progress=progress)
+
+
 def quant_names() -> list[str]:
     """Quant types that need no importance matrix (the TUI cannot make one yet)."""
     from edgeglm.converters.gguf.quant_types import SCHEMES
@@ -111,5 +146,7 @@ class Services:
     convert_onnx: Callable[[str, Path, str, ConvertProgressFn], object] = convert_onnx
     quants: Callable[[], list[str]] = quant_names
     onnx_quants: Callable[[], list[str]] = onnx_quant_names
+    pull: StorePuller = pull_model
+    import_bundle: Callable[[Path, ImportProgressFn], ImportResult] = import_bundle
     # backends the Bench screen offers
     backends: tuple[str, ...] = field(default=("llama.cpp", "onnx"))

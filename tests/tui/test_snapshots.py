@@ -13,6 +13,7 @@ import pytest
 from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import MakeApp, SnapCompare
 
+from edgeglm.store.layout import Entry
 from edgeglm.tui.widget_prompt import PromptEditor
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
@@ -108,6 +109,44 @@ def test_models_delete_confirmation(
         await pilot.press("f2")
         await settle(pilot)
         await pilot.press("delete")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
+
+
+@pytest.mark.parametrize(
+    "size", [pytest.param((80, 24), id="80x24"), pytest.param((100, 30), id="100x30")]
+)
+def test_models_store(
+    snap_compare: SnapCompare,
+    make_app: MakeApp,
+    artifacts: list[Path],
+    entry: Entry,
+    size: tuple[int, int],
+) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        pilot.app.screen.query_one("#store").focus()
+        await pilot.press("ctrl+t")  # verify: the state column says so
+        await settle(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+def test_models_pull_modal(
+    snap_compare: SnapCompare, make_app: MakeApp, artifacts: list[Path]
+) -> None:
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f2")
+        await settle(pilot)
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        await pilot.press(*"zai-org/GLM-4")
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run)
