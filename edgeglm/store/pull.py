@@ -742,8 +742,12 @@ def _pull_lock(dest: Path) -> Iterator[None]:
             raise UsageError(
                 f"{dest.name}: another edgeglm pull is fetching it; wait for it to finish"
             ) from None
-        yield
-        if not dest.exists():  # finished: the folder went into the store
-            lock.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            # Nothing left to resume (finished, or failed before a byte came):
+            # the lock goes too; a partial download keeps it beside its folder.
+            if not dest.exists():
+                lock.unlink(missing_ok=True)
     finally:
         os.close(fd)

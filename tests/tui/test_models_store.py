@@ -199,8 +199,7 @@ async def test_pull_offline_is_one_line(make_app: MakeApp) -> None:
         last = list(app._notifications)[-1]
         assert last.severity == "error"
         assert last.message == f"{REPO}: not available offline (HF_HUB_OFFLINE=1)"
-        # (pull.py leaves its empty lock file in .staging; nothing else)
-        assert store_rows(app) == [] and [n for n in staged() if not n.endswith(".lock")] == []
+        assert store_rows(app) == [] and staged() == []  # not even a lock file
 
 
 async def test_the_pull_modal_refuses_what_is_not_a_repo_id(make_app: MakeApp) -> None:

@@ -239,6 +239,8 @@ def test_offline_and_not_in_the_store(tmp_path: Path) -> None:
     r = edgeglm("pull", REPO, cwd=tmp_path, env=env)
     assert r.returncode == 3
     assert one_line_error(r) == f"error: {REPO}: not available offline (HF_HUB_OFFLINE=1)"
+    staging = tmp_path / "models" / ".staging"
+    assert not staging.exists() or list(staging.iterdir()) == []  # no lock, no folder left
 
 
 def test_a_hub_that_is_down_is_one_line(tmp_path: Path) -> None:
