@@ -34,7 +34,7 @@ from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.fileio import contained
 from edgeglm.gguf_file import read_gguf
-from edgeglm.paths import cache_dir
+from edgeglm.paths import cache_dir, store_dir
 
 Kind = Literal["gguf", "onnx"]
 MEMO_FILE = "tui-artifact-meta.json"
@@ -56,6 +56,8 @@ class ArtifactInfo:
 
     @property
     def label(self) -> str:
+        if store_model(self.path) is not None:  # org/model:Q4_K_M, as commands name it
+            return checkpoint_name(self.path)
         return self.name or checkpoint_name(self.path)
 
     @property
@@ -76,9 +78,27 @@ def is_cached(path: Path) -> bool:
     return path.resolve().is_relative_to(artifacts_dir().resolve())
 
 
+def store_model(path: Path) -> str | None:
+    """The store name of the model whose converted artifact ``path`` is
+    (``<store>/org--model/artifacts/Q4_K_M.gguf``: ``org/model``), else None."""
+    folder = path.parent
+    if folder.name != "artifacts" or not (folder.parent / "manifest.json").is_file():
+        return None
+    try:
+        if folder.parent.parent.resolve() != store_dir().resolve():
+            return None
+    except OSError:
+        return None
+    return folder.parent.name.replace("--", "/")  # store names never hold "--"
+
+
 def checkpoint_name(path: Path) -> str:
-    """A readable name from the path: the checkpoint's for cached artifacts."""
+    """A readable name from the path: the checkpoint's for cached artifacts,
+    ``org/model:Q4_K_M`` for a store model's."""
     stem = path.stem if path.suffix.lower() == ".gguf" else path.name
+    model = store_model(path)
+    if model is not None:
+        return f"{model}:{stem}"
     if is_cached(path) and path.parent.resolve() != artifacts_dir().resolve():
         m = _FINGERPRINTED.match(path.parent.name)
         return m.group("name") if m else path.parent.name
@@ -159,7 +179,16 @@ def find(roots: list[Path]) -> list[tuple[Path, Kind]]:
 
 
 def roots() -> list[Path]:
-    return [artifacts_dir(), *user_paths()]
+    """Where artifacts are: the conversion cache, each store model's
+    ``artifacts/`` (the Models screen lists those in its own table), and
+    the paths the user added."""
+    from edgeglm.store.layout import entries
+
+    try:
+        stored = [e.artifacts_dir for e in entries()]
+    except EdgeGLMError:  # an unusable store: the rest is still listed
+        stored = []
+    return [artifacts_dir(), *stored, *user_paths()]
 
 
 # -- what they hold ------------------------------------------------------------

@@ -160,7 +160,7 @@ class ModelsScreen(Screen[None]):
         for name in STORE_COLUMNS:
             store.add_column(name, key=name)
         store.border_title = "Model store · ^G pull · ^O import · ^T verify"
-        self._show(artifacts.recent())  # the last listing, while this one runs
+        self._show(self._local(artifacts.recent()))  # the last listing, while this one runs
         self.action_refresh()
         table.focus()
 
@@ -184,15 +184,21 @@ class ModelsScreen(Screen[None]):
         if m.error is not None:
             self.notify(f"Could not scan for models: {m.error}", severity="error")
             return
-        self._show(m.found)
+        local = self._local(m.found)
+        self._show(local)
         if self._select_after_scan in self.found:
             table = self.query_one("#artifacts", DataTable)
             table.move_cursor(row=table.get_row_index(self._select_after_scan))
         self._select_after_scan = None
-        if not m.found and not self.converting and self.job is None:
+        if not local and not self.converting and self.job is None:
             self.query_one("#status", Static).update(
                 Text(f"No models yet in {artifacts.artifacts_dir()}: convert one below")
             )
+
+    @staticmethod
+    def _local(found: list[ArtifactInfo]) -> list[ArtifactInfo]:
+        """The scan without the store's artifacts: the store table lists those."""
+        return [info for info in found if artifacts.store_model(info.path) is None]
 
     def _show(self, found: list[ArtifactInfo]) -> None:
         table = self.query_one("#artifacts", DataTable)

@@ -328,13 +328,17 @@ def _encode_chunk(
 
 def _write_general(w: GGUFWriter, plan: Plan, root: Path, imatrix: Imatrix | None) -> None:
     cfg = plan.family.cfg
-    name = str(cfg.get("_name_or_path", default="") or root.name).rstrip("/").split("/")[-1]
+    from edgeglm.store.layout import store_entry_of
+
+    repo = _hf_repo_id(root)
+    entry = store_entry_of(root)  # a store model's folder is called "source": use its name
+    folder = entry.name if entry is not None else root.name
+    name = str(cfg.get("_name_or_path", default="") or folder).rstrip("/").split("/")[-1]
     w.add_type("model")
-    w.add_name(name or root.name)
+    w.add_name(name or folder)
     w.add_quantized_by(f"EdgeGLM {__version__}")
     w.add_file_type(int(plan.scheme.ftype))
     w.add_quantization_version(2)
-    repo = _hf_repo_id(root)
     if repo:
         w.add_source_repo_url(f"https://huggingface.co/{repo}")
         w.add_string("general.source.huggingface.repository", repo)
@@ -359,7 +363,14 @@ def _write_sampling(w: GGUFWriter, root: Path) -> None:
 
 
 def _hf_repo_id(root: Path) -> str | None:
-    """org/name for a folder inside the Hugging Face cache (models--org--name/snapshots/rev)."""
+    """org/name for a folder inside the Hugging Face cache
+    (models--org--name/snapshots/rev), or for a store model's checkpoint (the
+    repo its manifest records)."""
+    from edgeglm.store.layout import store_entry_of
+
+    entry = store_entry_of(root)
+    if entry is not None and entry.manifest.source.repo:
+        return entry.manifest.source.repo
     parts = root.resolve().parts
     for p in parts:
         if p.startswith("models--"):

@@ -112,6 +112,31 @@ async def test_the_store_is_listed_beside_the_local_files(
         assert app.screen.query_one("#artifacts", DataTable).row_count == len(artifacts)
 
 
+async def test_the_model_picker_offers_a_store_models_artifacts(
+    make_app: MakeApp, entry: Entry
+) -> None:
+    from textual.widgets import OptionList
+
+    from edgeglm.tui.modal_model import ModelPickerModal
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, ModelPickerModal), "the picker")
+        await settle(pilot)
+        ol = app.screen.query_one("#models", OptionList)
+        listed = [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
+        assert any(f"{NAME}:Q4_K_M" in p for p in listed), listed
+        await pilot.press("escape")
+        await settle(pilot)
+        screen = await open_store(pilot)
+        # on the Models screen it is listed once, in the store table only
+        local = screen.query_one("#artifacts", DataTable)
+        gguf = entry.artifact("Q4_K_M")
+        assert gguf is not None and str(gguf.path) not in [str(k.value) for k in local.rows]
+
+
 def store_size(entry: Entry, part: str) -> str:
     from edgeglm.units import human_bytes
 

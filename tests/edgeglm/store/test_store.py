@@ -165,6 +165,10 @@ def test_a_converted_artifact_lands_in_the_entry_and_is_found_again(store: Path)
     assert art.kind == "hf" and art.path == entry.source_dir
     gguf = ensure_gguf(art.path, "Q8_0")
     assert gguf == entry.artifacts_dir / "Q8_0.gguf"
+    from edgeglm.gguf_file import read_gguf
+
+    meta = read_gguf(gguf)  # named for the model, not for its folder ("source")
+    assert meta.get("general.name") != "source"
     found = find("glm4")
     assert found is not None and [a.name for a in found.artifacts()] == ["Q8_0.gguf"]
     digest = hash_file(gguf)[1]
