@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 # Stored with Git LFS on the hub (a repo's .gitattributes): listed with an lfs sha256.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".model", ".npz")
 
@@ -362,3 +364,17 @@ def padded_repo(fixture: Path, pad_bytes: int) -> dict[str, bytes]:
         rng = np.random.default_rng(0)
         write_safetensors(path, {"padding": rng.standard_normal(pad_bytes // 4, np.float32)})
         return {**glm_repo(fixture), "padding.safetensors": path.read_bytes()}
+
+
+def online(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """huggingface_hub in this process as it reads ``HF_HUB_OFFLINE=0
+    HF_ENDPOINT=url`` at import (the suite runs offline; a subprocess gets
+    those variables in its environment instead)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.delenv("HF_TOKEN", raising=False)

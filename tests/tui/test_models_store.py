@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from helpers import HF_FIXTURES
-from hub_server import Fault, HubServer, hub_server, padded_repo
+from hub_server import Fault, HubServer, hub_server, online, padded_repo
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static
 from tui_support.fake_backend import FakeBackend, FakeFactory
 from tui_support.fakes import MakeApp
@@ -32,19 +32,6 @@ from edgeglm.tui.screen_models import ModelsScreen
 pytestmark = pytest.mark.anyio  # Pilot tests run on asyncio (see conftest)
 NAME = "test/glm4"  # the conftest's store entry
 REPO = "zai-org/glm-tiny"
-
-
-def online(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
-    """huggingface_hub as it reads ``HF_HUB_OFFLINE=0 HF_ENDPOINT=url`` at import
-    (the suite runs offline; as tests/edgeglm/store/test_pull.py does)."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from hub_server import (
     folder_files,
     glm_repo,
     hub_server,
+    online,
     padded_repo,
 )
 
@@ -39,18 +40,6 @@ CHECKPOINT = {
     "tokenizer.json",
     "tokenizer_config.json",
 }
-
-
-def online(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
-    """huggingface_hub as it reads ``HF_HUB_OFFLINE=0 HF_ENDPOINT=url`` at import."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
 @pytest.fixture
