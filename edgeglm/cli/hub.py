@@ -65,25 +65,11 @@ def download_bar(enabled: bool = True) -> Iterator[Progress | None]:
     if not enabled or not err.is_terminal:
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
 
-    with Bar(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    from edgeglm.cli.progress import transfer_progress
+
+    with transfer_progress() as bar:
         tasks: dict[str, TaskID] = {}
 
         finished: set[str] = set()

@@ -1,6 +1,7 @@
-"""Progress on stderr for the long silent steps before a command's work:
-converting a checkpoint on first use (``run``, ``chat --cli``, ``score``,
-``bench``), drawn as ``edgeglm convert`` draws it.
+"""Progress on stderr for the long silent steps: converting a checkpoint on
+first use (``run``, ``chat --cli``, ``score``, ``bench``), drawn as
+``edgeglm convert`` draws it, and moving bytes (``pull``, ``bundle``,
+``import``).
 
 A Rich bar on a terminal only: on a pipe, or with ``--json``, nothing is
 written (stderr stays for one-line messages). The bar is transient, so
@@ -40,6 +41,28 @@ def conversion_progress(*, disable: bool = False) -> Progress:
         console=err,
         transient=True,
         disable=disable,
+    )
+
+
+def transfer_progress() -> Progress:
+    """The bar for bytes moved (downloads, bundles, imports): size, speed, time left."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
     )
 
 
