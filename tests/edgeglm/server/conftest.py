@@ -47,7 +47,8 @@ GLM45_TEMPLATE = """[gMASK]<sop>
 {% endfor %}Call as <tool_call>name<arg_key>k</arg_key><arg_value>v</arg_value></tool_call>
 {%- endif -%}
 {%- set ns = namespace(last_user=-1) -%}
-{%- for m in messages %}{% if m.role == 'user' %}{% set ns.last_user = loop.index0 %}{% endif %}{% endfor -%}
+{%- for m in messages %}{% if m.role == 'user' %}{% set ns.last_user = loop.index0 %}
+{%- endif %}{% endfor -%}
 {%- for m in messages -%}
 {%- if m.role == 'system' -%}<|system|>
 {{ m.content }}
@@ -187,7 +188,6 @@ def serve_thread(model: Any, config: ServerConfig) -> Iterator[str]:
     server = uvicorn.Server(
         uvicorn.Config(build_app(model, config), log_level="warning", lifespan="on")
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + HANG_S
