@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -149,8 +150,17 @@ def validate(model: type[BaseModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or None
-        raise APIError(400, f"{where or 'body'}: {first['msg']}", param=where) from None
+        # pydantic names the member of a union it tried last ("temperature.int"): not a field
+        loc = [p for p in first["loc"] if isinstance(p, int) or not _UNION_TAG.fullmatch(p)]
+        where = ".".join(str(p) for p in loc) or None
+        message = first["msg"]
+        if len(loc) < len(first["loc"]):
+            given = json.dumps(first.get("input"), default=str)[:80]
+            message = f"wrong type or value (got {given})"
+        raise APIError(400, f"{where or 'body'}: {message}", param=where) from None
+
+
+_UNION_TAG = re.compile(r"int|float|str|bool|none|bytes|.*[\[\-].*")
 
 
 class Server:

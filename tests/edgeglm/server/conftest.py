@@ -280,9 +280,9 @@ def serve_cli(*args: str, env: dict[str, str], cwd: Path) -> Iterator[CliServer]
         url = None
         while url is None:
             text = log.read_text(encoding="utf-8", errors="replace")
-            m = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", text)
+            m = re.search(r"on http://[^:]+:(\d+)/v1", text)
             if m:
-                url = m.group(1)
+                url = f"http://127.0.0.1:{m.group(1)}"
                 break
             assert proc.poll() is None, f"edgeglm serve exited {proc.returncode}: {text}"
             assert time.monotonic() < deadline, f"edgeglm serve did not start: {text}"
