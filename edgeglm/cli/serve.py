@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -27,14 +27,22 @@ from edgeglm.cli.run import (
     TopKOpt,
     TopPOpt,
     VerboseOpt,
-    load_model,
     sampling_for,
     show_sampling,
 )
 from edgeglm.errors import EdgeGLMError, UsageError
 
+if TYPE_CHECKING:
+    from edgeglm.artifacts import Artifact
+    from edgeglm.backends.base import Backend
+
 # Waiting requests past which a new one gets 503 (llama-server has no bound at all).
 DEFAULT_QUEUE = 32
+# --parallel's default: as many slots as the planned context holds at this many
+# tokens each (the KV cache is the plan's; slots split it, as llama-server's
+# -np splits -c), at most MAX_DEFAULT_PARALLEL.
+SLOT_CTX = 4096
+MAX_DEFAULT_PARALLEL = 4
 
 
 def is_loopback(host: str) -> bool:
@@ -75,6 +83,54 @@ def model_id(ref: str | None, alias: str | None) -> str:
     return p.name if p.exists() else ref
 
 
+# llama.cpp's LLAMA_MAX_SEQ
+MAX_PARALLEL = 256
+
+
+def default_parallel(ref: str | None, load: LoadOptions) -> int:
+    """Slots the planned context holds at SLOT_CTX tokens each (1 where it is not llama.cpp)."""
+    from edgeglm.runtime import dry_run_spec
+
+    try:
+        spec = dry_run_spec(ref, n_ctx=load.ctx, use_plan=not load.no_plan)
+    except EdgeGLMError:
+        return 1  # ONNX, or a model the real load will refuse with its own message
+    if spec.backend != "llama.cpp" or load.backend == "onnx":
+        return 1
+    return max(1, min(MAX_DEFAULT_PARALLEL, spec.n_ctx // SLOT_CTX))
+
+
+def load_serving(ref: str | None, load: LoadOptions, parallel: int) -> tuple[Artifact, Backend]:
+    """run's load_model, with llama.cpp's context holding ``parallel`` sequences."""
+    from edgeglm.artifacts import resolve
+    from edgeglm.cli.progress import conversion_bar
+    from edgeglm.cli.run import check_backend
+    from edgeglm.runtime import open_backend
+
+    art = resolve(ref)
+    check_backend(art, load.backend)
+    if parallel > 1 and art.kind == "onnx":
+        raise UsageError(f"--parallel {parallel}: slots need llama.cpp; {art.path} is ONNX")
+    extra: dict[str, Any] = {} if load.threads is None else {"n_threads": load.threads}
+    if parallel > 1:
+        extra["n_seq_max"] = parallel
+    with conversion_bar(True) as hook:
+        m = open_backend(
+            ref,
+            backend=load.backend,
+            n_ctx=load.ctx,
+            use_plan=not load.no_plan,
+            controls=load.controls,
+            verbose=load.verbose,
+            convert_progress=hook,
+            **extra,
+        )
+    if parallel > 1 and m.name != "llama.cpp":
+        m.close()
+        raise UsageError(f"--parallel {parallel}: slots need llama.cpp, not {m.name}")
+    return art, m
+
+
 @app.command()
 def serve(
     model: ModelArg = None,
@@ -97,11 +153,15 @@ def serve(
         typer.Option("--alias", help="The model's name in the API (default: its file name)."),
     ] = None,
     parallel: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--parallel", "-np", help="Requests decoded together (only 1 is supported so far)."
+            "--parallel",
+            "-np",
+            help="Requests decoded together in one batch, each in its own slot with "
+            f"ctx/N of the context (default: as many {SLOT_CTX}-token slots as the planned "
+            f"context holds, at most {MAX_DEFAULT_PARALLEL}).",
         ),
-    ] = 1,
+    ] = None,
     queue: Annotated[
         int,
         typer.Option("--queue", help="Requests that may wait; past that, 503 with Retry-After."),
@@ -135,18 +195,17 @@ def serve(
             key = check_key(read_key_file(api_key_file), f"--api-key-file {api_key_file}")
         check_count("--port", port, 0, 65535)
         check_count("--queue", queue, 0, 1 << 20)
-        check_count("--parallel", parallel, 1, 1 << 10)
-        if parallel != 1:
-            raise UsageError(
-                "--parallel: only 1 slot is supported so far (requests queue and run in turn)"
-            )
+        if parallel is not None:
+            check_count("--parallel", parallel, 1, MAX_PARALLEL)
         load = LoadOptions(backend, ctx, threads, None, no_plan, verbose=verbose)
         load.check()
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         flags.check()
+        if parallel is None:
+            parallel = default_parallel(model, load)
         sock = bind(host, port)
         try:
-            art, m = load_model(model, load)
+            art, m = load_serving(model, load, parallel)
             sampling = sampling_for(art, flags)
         except BaseException:
             sock.close()
@@ -154,13 +213,14 @@ def serve(
     except EdgeGLMError as e:
         _fail(e)
     show_sampling(sampling)
-    config = ServerConfig(model_id(model, alias), sampling, key, queue)
+    config = ServerConfig(model_id(model, alias), sampling, key, queue, parallel=parallel)
     application = build_app(m, config)
     where = sock.getsockname()
     shown = f"[{where[0]}]" if ":" in where[0] else where[0]
     err.print(
         f"serving {escape(config.model_id)} on http://{shown}:{where[1]}/v1 "
-        f"({m.name}, context {getattr(m, 'n_ctx', '?')}, queue {queue})",
+        f"({m.name}, {parallel} slot(s) of {application.state.server.engine.n_ctx} tokens, "
+        f"queue {queue})",
         highlight=False,
     )
     if not is_loopback(host) and key is None:

@@ -66,6 +66,7 @@ class ServerConfig:
     api_key: str | None = None
     queue_size: int = 32
     max_body: int = MAX_BODY_BYTES
+    parallel: int = 1  # slots decoded together (a llama.cpp model loaded with n_seq_max)
 
 
 def error_response(e: APIError) -> JSONResponse:
@@ -168,7 +169,15 @@ class Server:
         self.model = model
         self.config = config
         self.metrics = Metrics()
-        self.engine = Engine(model, queue_size=config.queue_size, metrics=self.metrics)
+        self.engine: Engine
+        if config.parallel > 1:
+            from edgeglm.server.slots import SlotEngine
+
+            self.engine = SlotEngine(
+                model, parallel=config.parallel, queue_size=config.queue_size, metrics=self.metrics
+            )
+        else:
+            self.engine = Engine(model, queue_size=config.queue_size, metrics=self.metrics)
         self.template = model.chat_template()
         self.created = int(time.time())
 
@@ -430,7 +439,11 @@ class Server:
                         "object": "model",
                         "created": self.created,
                         "owned_by": "edgeglm",
-                        "meta": {"n_ctx": self.engine.n_ctx, "backend": self.model.name},
+                        "meta": {
+                            "n_ctx": self.engine.n_ctx,  # per slot
+                            "parallel": self.config.parallel,
+                            "backend": self.model.name,
+                        },
                     }
                 ],
             }

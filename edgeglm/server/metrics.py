@@ -41,5 +41,13 @@ class Metrics:
             "edgeglm_generations_cancelled", "Generations stopped by a client leaving", registry=r
         )
 
+        self.prompt_tokens_cached = Counter(
+            "edgeglm_prompt_tokens_cached", "Prompt tokens reused from a slot's cache", registry=r
+        )
+        self.batch_sequences = Histogram(
+            "edgeglm_batch_sequences", "Sequences sampled from one llama_decode (--parallel)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64), registry=r,
+        )  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
