@@ -292,7 +292,7 @@ def test_serve_refuses_bad_flags(serve_gguf: Path, tmp_path: Path) -> None:
         (["--api-key", "a", "--api-key-file", str(empty)], "not both"),
         (["--api-key-file", str(empty)], "the file is empty"),
         (["--api-key-file", str(tmp_path / "missing")], "cannot read"),
-        (["--parallel", "2"], "--parallel"),
+        (["--parallel", "0"], "--parallel"),
         (["--queue", "-1"], "--queue"),
         (["--port", "70000"], "--port"),
         (["--port", str(busy.getsockname()[1])], "cannot listen"),
