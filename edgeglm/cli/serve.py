@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -31,10 +31,6 @@ from edgeglm.cli.run import (
     show_sampling,
 )
 from edgeglm.errors import EdgeGLMError, UsageError
-
-if TYPE_CHECKING:
-    from edgeglm.artifacts import Artifact
-    from edgeglm.backends.base import Backend
 
 # Waiting requests past which a new one gets 503 (llama-server has no bound at all).
 DEFAULT_QUEUE = 32
@@ -100,37 +96,6 @@ def default_parallel(ref: str | None, load: LoadOptions) -> int:
     return max(1, min(MAX_DEFAULT_PARALLEL, spec.n_ctx // SLOT_CTX))
 
 
-def load_serving(ref: str | None, load: LoadOptions, parallel: int) -> tuple[Artifact, Backend]:
-    """run's load_model, with llama.cpp's context holding ``parallel`` sequences."""
-    from edgeglm.artifacts import resolve
-    from edgeglm.cli.progress import conversion_bar
-    from edgeglm.cli.run import check_backend
-    from edgeglm.runtime import open_backend
-
-    art = resolve(ref)
-    check_backend(art, load.backend)
-    if parallel > 1 and art.kind == "onnx":
-        raise UsageError(f"--parallel {parallel}: slots need llama.cpp; {art.path} is ONNX")
-    extra: dict[str, Any] = {} if load.threads is None else {"n_threads": load.threads}
-    if parallel > 1:
-        extra["n_seq_max"] = parallel
-    with conversion_bar(True) as hook:
-        m = open_backend(
-            ref,
-            backend=load.backend,
-            n_ctx=load.ctx,
-            use_plan=not load.no_plan,
-            controls=load.controls,
-            verbose=load.verbose,
-            convert_progress=hook,
-            **extra,
-        )
-    if parallel > 1 and m.name != "llama.cpp":
-        m.close()
-        raise UsageError(f"--parallel {parallel}: slots need llama.cpp, not {m.name}")
-    return art, m
-
-
 @app.command()
 def serve(
     model: ModelArg = None,
@@ -183,9 +148,12 @@ def serve(
     health, metrics). Sampling flags set the defaults a request may override."""
     import uvicorn
 
+    from edgeglm.artifacts import resolve
     from edgeglm.backends.base import check_count
-    from edgeglm.server.app import ServerConfig, build_app
+    from edgeglm.cli.run import check_backend
+    from edgeglm.server.app import ServerConfig, build_process_app
     from edgeglm.server.auth import check_key, read_key_file
+    from edgeglm.server.child import LoadRequest
 
     try:
         if api_key is not None and api_key_file is not None:
@@ -203,23 +171,31 @@ def serve(
         flags.check()
         if parallel is None:
             parallel = default_parallel(model, load)
+        art = resolve(model)
+        check_backend(art, backend)
+        if parallel > 1 and art.kind == "onnx":
+            raise UsageError(f"--parallel {parallel}: slots need llama.cpp; {art.path} is ONNX")
+        sampling = sampling_for(art, flags)
+        config = ServerConfig(model_id(model, alias), sampling, key, queue, parallel=parallel)
+        request = LoadRequest(
+            model, backend, ctx, threads, no_plan, load.controls, verbose, parallel
+        )
         sock = bind(host, port)
         try:
-            art, m = load_serving(model, load, parallel)
-            sampling = sampling_for(art, flags)
+            # the model loads in the engine's own process (a crash there spares the server)
+            application = build_process_app(request, config)
         except BaseException:
             sock.close()
             raise
     except EdgeGLMError as e:
         _fail(e)
     show_sampling(sampling)
-    config = ServerConfig(model_id(model, alias), sampling, key, queue, parallel=parallel)
-    application = build_app(m, config)
+    engine = application.state.server.engine
     where = sock.getsockname()
     shown = f"[{where[0]}]" if ":" in where[0] else where[0]
     err.print(
         f"serving {escape(config.model_id)} on http://{shown}:{where[1]}/v1 "
-        f"({m.name}, {parallel} slot(s) of {application.state.server.engine.n_ctx} tokens, "
+        f"({engine.info.name}, {parallel} slot(s) of {engine.n_ctx} tokens, "
         f"queue {queue})",
         highlight=False,
     )

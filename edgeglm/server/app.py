@@ -40,6 +40,7 @@ from edgeglm.chat import GLM_STOP_TOKENS, render
 from edgeglm.errors import CheckpointError, UsageError
 from edgeglm.generation import Sampling, max_tokens_param
 from edgeglm.server.auth import OPEN_PATHS, key_matches, presented_key
+from edgeglm.server.child import LoadRequest, ProcessEngine
 from edgeglm.server.engine import Engine, Job
 from edgeglm.server.glm_output import Event, GlmOutput, collect
 from edgeglm.server.metrics import CONTENT_TYPE, Metrics
@@ -165,20 +166,20 @@ _UNION_TAG = re.compile(r"int|float|str|bool|none|bytes|.*[\[\-].*")
 
 
 class Server:
-    def __init__(self, model: Backend, config: ServerConfig) -> None:
-        self.model = model
+    def __init__(
+        self,
+        engine: Engine | ProcessEngine,
+        metrics: Metrics,
+        config: ServerConfig,
+        *,
+        template: str | None,
+        backend: str,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
         self.config = config
-        self.metrics = Metrics()
-        self.engine: Engine
-        if config.parallel > 1:
-            from edgeglm.server.slots import SlotEngine
-
-            self.engine = SlotEngine(
-                model, parallel=config.parallel, queue_size=config.queue_size, metrics=self.metrics
-            )
-        else:
-            self.engine = Engine(model, queue_size=config.queue_size, metrics=self.metrics)
-        self.template = model.chat_template()
+        self.template = template
+        self.backend = backend
         self.created = int(time.time())
 
     # -- request checks ------------------------------------------------------------
@@ -442,7 +443,7 @@ class Server:
                         "meta": {
                             "n_ctx": self.engine.n_ctx,  # per slot
                             "parallel": self.config.parallel,
-                            "backend": self.model.name,
+                            "backend": self.backend,
                         },
                     }
                 ],
@@ -451,7 +452,8 @@ class Server:
 
     async def health(self, request: Request) -> Response:
         if not self.engine.alive:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+            why = getattr(self.engine, "failure", None) or "the model's engine is not running"
+            return JSONResponse({"status": "unavailable", "error": why}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def metrics_page(self, request: Request) -> Response:
@@ -498,9 +500,35 @@ def _handler(
 
 
 def build_app(model: Backend, config: ServerConfig) -> Starlette:
-    """The ASGI app serving ``model``; its engine thread runs while the app is up
-    (ASGI lifespan) and closes the model when it shuts down."""
-    server = Server(model, config)
+    """The ASGI app serving ``model`` from an engine thread in this process (the
+    model is closed when the app shuts down)."""
+    metrics = Metrics()
+    engine: Engine
+    if config.parallel > 1:
+        from edgeglm.server.slots import SlotEngine
+
+        engine = SlotEngine(
+            model, parallel=config.parallel, queue_size=config.queue_size, metrics=metrics
+        )
+    else:
+        engine = Engine(model, queue_size=config.queue_size, metrics=metrics)
+    server = Server(engine, metrics, config, template=model.chat_template(), backend=model.name)
+    return serve_app(server)
+
+
+def build_process_app(req: LoadRequest, config: ServerConfig) -> Starlette:
+    """The ASGI app with the model loaded and run in a child process (child.py):
+    a crash there leaves this server answering. Load errors are raised here."""
+    metrics = Metrics()
+    engine = ProcessEngine(req, queue_size=config.queue_size, metrics=metrics)
+    info = engine.launch()
+    server = Server(engine, metrics, config, template=info.template, backend=info.name)
+    return serve_app(server)
+
+
+def serve_app(server: Server) -> Starlette:
+    """The routes, the key and count middleware, and the engine's lifespan."""
+    config = server.config
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,15 +49,20 @@ EventKind = Literal["start", "chunk", "done", "error"]
 class Job:
     text: str  # the rendered prompt, or the raw text to continue
     params: SamplingParams
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None  # None in the engine's child process (child.py)
     special: bool = True  # parse special tokens (<|user|>...) in the text
     what: str = "messages"  # the request field the prompt came from (for errors)
     events: asyncio.Queue[tuple[EventKind, Any]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
+    id: int = 0  # the job's number between the server and its engine process
+    on_cancel: Callable[[], None] | None = None
 
     def cancel(self) -> None:
+        first = not self.cancelled.is_set()
         self.cancelled.set()
+        if first and self.on_cancel is not None:
+            self.on_cancel()
 
 
 class Engine:
@@ -143,6 +149,8 @@ class Engine:
 
     @staticmethod
     def _send(job: Job, kind: EventKind, value: Any) -> None:
+        if job.loop is None:
+            return
         try:
             job.loop.call_soon_threadsafe(job.events.put_nowait, (kind, value))
         except RuntimeError:  # the event loop is gone (server shutting down)

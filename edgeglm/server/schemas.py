@@ -36,6 +36,12 @@ class APIError(Exception):
         self.code = code
         self.headers = headers or {}
 
+    def __reduce__(self) -> Any:  # crosses from the engine's process (child.py)
+        return (
+            _api_error,
+            (self.status, self.message, self.type, self.param, self.code, self.headers),
+        )
+
     def body(self) -> dict[str, Any]:
         return {
             "error": {
@@ -45,6 +51,17 @@ class APIError(Exception):
                 "code": self.code,
             }
         }
+
+
+def _api_error(
+    status: int,
+    message: str,
+    type: str,
+    param: str | None,
+    code: str | None,
+    headers: dict[str, str],
+) -> APIError:
+    return APIError(status, message, type=type, param=param, code=code, headers=headers)
 
 
 class _Loose(BaseModel):
