@@ -2,16 +2,17 @@
 
     .venv/bin/python benchmarks/serve_speed.py MODEL.gguf [--tokens 64] [--repeat 5]
 
-1. Single stream: ``edgeglm run MODEL -p ... -n N --temp 0 --json`` (its own
+1. Single stream: ``edgeglm run MODEL -p ... -n N --temp T --json`` (its own
    decode tokens/s, measured inside the process) against one streamed chat
-   request to ``edgeglm serve MODEL --temp 0`` (decode tokens/s seen by the
-   client: completion tokens after the first, over the time from the first
-   streamed piece to the last, so HTTP, SSE and the engine's process hop are
-   all inside). Interleaved repeats, medians, and the ratio server / run.
+   request to ``edgeglm serve MODEL --temp T`` (decode tokens/s as the client
+   sees it, from an N-token reply against a 1-token one: HTTP, SSE and the
+   engine's process hop are all inside). Interleaved repeats, medians, and
+   the ratio server / run.
 2. Batching: aggregate decode tokens/s of ``--slots`` clients at once against
    a server with ``--parallel SLOTS``, over the single stream of part 1.
 3. Under ``--crowd`` concurrent clients (the 4-slot server): aggregate tokens/s
-   and time to first token, p50 and p99, as the client sees them.
+   and time to first token p50/p99 (the server's own histogram, from queueing
+   to the first token).
 
 The servers are the real command in subprocesses on loopback; a random or tiny
 model is fine (the figures are speeds, not text). A model that ends its turn
@@ -43,7 +44,7 @@ def server(model: str, *args: str) -> Iterator[tuple[str, int]]:
     """``edgeglm serve`` on an ephemeral loopback port: yields (host, port)."""
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeglm", "serve", model, "--port", "0", "--temp", "0", *args],
+            [sys.executable, "-m", "edgeglm", "serve", model, "--port", "0", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -71,7 +72,8 @@ def server(model: str, *args: str) -> Iterator[tuple[str, int]]:
 
 
 def stream_chat(where: tuple[str, int], tokens: int, prompt: str = PROMPT) -> dict[str, float]:
-    """One streamed chat: completion tokens, time to first piece, decode tokens/s."""
+    """One streamed chat, read to its end: completion tokens (the server's
+    usage) and the wall time from sending it to ``[DONE]``."""
     body = {
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": tokens,
@@ -84,24 +86,67 @@ def stream_chat(where: tuple[str, int], tokens: int, prompt: str = PROMPT) -> di
     resp = conn.getresponse()
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
-    first = last = 0.0
     n = 0
     for raw in resp:
         line = raw.decode().strip()
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        event: Any = json.loads(line[6:])
-        if event.get("usage"):
-            n = int(event["usage"]["completion_tokens"])
-        elif event["choices"] and (event["choices"][0]["delta"].get("content")):
-            last = time.perf_counter()
-            first = first or last
+        if line.startswith("data: {"):
+            event: Any = json.loads(line[6:])
+            if event.get("usage"):
+                n = int(event["usage"]["completion_tokens"])
+    wall = time.perf_counter() - t0
     conn.close()
-    decode = (n - 1) / (last - first) if n > 1 and last > first else 0.0
-    return {"tokens": n, "ttft_s": first - t0, "decode_tps": decode, "end": last}
+    return {"tokens": n, "wall_s": wall}
 
 
-def run_once(model: str, tokens: int) -> float:
+def served_decode_tps(where: tuple[str, int], tokens: int) -> float:
+    """Decode tokens/s through the server as a client sees it: a reply of
+    ``tokens`` against one of 1 token, so prefill and the request's fixed
+    costs cancel and every per-token cost (engine, process hop, SSE) stays in.
+    (A random model's tokens are often without text, so pieces cannot be timed.)"""
+    one = stream_chat(where, 1)
+    full = stream_chat(where, tokens)
+    return (full["tokens"] - one["tokens"]) / (full["wall_s"] - one["wall_s"])
+
+
+def ttft_quantiles(before: str, after: str, qs: tuple[float, ...]) -> list[float]:
+    """Quantiles of the server's own time-to-first-token histogram (from
+    queueing to the first token) over the requests between two /metrics pages,
+    interpolated within buckets as Prometheus' histogram_quantile does."""
+
+    def buckets(text: str) -> dict[float, float]:
+        found = re.findall(
+            r'edgeglm_time_to_first_token_seconds_bucket\{le="([^"]+)"\} (\S+)', text
+        )
+        return {float(le): float(v) for le, v in found}
+
+    b0, b1 = buckets(before), buckets(after)
+    edges = sorted(b1)
+    counts = [b1[e] - b0.get(e, 0.0) for e in edges]
+    total = counts[-1]
+    out = []
+    for q in qs:
+        rank, lo, below = q * total, 0.0, 0.0
+        for edge, cum in zip(edges, counts, strict=True):
+            if cum >= rank:
+                if edge == float("inf"):
+                    out.append(lo)
+                else:
+                    share = (rank - below) / (cum - below) if cum > below else 1.0
+                    out.append(lo + (edge - lo) * share)
+                break
+            lo, below = edge, cum
+    return out
+
+
+def metrics_page(where: tuple[str, int]) -> str:
+    conn = http.client.HTTPConnection(*where, timeout=60)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text
+
+
+def run_once(model: str, tokens: int, temp: str) -> float:
     """``edgeglm run``'s own decode tokens/s for the same prompt."""
     out = subprocess.run(
         [
@@ -128,7 +173,8 @@ def run_once(model: str, tokens: int) -> float:
 
 
 def concurrent(where: tuple[str, int], clients: int, tokens: int, each: int = 1) -> dict[str, Any]:
-    """``clients`` threads, ``each`` streamed chats apiece: aggregate tokens/s and TTFTs."""
+    """``clients`` threads, ``each`` streamed chats apiece: aggregate tokens/s
+    (all completion tokens over the wall time) and the server's TTFT p50/p99."""
     results: list[dict[str, float]] = []
     lock = threading.Lock()
 
@@ -138,6 +184,7 @@ def concurrent(where: tuple[str, int], clients: int, tokens: int, each: int = 1)
             with lock:
                 results.append(r)
 
+    before = metrics_page(where)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -145,11 +192,11 @@ def concurrent(where: tuple[str, int], clients: int, tokens: int, each: int = 1)
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ttfts = sorted(r["ttft_s"] for r in results)
+    p50, p99 = ttft_quantiles(before, metrics_page(where), (0.5, 0.99))
     return {
         "aggregate_tps": sum(r["tokens"] for r in results) / wall,
-        "ttft_p50_s": statistics.median(ttfts),
-        "ttft_p99_s": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))],
+        "server_ttft_p50_s": p50,
+        "server_ttft_p99_s": p99,
         "requests": len(results),
     }
 
@@ -162,22 +209,25 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--crowd", type=int, default=16)
     ap.add_argument("--ctx", type=int, default=2048, help="context per slot")
+    ap.add_argument("--temp", default="0", help="both sides' temperature (seed 0)")
     a = ap.parse_args()
 
     report: dict[str, Any] = {"model": a.model, "tokens": a.tokens, "repeat": a.repeat}
-    with server(a.model, "-c", str(a.ctx), "--parallel", "1") as single:
+    report["temperature"] = a.temp
+    with server(a.model, "-c", str(a.ctx), "--parallel", "1", "--temp", a.temp) as single:
         stream_chat(single, 8)  # warm-up
         runs, served = [], []
         for _ in range(a.repeat):  # interleaved, so a drift in machine speed hits both
-            runs.append(run_once(a.model, a.tokens))
-            served.append(stream_chat(single, a.tokens)["decode_tps"])
+            runs.append(run_once(a.model, a.tokens, a.temp))
+            served.append(served_decode_tps(single, a.tokens))
         report["run_decode_tps_median"] = statistics.median(runs)
         report["serve_decode_tps_median"] = statistics.median(served)
         report["serve_over_run"] = (
             report["serve_decode_tps_median"] / report["run_decode_tps_median"]
         )
         report["single_stream_aggregate"] = concurrent(single, 1, a.tokens, each=a.repeat)
-    with server(a.model, "-c", str(a.ctx * a.slots), "--parallel", str(a.slots)) as slots:
+    slotted = ("-c", str(a.ctx * a.slots), "--parallel", str(a.slots), "--temp", a.temp)
+    with server(a.model, *slotted) as slots:
         stream_chat(slots, 8)
         batched = [concurrent(slots, a.slots, a.tokens) for _ in range(a.repeat)]
         report["slots_aggregate_tps_median"] = statistics.median(

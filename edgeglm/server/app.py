@@ -1,4 +1,10 @@
-"""The OpenAI-compatible HTTP API (Starlette), over one Engine.
+"""The OpenAI-compatible HTTP API (Starlette), over one engine.
+
+``edgeglm serve`` uses ``build_process_app``: the model lives in a child
+process (child.py) running the engine of engine.py (one request at a time)
+or slots.py (``--parallel N``), so a crash there leaves this process up.
+``build_app`` runs the engine on a thread of this process instead (any
+Backend, e.g. a scripted one in tests).
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (JSON, or
 server-sent events with ``stream: true``), ``GET /v1/models``, ``GET
@@ -386,6 +392,7 @@ class Server:
             check_text(prompt, "prompt")
         except UsageError as e:
             raise APIError(400, str(e), param="prompt") from None
+        # special tokens in the text (<|user|>...) are parsed, as llama-server does
         job = Job(prompt, params, asyncio.get_running_loop(), what="prompt")
         n_prompt = await self._submit(request, job)
         rid = f"cmpl-{uuid.uuid4().hex}"
