@@ -76,6 +76,10 @@ class ServerConfig:
     parallel: int = 1  # slots decoded together (a llama.cpp model loaded with n_seq_max)
 
 
+class ClientGone(Exception):
+    """The client disconnected while its request waited or ran (its job is cancelled)."""
+
+
 def error_response(e: APIError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
@@ -252,7 +256,7 @@ class Server:
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
                     job.cancel()
-                    raise asyncio.CancelledError from None
+                    raise ClientGone from None
 
     # -- endpoints -----------------------------------------------------------------
 
@@ -484,6 +488,8 @@ def _sse(events: AsyncIterator[str], job: Job) -> StreamingResponse:
         try:
             async for line in events:
                 yield line
+        except ClientGone:
+            return
         finally:
             job.cancel()  # no-op after a finished job; stops one whose client left
 
@@ -502,6 +508,8 @@ def _handler(
             return await fn(request)
         except APIError as e:
             return error_response(e)
+        except ClientGone:  # nobody reads this; nginx's "client closed request"
+            return Response(status_code=499)
 
     return wrapped
 

@@ -45,7 +45,7 @@ RETRY_AFTER_S = 1
 EventKind = Literal["start", "chunk", "done", "error"]
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: compared by identity
 class Job:
     text: str  # the rendered prompt, or the raw text to continue
     params: SamplingParams
@@ -103,8 +103,16 @@ class Engine:
                     headers={"Retry-After": str(RETRY_AFTER_S)},
                 )
             self._waiting.append(job)
+            job.on_cancel = lambda: self._drop(job)
             self.metrics.queue_depth.set(len(self._waiting))
             self._cv.notify()
+
+    def _drop(self, job: Job) -> None:
+        """A cancelled job leaves the line at once (its place is free for another)."""
+        with self._cv:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self.metrics.queue_depth.set(len(self._waiting))
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop after the current token, refuse what waits, close the model (on its thread)."""

@@ -8,6 +8,7 @@ handling and streaming, end to end over HTTP.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -321,3 +322,54 @@ def test_client_leaving_mid_stream_stops_generation(kit: Any) -> None:
         metrics = kit.raw_request(url, "GET", "/metrics").body.decode()
     assert backend.emitted[0] < len(long_reply)
     assert "edgeglm_generations_cancelled_total 1.0" in metrics
+
+
+def test_a_waiting_request_whose_client_left_never_runs(kit: Any) -> None:
+    gate = threading.Event()
+    backend = kit.ScriptedBackend([["first"], ["third"]], gate=gate)
+    with kit.serve_scripted(backend) as url:
+        results: list[Any] = []
+        holder = threading.Thread(
+            target=lambda: results.append(
+                client(url).chat.completions.create(
+                    model="glm-test", messages=[{"role": "user", "content": "1"}]
+                )
+            )
+        )
+        holder.start()
+        deadline = time.monotonic() + kit.HANG_S
+        while not backend.emitted:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # a second request waits in the queue, then its client goes away
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps({"messages": [{"role": "user", "content": "LEFT"}]}).encode()
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            while (
+                "edgeglm_queue_depth 1.0"
+                not in kit.raw_request(url, "GET", "/metrics").body.decode()
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        # the waiting request notices its client left, and leaves the line
+        while (
+            "edgeglm_queue_depth 0.0" not in kit.raw_request(url, "GET", "/metrics").body.decode()
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gate.set()
+        holder.join(kit.HANG_S)
+        r = client(url).chat.completions.create(
+            model="glm-test", messages=[{"role": "user", "content": "3"}]
+        )
+        assert r.choices[0].message.content == "third"
+        metrics = kit.raw_request(url, "GET", "/metrics").body.decode()
+    assert not any("LEFT" in p for p in backend.prompts)
+    assert len(backend.prompts) == 2
+    assert 'edgeglm_requests_total{path="/v1/chat/completions",status="499"} 1.0' in metrics
