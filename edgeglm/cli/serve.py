@@ -144,8 +144,10 @@ def serve(
     seed: SeedOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API (chat, completions, models,
-    health, metrics). Sampling flags set the defaults a request may override."""
+    """Serve a model over an OpenAI-compatible HTTP API.
+
+    Chat and text completions (plain or streamed), models, health and
+    Prometheus metrics; sampling flags set the defaults a request may override."""
     import uvicorn
 
     from edgeglm.artifacts import resolve
