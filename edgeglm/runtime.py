@@ -243,6 +243,7 @@ def open_backend(
     verbose: bool = False,
     hardware: HardwareProfile | None = None,
     convert_progress: ConvertProgress | None = None,
+    n_seq_max: int = 1,
     **kwargs: Any,
 ) -> Backend:
     """Load ``ref`` from the planner's launch spec for this machine (or for
@@ -263,6 +264,9 @@ def open_backend(
 
     A given ``n_ctx`` must be at least 1 and at most the model's trained
     context: it is refused before anything is converted or allocated.
+
+    ``n_seq_max``: sequences llama.cpp decodes together in one context, each
+    with ``n_ctx / n_seq_max`` of it (``edgeglm serve --parallel``; llama.cpp).
     """
     from edgeglm.backends.base import check_n_ctx, check_threads
 
@@ -307,7 +311,7 @@ def open_backend(
 
     spec = planned_spec(path, hardware) if use_plan else unplanned_spec(path)
     spec = finish_spec(spec, n_ctx=n_ctx, controls=controls, **kwargs)
-    return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose)
+    return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose, n_seq_max=n_seq_max)
 
 
 def _for_backend(

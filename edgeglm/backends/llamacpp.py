@@ -205,6 +205,7 @@ def _default_params(
     cb_eval: Any = None,
     overrides: ctypes.Array[Any] | None = None,
     op_offload: bool = True,
+    n_seq_max: int = 1,
 ) -> Iterator[None]:
     """llama_cpp.Llama builds its model and context params from the library
     defaults and exposes none of these fields; wrap the two default factories
@@ -217,6 +218,7 @@ def _default_params(
             cb_eval=cb_eval,
             overrides=overrides,
             op_offload=op_offload,
+            n_seq_max=n_seq_max,
         ),
     ):
         yield
@@ -229,6 +231,7 @@ def _patched_load(
     cb_eval: Any,
     overrides: ctypes.Array[Any] | None,
     op_offload: bool,
+    n_seq_max: int = 1,
 ) -> Iterator[None]:
     import llama_cpp
 
@@ -248,6 +251,8 @@ def _patched_load(
     def ctx_params() -> Any:
         p = orig_ctx()
         p.op_offload = op_offload
+        # sequences decoded together (edgeglm serve --parallel); each gets n_ctx / n_seq_max
+        p.n_seq_max = n_seq_max
         if cb_eval is not None:
             p.cb_eval = cb_eval
         return p
@@ -330,6 +335,7 @@ class LlamaCppModel:
         seed: int = 0,
         cb_eval: Any = None,
         verbose: bool = False,
+        n_seq_max: int = 1,
     ) -> LlamaCppModel:
         """Load the spec's artifact with every one of its fields, or refuse."""
         if spec.backend != "llama.cpp":
@@ -339,11 +345,25 @@ class LlamaCppModel:
                 f"the launch spec has no GGUF yet: convert the model to {spec.quant} first"
             )
         self = cls.__new__(cls)
-        self._load(spec, logits_all=logits_all, seed=seed, cb_eval=cb_eval, verbose=verbose)
+        self._load(
+            spec,
+            logits_all=logits_all,
+            seed=seed,
+            cb_eval=cb_eval,
+            verbose=verbose,
+            n_seq_max=n_seq_max,
+        )
         return self
 
     def _load(
-        self, spec: LaunchSpec, *, logits_all: bool, seed: int, cb_eval: Any, verbose: bool
+        self,
+        spec: LaunchSpec,
+        *,
+        logits_all: bool,
+        seed: int,
+        cb_eval: Any,
+        verbose: bool,
+        n_seq_max: int = 1,
     ) -> None:
         import llama_cpp
 
@@ -377,6 +397,7 @@ class LlamaCppModel:
                 cb_eval=cb_eval,
                 overrides=self._buft_overrides,
                 op_offload=spec.on_gpu(),
+                n_seq_max=n_seq_max,
             ):
                 self.llm = llama_cpp.Llama(
                     str(path), logits_all=logits_all, seed=seed, verbose=verbose, **kwargs

@@ -1,0 +1,1 @@
+"""edgeglm serve: an OpenAI-compatible HTTP server (see edgeglm/server/app.py)."""
