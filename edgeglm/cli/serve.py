@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from edgeglm.cli import _fail, app, err
+from edgeglm.cli.hub import PullOpt, pull_if_missing
 from edgeglm.cli.run import (
     BackendOpt,
     CtxOpt,
@@ -143,6 +144,7 @@ def serve(
     repeat_penalty: RepeatPenaltyOpt = None,
     seed: SeedOpt = None,
     verbose: VerboseOpt = False,
+    pull: PullOpt = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API.
 
@@ -171,6 +173,7 @@ def serve(
         load.check()
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         flags.check()
+        pull_if_missing([model], pull)
         if parallel is None:
             parallel = default_parallel(model, load)
         art = resolve(model)
