@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from edgeglm.errors import UsageError
+from edgeglm.rpc.endpoints import parse_endpoint
 
 if TYPE_CHECKING:
     from edgeglm.planner.placement import Settings
@@ -86,6 +87,7 @@ class LaunchSpec:
     flash_attn: bool = True
     n_batch: int = 512
     n_ubatch: int = 512
+    rpc: tuple[str, ...] = ()  # llama.cpp's --rpc: workers whose devices take layers too
 
     def __post_init__(self) -> None:
         self.check()
@@ -116,6 +118,8 @@ class LaunchSpec:
             raise UsageError(
                 f"n_ubatch {self.n_ubatch}, n_batch {self.n_batch}: need 1 <= n_ubatch <= n_batch"
             )
+        for endpoint in self.rpc:
+            parse_endpoint(endpoint)
         for o in self.tensor_overrides:
             check_pattern(o.pattern)
             if not o.device:
@@ -166,6 +170,7 @@ class LaunchSpec:
             "flash_attn": self.flash_attn,
             "n_batch": self.n_batch,
             "n_ubatch": self.n_ubatch,
+            "rpc": list(self.rpc),
         }
 
     @classmethod
@@ -187,11 +192,14 @@ class LaunchSpec:
             flash_attn=d["flash_attn"],
             n_batch=d["n_batch"],
             n_ubatch=d["n_ubatch"],
+            rpc=tuple(d.get("rpc", ())),
         )
 
     def llama_cpp_args(self) -> list[str]:
         """The same spec as llama.cpp command-line flags (llama-cli / llama-server)."""
         args = ["-c", str(self.n_ctx), "-ngl", str(self.n_gpu_layers)]
+        if self.rpc:
+            args += ["--rpc", ",".join(self.rpc)]
         if self.main_gpu:
             args += ["-mg", str(self.main_gpu)]
         for o in self.tensor_overrides:
