@@ -50,7 +50,7 @@ from edgeglm.server.child import LoadRequest, ProcessEngine
 from edgeglm.server.engine import Engine, Job
 from edgeglm.server.glm_output import Event, GlmOutput, collect
 from edgeglm.server.metrics import CONTENT_TYPE, Metrics
-from edgeglm.server.prompt import chat_prompt
+from edgeglm.server.prompt import chat_prompt, forced_call
 from edgeglm.server.schemas import APIError, ChatRequest, CompletionRequest
 
 # Larger bodies are refused (413) before they are read whole.
@@ -278,7 +278,9 @@ class Server:
             call_format=prompt.call_format,
             thinking_open=text.rstrip().endswith("<think>"),
         )
-        job = Job(text, params, asyncio.get_running_loop())
+        forced = forced_call(prompt, text)
+        parser.feed(forced)  # the reply's beginning, written for the model: no events
+        job = Job(text + forced, params, asyncio.get_running_loop())
         n_prompt = await self._submit(request, job)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         if req.stream:

@@ -20,7 +20,9 @@ module only reshapes the messages, the way GLM's templates read them:
 - ``developer`` is ``system``; content parts other than text are refused.
 
 ``tools`` and ``tool_choice`` become template variables, as do
-``chat_template_kwargs`` (``enable_thinking``...).
+``chat_template_kwargs`` (``enable_thinking``...). ``tool_choice: "required"``
+or a named function is enforced, not only rendered: the reply is begun as a
+call (``forced_call``), so the model cannot answer in prose instead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgeglm.chat import split_thinking
-from edgeglm.server.glm_output import THINK_CLOSE, THINK_OPEN, tool_format
+from edgeglm.server.glm_output import CALL_OPEN, THINK_CLOSE, THINK_OPEN, tool_format
 from edgeglm.server.schemas import APIError, ChatMessage, ChatRequest
 
 # Template variables a request may not replace.
@@ -43,6 +45,41 @@ class ChatPrompt:
     variables: dict[str, Any]
     tools: list[dict[str, Any]]  # the tools whose calls are parsed (none: no parsing)
     call_format: Literal["glm45", "glm4"]
+    must_call: bool = False  # tool_choice "required" or a named function
+
+
+def forced_call(prompt: ChatPrompt, rendered: str) -> str:
+    """The text that begins the reply as a tool call where ``tool_choice``
+    demands one ("" where it does not): appended to the rendered prompt, it
+    leaves the model only the call's name (when not named) and arguments to write.
+
+    GLM-4.5+ reply as ``\n<think>…</think>\n<tool_call>name\n<arg_key>…``; a
+    forced call closes the reasoning first, empty, as the templates render a
+    turn without thinking (reasoning cannot be kept without a grammar).
+    GLM-4's call is ``name\n{json}``, so its name must be known: with several
+    tools, "required" is refused there (400) rather than left unenforced."""
+    if not prompt.must_call:
+        return ""
+    names = [t["function"]["name"] for t in prompt.tools]
+    named = names[0] if len(names) == 1 else None
+    if prompt.call_format == "glm4":
+        if named is None:
+            raise APIError(
+                400,
+                'tool_choice "required" with several tools needs a GLM-4.5 or later '
+                "template; this model's GLM-4 calls can only be forced to a named "
+                'function (tool_choice {"type": "function", "function": {"name": ...}})',
+                param="tool_choice",
+            )
+        return f"{named}\n"
+    tail = rendered.rstrip()
+    if tail.endswith(THINK_OPEN):
+        head = f"{THINK_CLOSE}\n"
+    elif tail.endswith(THINK_CLOSE):
+        head = "\n"
+    else:
+        head = f"\n{THINK_OPEN}{THINK_CLOSE}\n"
+    return head + CALL_OPEN + (f"{named}\n" if named is not None else "")
 
 
 def _text(m: ChatMessage, i: int) -> str:
@@ -175,4 +212,5 @@ def chat_prompt(req: ChatRequest, template: str | None) -> ChatPrompt:
     if tools:
         variables["tools"] = tools
         variables["tool_choice"] = req.tool_choice or "auto"
-    return ChatPrompt(out, variables, tools, call_format)
+    must_call = bool(tools) and (req.tool_choice == "required" or isinstance(req.tool_choice, dict))
+    return ChatPrompt(out, variables, tools, call_format, must_call)

@@ -373,3 +373,103 @@ def test_a_waiting_request_whose_client_left_never_runs(kit: Any) -> None:
     assert not any("LEFT" in p for p in backend.prompts)
     assert len(backend.prompts) == 2
     assert 'edgeglm_requests_total{path="/v1/chat/completions",status="499"} 1.0' in metrics
+
+
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
+    },
+}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+def streamed_calls(c: Any, **kw: Any) -> tuple[dict[int, str], dict[int, str], str | None]:
+    """(names, arguments, finish_reason) of a streamed chat's tool calls."""
+    names: dict[int, str] = {}
+    args: dict[int, str] = {}
+    finish = None
+    for chunk in c.chat.completions.create(model="glm-test", stream=True, **kw):
+        for tc in chunk.choices[0].delta.tool_calls or []:
+            if tc.function and tc.function.name:
+                names[tc.index] = tc.function.name
+            args[tc.index] = args.get(tc.index, "") + (
+                (tc.function and tc.function.arguments) or ""
+            )
+        finish = chunk.choices[0].finish_reason or finish
+    return names, args, finish
+
+
+@pytest.mark.parametrize("sizes", SPLITS[:3])
+def test_required_tool_choice_is_enforced_not_only_rendered(
+    kit: Any, sizes: tuple[int, ...]
+) -> None:
+    # The model is left to write only what follows "<tool_call>": the script
+    # is what a model writes from there.
+    rest = "get_time\n<arg_key>tz</arg_key>\n<arg_value>UTC</arg_value>\n</tool_call>"
+    backend = kit.ScriptedBackend([kit.pieces(rest, sizes)])
+    with kit.serve_scripted(backend) as url:
+        c = client(url)
+        ask = {"messages": ask_weather(), "tools": [*WEATHER, CLOCK], "tool_choice": "required"}
+        r = c.chat.completions.create(model="glm-test", **ask)
+        assert backend.prompts[0].endswith("<|assistant|>\n<think></think>\n<tool_call>")
+        assert r.choices[0].finish_reason == "tool_calls"
+        assert r.choices[0].message.content is None
+        calls = r.choices[0].message.tool_calls or []
+        assert [(t.function.name, json.loads(t.function.arguments)) for t in calls] == [
+            ("get_time", {"tz": "UTC"})
+        ]
+        names, args, finish = streamed_calls(c, **ask)
+        assert names == {0: "get_time"} and json.loads(args[0]) == {"tz": "UTC"}
+        assert finish == "tool_calls"
+        # "auto" leaves the reply to the model: nothing is appended
+        c.chat.completions.create(model="glm-test", **{**ask, "tool_choice": "auto"})
+        assert backend.prompts[-1].endswith("<|assistant|>")
+
+
+def test_a_named_function_is_begun_with_its_name(kit: Any) -> None:
+    rest = "<arg_key>city</arg_key>\n<arg_value>Oslo</arg_value>\n</tool_call>"
+    backend = kit.ScriptedBackend([kit.pieces(rest, (2, 5))])
+    with kit.serve_scripted(backend) as url:
+        c = client(url)
+        r = c.chat.completions.create(
+            model="glm-test",
+            messages=ask_weather(),
+            tools=[*WEATHER, CLOCK],
+            tool_choice=NAMED,
+            # thinking off: the template already closed the reasoning
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+        )
+        assert backend.prompts[0].endswith("<think></think>\n<tool_call>get_weather\n")
+        assert backend.prompts[0].count("<think>") == 1
+        calls = r.choices[0].message.tool_calls or []
+        assert [(t.function.name, json.loads(t.function.arguments)) for t in calls] == [
+            ("get_weather", {"city": "Oslo"})
+        ]
+        assert '"get_time"' not in backend.prompts[0]  # only the named tool is offered
+
+
+def test_glm4_calls_are_forced_by_name_and_refused_when_ambiguous(kit: Any) -> None:
+    backend = kit.ScriptedBackend(
+        [kit.pieces('{"city": "Oslo"}', (3,))], template=kit.GLM4_TEMPLATE
+    )
+    with kit.serve_scripted(backend) as url:
+        c = client(url)
+        r = c.chat.completions.create(
+            model="glm-test", messages=ask_weather(), tools=[*WEATHER, CLOCK], tool_choice=NAMED
+        )
+        assert backend.prompts[0].endswith("<|assistant|>get_weather\n")
+        calls = r.choices[0].message.tool_calls or []
+        assert [(t.function.name, json.loads(t.function.arguments)) for t in calls] == [
+            ("get_weather", {"city": "Oslo"})
+        ]
+        with pytest.raises(openai.BadRequestError) as e:
+            c.chat.completions.create(
+                model="glm-test",
+                messages=ask_weather(),
+                tools=[*WEATHER, CLOCK],
+                tool_choice="required",
+            )
+        assert e.value.status_code == 400
+        assert "name" in e.value.message and len(backend.prompts) == 1
