@@ -189,11 +189,12 @@ def check_backend(art: Artifact, backend: str) -> None:
 
 
 def load_model(
-    ref: str | None, load: LoadOptions, *, progress: bool = True
+    ref: str | None, load: LoadOptions, *, progress: bool = True, n_seq_max: int = 1
 ) -> tuple[Artifact, Backend]:
     """The artifact ``ref`` names and the backend running it, as planned.
     ``progress``: a checkpoint converted on first use shows a bar on a
-    terminal's stderr (cli/progress.py)."""
+    terminal's stderr (cli/progress.py). ``n_seq_max``: sequences decoded
+    together (serve's slots; llama.cpp only)."""
     from edgeglm.artifacts import resolve
     from edgeglm.cli.progress import conversion_bar
     from edgeglm.runtime import open_backend
@@ -201,6 +202,8 @@ def load_model(
     art = resolve(ref)
     check_backend(art, load.backend)
     extra: dict[str, Any] = {} if load.threads is None else {"n_threads": load.threads}
+    if n_seq_max > 1:
+        extra["n_seq_max"] = n_seq_max
     with conversion_bar(progress) as hook:
         m = open_backend(
             ref,
@@ -254,7 +257,7 @@ def show_sampling(sampling: Sampling) -> None:
     err.print(f"[dim]sampling: {escape(sampling.describe())}[/]", highlight=False)
 
 
-def _controls(
+def launch_controls(
     override_tensor: list[str] | None, cpu_moe: bool, n_cpu_moe: int | None, ngl: int | None
 ) -> LaunchControls:
     c = LaunchControls(tuple(override_tensor or ()), cpu_moe, n_cpu_moe, ngl)
@@ -336,7 +339,7 @@ def run(
     from edgeglm.backends.base import check_text
 
     try:
-        controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
         load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         if hardware is not None and not dry_run:
@@ -551,7 +554,7 @@ def score(
     from edgeglm.runtime import open_backend, trained_context
 
     try:
-        controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
         LoadOptions(backend, threads=threads, controls=controls).check()
         check_output(output)
         try:

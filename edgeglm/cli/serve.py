@@ -14,12 +14,17 @@ from edgeglm.cli import _fail, app, err
 from edgeglm.cli.hub import PullOpt, pull_if_missing
 from edgeglm.cli.run import (
     BackendOpt,
+    CpuMoeOpt,
     CtxOpt,
     LoadOptions,
     MinPOpt,
     ModelArg,
+    NCpuMoeOpt,
+    NglOpt,
     NoPlanOpt,
     NPredictOpt,
+    OverrideTensorOpt,
+    QuantOpt,
     RepeatPenaltyOpt,
     SamplingFlags,
     SeedOpt,
@@ -32,6 +37,7 @@ from edgeglm.cli.run import (
     show_sampling,
 )
 from edgeglm.errors import EdgeGLMError, UsageError
+from edgeglm.planner.launch import LaunchSpec
 
 # Waiting requests past which a new one gets 503 (llama-server has no bound at all).
 DEFAULT_QUEUE = 32
@@ -89,7 +95,9 @@ def default_parallel(ref: str | None, load: LoadOptions) -> int:
     from edgeglm.runtime import dry_run_spec
 
     try:
-        spec = dry_run_spec(ref, n_ctx=load.ctx, use_plan=not load.no_plan)
+        spec = dry_run_spec(
+            ref, n_ctx=load.ctx, quant=load.quant, use_plan=not load.no_plan, controls=load.controls
+        )
     except EdgeGLMError:
         return 1  # ONNX, or a model the real load will refuse with its own message
     if spec.backend != "llama.cpp" or load.backend == "onnx":
@@ -135,7 +143,12 @@ def serve(
     ctx: CtxOpt = None,
     threads: ThreadsOpt = None,
     backend: BackendOpt = "auto",
+    quant: QuantOpt = None,
     no_plan: NoPlanOpt = False,
+    override_tensor: OverrideTensorOpt = None,
+    cpu_moe: CpuMoeOpt = False,
+    n_cpu_moe: NCpuMoeOpt = None,
+    n_gpu_layers: NglOpt = None,
     n_predict: NPredictOpt = None,
     temperature: TempOpt = None,
     top_p: TopPOpt = None,
@@ -154,7 +167,7 @@ def serve(
 
     from edgeglm.artifacts import resolve
     from edgeglm.backends.base import check_count
-    from edgeglm.cli.run import check_backend
+    from edgeglm.cli.run import check_backend, launch_controls
     from edgeglm.server.app import ServerConfig, build_process_app
     from edgeglm.server.auth import check_key, read_key_file
     from edgeglm.server.child import LoadRequest
@@ -169,7 +182,8 @@ def serve(
         check_count("--queue", queue, 0, 1 << 20)
         if parallel is not None:
             check_count("--parallel", parallel, 1, MAX_PARALLEL)
-        load = LoadOptions(backend, ctx, threads, None, no_plan, verbose=verbose)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
         load.check()
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         flags.check()
@@ -182,9 +196,7 @@ def serve(
             raise UsageError(f"--parallel {parallel}: slots need llama.cpp; {art.path} is ONNX")
         sampling = sampling_for(art, flags)
         config = ServerConfig(model_id(model, alias), sampling, key, queue, parallel=parallel)
-        request = LoadRequest(
-            model, backend, ctx, threads, no_plan, load.controls, verbose, parallel
-        )
+        request = LoadRequest(model, load, parallel)
         sock = bind(host, port)
         try:
             # the model loads in the engine's own process (a crash there spares the server)
@@ -204,6 +216,9 @@ def serve(
         f"queue {queue})",
         highlight=False,
     )
+    if engine.info.name == "llama.cpp":  # what was loaded, as llama-server flags
+        args = LaunchSpec.from_dict(engine.info.settings).llama_cpp_args()
+        err.print(f"[dim]launch: {escape(' '.join(args))}[/]", highlight=False)
     if not is_loopback(host) and key is None:
         err.print(
             f"[bold red]WARNING: listening on {escape(host)} without an API key: anyone who "

@@ -106,10 +106,10 @@ def chat(
 
     The app opens on its chat screen; --cli chats line by line, as ollama run
     does (/help lists its commands)."""
-    from edgeglm.cli.run import _controls
+    from edgeglm.cli.run import launch_controls
 
     try:
-        controls = _controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
         load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         load.check()

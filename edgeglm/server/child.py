@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from edgeglm.cli.run import LoadOptions
 from edgeglm.errors import BackendError, EdgeGLMError
-from edgeglm.planner.launch import LaunchControls
 from edgeglm.server.engine import RETRY_AFTER_S, Engine, Job
 from edgeglm.server.metrics import Metrics
 from edgeglm.server.schemas import APIError
@@ -48,12 +48,7 @@ class LoadRequest:
     """What the child loads: ``edgeglm serve``'s model flags (picklable)."""
 
     ref: str | None
-    backend: str = "auto"
-    n_ctx: int | None = None
-    threads: int | None = None
-    no_plan: bool = False
-    controls: LaunchControls = field(default_factory=LaunchControls)
-    verbose: bool = False
+    load: LoadOptions = field(default_factory=LoadOptions)
     parallel: int = 1
 
 
@@ -96,24 +91,9 @@ class _RemoteMetrics:
 
 
 def _load(req: LoadRequest) -> Any:
-    from edgeglm.runtime import open_backend
+    from edgeglm.cli.run import load_model
 
-    extra: dict[str, Any] = {} if req.threads is None else {"n_threads": req.threads}
-    if req.parallel > 1:
-        extra["n_seq_max"] = req.parallel
-    from edgeglm.cli.progress import conversion_bar
-
-    with conversion_bar(True) as hook:
-        return open_backend(
-            req.ref,
-            backend=req.backend,
-            n_ctx=req.n_ctx,
-            use_plan=not req.no_plan,
-            controls=req.controls,
-            verbose=req.verbose,
-            convert_progress=hook,
-            **extra,
-        )
+    return load_model(req.ref, req.load, n_seq_max=req.parallel)[1]
 
 
 def child_main(conn: Connection, req: LoadRequest) -> None:

@@ -298,6 +298,8 @@ def test_serve_refuses_bad_flags(serve_gguf: Path, tmp_path: Path) -> None:
         (["--port", str(busy.getsockname()[1])], "cannot listen"),
         (["--temp", "-1"], "temperature"),
         (["-c", "0"], "--ctx-size"),
+        (["-ot", "x"], "PATTERN=DEVICE"),
+        (["-ngl", "-1"], "--n-gpu-layers"),
     ]
     try:
         for args, said in cases:
@@ -310,3 +312,21 @@ def test_serve_refuses_bad_flags(serve_gguf: Path, tmp_path: Path) -> None:
         busy.close()
     r = edgeglm("serve", str(tmp_path / "nope.gguf"), cwd=tmp_path)
     assert r.returncode == 3, r.stderr
+
+
+def test_placement_flags_reach_llama_cpp(kit: Any, serve_gguf: Path, tmp_path: Path) -> None:
+    # run's llama.cpp placement flags, on serve too: the engine child loads
+    # with them, and the startup line shows what it loaded as llama-server flags
+    args = (str(serve_gguf), "-c", str(N_CTX), "--cpu-moe", "-ngl", "0", "-t", "1")
+    with kit.serve_cli(*args, env=dict(os.environ), cwd=tmp_path) as s:
+        r = chat(s.url, max_tokens=2, temperature=0)
+        assert r.choices[0].finish_reason in ("stop", "length")
+        launch = [
+            line
+            for line in s.stderr.read_text(encoding="utf-8").splitlines()
+            if line.startswith("launch:")
+        ]
+    assert len(launch) == 1, launch
+    flags = launch[0].split()
+    assert flags[flags.index("-ot") + 1] == r"\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"
+    assert flags[flags.index("-ngl") + 1] == "0" and flags[flags.index("-t") + 1] == "1"
