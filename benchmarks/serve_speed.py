@@ -14,6 +14,15 @@
    and time to first token p50/p99 (the server's own histogram, from queueing
    to the first token).
 
+4. With ``--llama-bin DIR`` (a llama.cpp build's bin/ folder, e.g. from the
+   engine's sources: cmake -B build -DGGML_RPC=ON && cmake --build build
+   --target llama-server llama-batched-bench): the same crowd against
+   llama-server with the same slots, context, threads and batch sizes, runs
+   interleaved, with time to first token as the client sees it on both
+   (first streamed text of a /v1/completions request); and
+   llama-batched-bench's decode speed at 1 and SLOTS sequences: the batching
+   gain llama.cpp's own engine reaches on this CPU, the ceiling for part 2.
+
 The servers are the real command in subprocesses on loopback; a random or tiny
 model is fine (the figures are speeds, not text). A model that ends its turn
 early simply yields fewer tokens: counts come from the server's usage.
@@ -96,6 +105,106 @@ def stream_chat(where: tuple[str, int], tokens: int, prompt: str = PROMPT) -> di
     wall = time.perf_counter() - t0
     conn.close()
     return {"tokens": n, "wall_s": wall}
+
+
+def stream_completion(where: tuple[str, int], tokens: int, prompt: str) -> dict[str, float]:
+    """One streamed /v1/completions request (the same on edgeglm serve and
+    llama-server): tokens generated, wall time, and time to the first text."""
+    body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
+    conn = http.client.HTTPConnection(*where, timeout=600)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/completions", json.dumps(body))
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
+    first, n = None, 0
+    for raw in resp:
+        line = raw.decode().strip()
+        if not line.startswith("data: {"):
+            continue
+        event: Any = json.loads(line[6:])
+        for choice in event.get("choices") or []:
+            if choice.get("text"):
+                n += 1  # one event per token on both servers
+                first = first if first is not None else time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    conn.close()
+    return {"tokens": n, "wall_s": wall, "ttft_s": first if first is not None else wall}
+
+
+def crowd(where: tuple[str, int], clients: int, tokens: int) -> dict[str, float]:
+    """``clients`` threads, two streamed completions apiece: aggregate tokens/s and
+    the client-side time to first text, p50/p99."""
+    results: list[dict[str, float]] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        for k in range(2):
+            r = stream_completion(where, tokens, f"{PROMPT} ({i}-{k})")
+            with lock:
+                results.append(r)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ttft = sorted(r["ttft_s"] for r in results)
+    return {
+        "aggregate_tps": sum(r["tokens"] for r in results) / wall,
+        "ttft_p50_s": statistics.median(ttft),
+        "ttft_p99_s": ttft[min(len(ttft) - 1, round(0.99 * (len(ttft) - 1)))],
+    }
+
+
+@contextmanager
+def llama_server(bin_dir: Path, model: str, *args: str) -> Iterator[tuple[str, int]]:
+    """llama.cpp's own llama-server on a free loopback port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(bin_dir / "llama-server"), "-m", model, "--host", "127.0.0.1"]
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port), *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"llama-server failed: {Path(log.name).read_text()[-2000:]}")
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/health")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            yield "127.0.0.1", port
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def batched_bench(bin_dir: Path, model: str, slots: int, threads: int) -> dict[str, float]:
+    """llama-batched-bench's decode tokens/s (S_TG) at 1 and ``slots`` sequences."""
+    args = ["-c", "4096", "-npp", "64", "-ntg", "32", "-npl", f"1,{slots}", "-t", str(threads)]
+    out = subprocess.run(
+        [str(bin_dir / "llama-batched-bench"), "-m", model, *args, "-fa", "on"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if re.match(r"\|\s+64 \|", line)]
+    speeds = {int(r[3]): float(r[8]) for r in rows}
+    return {"decode_tps_1": speeds[1], f"decode_tps_{slots}": speeds[slots]} | {
+        "gain": speeds[slots] / speeds[1]
+    }
 
 
 def served_decode_tps(where: tuple[str, int], tokens: int) -> float:
@@ -210,6 +319,8 @@ def main() -> None:
     ap.add_argument("--crowd", type=int, default=16)
     ap.add_argument("--ctx", type=int, default=2048, help="context per slot")
     ap.add_argument("--temp", default="0", help="both sides' temperature (seed 0)")
+    ap.add_argument("--threads", type=int, default=2, help="both servers' threads")
+    ap.add_argument("--llama-bin", type=Path, help="llama.cpp bin/ folder: compare with it")
     a = ap.parse_args()
 
     report: dict[str, Any] = {"model": a.model, "tokens": a.tokens, "repeat": a.repeat}
@@ -238,7 +349,41 @@ def main() -> None:
             / report["single_stream_aggregate"]["aggregate_tps"]
         )
         report["crowd"] = {"clients": a.crowd, **concurrent(slots, a.crowd, a.tokens, each=2)}
+    if a.llama_bin is not None:
+        report["llama_cpp"] = compare_llama_server(a, slotted)
     print(json.dumps(report, indent=2))
+
+
+def compare_llama_server(a: argparse.Namespace, slotted: tuple[str, ...]) -> dict[str, Any]:
+    """The crowd on edgeglm serve and llama-server (same slots, context, threads,
+    batches), interleaved; and llama-batched-bench's own batching gain."""
+    threads = ("-t", str(a.threads))
+    same = ("-c", str(a.ctx * a.slots), "-np", str(a.slots), *threads, "-fa", "on")
+    ours_runs: list[dict[str, float]] = []
+    theirs_runs: list[dict[str, float]] = []
+    with (
+        server(a.model, *slotted, *threads) as ours,
+        llama_server(a.llama_bin, a.model, *same, "-b", "512", "-ub", "512") as theirs,
+    ):
+        stream_completion(ours, 8, PROMPT)
+        stream_completion(theirs, 8, PROMPT)
+        for _ in range(a.repeat):
+            ours_runs.append(crowd(ours, a.crowd, a.tokens))
+            theirs_runs.append(crowd(theirs, a.crowd, a.tokens))
+
+    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+    out: dict[str, Any] = {
+        "clients": a.crowd,
+        "edgeglm_serve": medians(ours_runs),
+        "llama_server": medians(theirs_runs),
+    }
+    out["aggregate_tps_ratio"] = (
+        out["edgeglm_serve"]["aggregate_tps"] / out["llama_server"]["aggregate_tps"]
+    )
+    out["batched_bench"] = batched_bench(a.llama_bin, a.model, a.slots, a.threads)
+    return out
 
 
 if __name__ == "__main__":

@@ -197,16 +197,23 @@ def _onnx_dry_run(
     )
 
 
-def check_context(n_ctx: int, art: Artifact) -> int:
-    """``n_ctx`` if it is a context size within the model's trained context
-    (UsageError otherwise), checked before anything is converted or loaded."""
+def check_context(n_ctx: int, art: Artifact, n_seq: int = 1) -> int:
+    """``n_ctx`` if each of its ``n_seq`` sequences (serve's slots, which split
+    it as llama-server's -np splits -c) stays within the model's trained
+    context (UsageError otherwise), checked before anything is converted or loaded."""
     from edgeglm.backends.base import check_n_ctx
     from edgeglm.planner.advice import past_trained_context
 
     check_n_ctx(n_ctx, what="-c/--ctx-size")
     train = trained_context(art)
-    if train is not None and 0 < train < n_ctx:
-        raise UsageError(past_trained_context(n_ctx, train))
+    per_seq = n_ctx // n_seq
+    if train is not None and 0 < train < per_seq:
+        if n_seq == 1:
+            raise UsageError(past_trained_context(n_ctx, train))
+        raise UsageError(
+            f"-c/--ctx-size {n_ctx} over {n_seq} slots gives each {per_seq} tokens, past "
+            f"the model's trained context of {train}: use -c {train * n_seq} or less"
+        )
     return n_ctx
 
 
@@ -293,7 +300,7 @@ def open_backend(
         model: Backend = OnnxModel(art.path, n_ctx=n_ctx, **kwargs)
         return model
     if n_ctx is not None:
-        check_context(n_ctx, art)  # before converting or loading anything
+        check_context(n_ctx, art, n_seq_max)  # before converting or loading anything
     path = art.path
     if art.kind == "hf":
         plan = None

@@ -330,3 +330,18 @@ def test_placement_flags_reach_llama_cpp(kit: Any, serve_gguf: Path, tmp_path: P
     flags = launch[0].split()
     assert flags[flags.index("-ot") + 1] == r"\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"
     assert flags[flags.index("-ngl") + 1] == "0" and flags[flags.index("-t") + 1] == "1"
+
+
+def test_slots_split_the_context_each_within_the_trained_one(
+    kit: Any, serve_gguf: Path, tmp_path: Path
+) -> None:
+    # -c is shared by the slots (llama-server's -np): 2 slots of the trained
+    # 2048 tokens are fine, a context that gives each slot more is refused
+    r = edgeglm("serve", str(serve_gguf), "-c", "4098", "--parallel", "2", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "each 2049 tokens" in r.stderr and "-c 4096 or less" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    args = (str(serve_gguf), "-c", "4096", "--parallel", "2", "-t", "1")
+    with kit.serve_cli(*args, env=dict(os.environ), cwd=tmp_path) as s:
+        assert "2 slot(s) of 2048 tokens" in s.stderr.read_text(encoding="utf-8")
+        assert chat(s.url, max_tokens=2).choices[0].finish_reason in ("stop", "length")
