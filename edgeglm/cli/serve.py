@@ -140,6 +140,14 @@ def serve(
         int,
         typer.Option("--queue", help="Requests that may wait; past that, 503 with Retry-After."),
     ] = DEFAULT_QUEUE,
+    restarts: Annotated[
+        int,
+        typer.Option(
+            "--restarts",
+            help="Crashes of the model's engine in a row that are restarted (after 1, 2, "
+            "4... s; a completed request resets the count); 0: it stays down.",
+        ),
+    ] = 3,
     ctx: CtxOpt = None,
     threads: ThreadsOpt = None,
     backend: BackendOpt = "auto",
@@ -180,6 +188,7 @@ def serve(
             key = check_key(read_key_file(api_key_file), f"--api-key-file {api_key_file}")
         check_count("--port", port, 0, 65535)
         check_count("--queue", queue, 0, 1 << 20)
+        check_count("--restarts", restarts, 0, 1000)
         if parallel is not None:
             check_count("--parallel", parallel, 1, MAX_PARALLEL)
         controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
@@ -196,7 +205,7 @@ def serve(
             raise UsageError(f"--parallel {parallel}: slots need llama.cpp; {art.path} is ONNX")
         sampling = sampling_for(art, flags)
         config = ServerConfig(model_id(model, alias), sampling, key, queue, parallel=parallel)
-        request = LoadRequest(model, load, parallel)
+        request = LoadRequest(model, load, parallel, restarts)
         sock = bind(host, port)
         try:
             # the model loads in the engine's own process (a crash there spares the server)

@@ -41,6 +41,11 @@ log = logging.getLogger("edgeglm.server")
 # Loading (and converting a checkpoint on first use) can take long; a child
 # that has said nothing after this long is stuck.
 LOAD_TIMEOUT_S = 3600.0
+# After a crash the engine is started again, RESTART_DELAY_S later and twice
+# as long each further time, until a request completes; ``restarts`` crashes
+# in a row leave it down (a model that crashes on load, or on every request,
+# must not spin).
+RESTART_DELAY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class LoadRequest:
     ref: str | None
     load: LoadOptions = field(default_factory=LoadOptions)
     parallel: int = 1
+    restarts: int = 3  # crashes in a row that are restarted
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,8 @@ class ProcessEngine:
         self._send_lock = threading.Lock()
         self._proc: Any = None
         self._conn: Connection | None = None
-        self._stopping = False
+        self._stopping = threading.Event()
+        self._crashes = 0  # in a row: a completed request resets it
 
     @property
     def pid(self) -> int | None:
@@ -296,6 +303,8 @@ class ProcessEngine:
                 job = self._jobs.get(jid)
                 if kind in ("done", "error"):
                     self._jobs.pop(jid, None)
+                if kind == "done":
+                    self._crashes = 0
             if job is not None:
                 Engine._send(job, kind, value)
         elif message[0] == "metric":
@@ -310,16 +319,26 @@ class ProcessEngine:
         proc = self._proc
         if proc is not None:
             proc.join(5)
+        stopping = self._stopping.is_set()
         with self._lock:
             self.alive = False
             if self.failure is None:
-                why = "stopped" if self._stopping else "crashed"
+                why = "stopped" if stopping else "crashed"
                 self.failure = f"its engine {why}{_exit(proc.exitcode if proc else None)}"
             jobs, self._jobs = list(self._jobs.values()), {}
+            self._crashes += 0 if stopping else 1
+            restart = not stopping and self._crashes <= self.req.restarts
+            if restart:
+                delay = RESTART_DELAY_S * 2 ** (self._crashes - 1)
+                self.failure += f"; restarting in {delay:g} s"
         self.metrics.running.set(0)
         self.metrics.queue_depth.set(0)
-        if not self._stopping:
+        if not stopping:
             log.error("the model's engine process %s", self.failure)
+        if restart:
+            threading.Thread(
+                target=self._restart, args=(delay,), name="edgeglm-engine-restart", daemon=True
+            ).start()
         for job in jobs:
             Engine._send(
                 job,
@@ -332,8 +351,23 @@ class ProcessEngine:
                 ),
             )
 
+    def _restart(self, delay: float) -> None:
+        if self._stopping.wait(delay):
+            return
+        self._kill()  # the old pipe
+        try:
+            self.launch()
+        except (EdgeGLMError, OSError) as e:
+            with self._lock:
+                self.failure = f"its engine crashed and could not be restarted: {e}"
+            log.error("the model's engine process %s", self.failure)
+            return
+        with self._lock:
+            self.failure = None
+        log.warning("the model's engine process was restarted")
+
     def close(self, timeout: float = 30.0) -> None:
-        self._stopping = True
+        self._stopping.set()
         if self._proc is None:
             return
         with contextlib.suppress(OSError, ValueError, AssertionError):

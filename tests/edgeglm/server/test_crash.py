@@ -30,7 +30,8 @@ def engine_child(server_pid: int) -> psutil.Process:
 def test_engine_crash_leaves_the_server_answering(
     kit: Any, serve_gguf: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
-    with kit.serve_cli(str(serve_gguf), "-c", "256", env=dict(os.environ), cwd=tmp_path) as s:
+    args = (str(serve_gguf), "-c", "256", "--restarts", "0")
+    with kit.serve_cli(*args, env=dict(os.environ), cwd=tmp_path) as s:
         c = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=120)
         child = engine_child(s.proc.pid)
         stream = c.chat.completions.create(
@@ -60,6 +61,52 @@ def test_engine_crash_leaves_the_server_answering(
         assert kit.raw_request(s.url, "GET", "/metrics").status == 200
         assert s.proc.poll() is None  # the server itself is up
     assert s.proc.returncode is not None
+    assert "Traceback" not in s.stderr.read_text()
+
+
+def test_a_crashed_engine_is_restarted(kit: Any, serve_gguf: Path, tmp_path: Path) -> None:
+    args = (str(serve_gguf), "-c", "256", "--restarts", "1", "--temp", "0")
+    with kit.serve_cli(*args, env=dict(os.environ), cwd=tmp_path) as s:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0, timeout=120)
+        ask: dict[str, Any] = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4,
+        }
+        before = c.chat.completions.create(**ask).choices[0].message.content
+
+        def crash() -> dict[str, Any]:
+            """Kill the engine; /health's body once it has noticed."""
+            child = engine_child(s.proc.pid)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(kit.HANG_S)
+            deadline = time.monotonic() + kit.HANG_S
+            while (health := kit.raw_request(s.url, "GET", "/health")).status == 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            body: dict[str, Any] = health.json()
+            return body
+
+        def back() -> None:
+            deadline = time.monotonic() + kit.HANG_S
+            while kit.raw_request(s.url, "GET", "/health").status != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+        first = engine_child(s.proc.pid).pid
+        assert "crashed (SIGKILL); restarting in 1 s" in crash()["error"]
+        back()
+        assert engine_child(s.proc.pid).pid != first
+        # the same model again: the same greedy reply, and the count starts over
+        assert c.chat.completions.create(**ask).choices[0].message.content == before
+        assert "restarting in 1 s" in crash()["error"]
+        back()
+        # a second crash with no request completed in between: left down
+        down = crash()["error"]
+        assert "crashed (SIGKILL)" in down and "restarting" not in down
+        with pytest.raises(openai.APIStatusError) as e:
+            c.chat.completions.create(**ask)
+        assert e.value.status_code == 503
     assert "Traceback" not in s.stderr.read_text()
 
 
