@@ -94,7 +94,7 @@ def run_demo(workdir: Path, out: Console, err: Console) -> None:
 
     out.rule("5. latency against quality (edgeglm bench, llama.cpp, this machine)")
     artifacts = tuple(str(results[q].output) for q in QUANTS)
-    report = run_bench(BenchRequest(models=artifacts, quants=(), repeat=3))
+    report = run_bench(BenchRequest(models=artifacts, repeat=3))
     if not out.is_terminal:
         out.width = max(out.width, 160)  # a report table, not a terminal layout
     out.print(main_table(report))
