@@ -34,7 +34,7 @@ from edgeglm.converters.gguf.quant_types import quant_name
 from edgeglm.errors import EdgeGLMError, UsageError
 from edgeglm.fileio import contained
 from edgeglm.gguf_file import read_gguf
-from edgeglm.paths import cache_dir, store_dir
+from edgeglm.paths import cache_dir
 
 Kind = Literal["gguf", "onnx"]
 MEMO_FILE = "tui-artifact-meta.json"
@@ -81,15 +81,9 @@ def is_cached(path: Path) -> bool:
 def store_model(path: Path) -> str | None:
     """The store name of the model whose converted artifact ``path`` is
     (``<store>/org--model/artifacts/Q4_K_M.gguf``: ``org/model``), else None."""
-    folder = path.parent
-    if folder.name != "artifacts" or not (folder.parent / "manifest.json").is_file():
-        return None
-    try:
-        if folder.parent.parent.resolve() != store_dir().resolve():
-            return None
-    except OSError:
-        return None
-    return folder.parent.name.replace("--", "/")  # store names never hold "--"
+    from edgeglm.store.layout import entry_name_of
+
+    return entry_name_of(path.parent.parent) if path.parent.name == "artifacts" else None
 
 
 def checkpoint_name(path: Path) -> str:

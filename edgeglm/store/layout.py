@@ -498,13 +498,24 @@ def known_artifacts(entry: Entry) -> str:
     return ", ".join(names) or "nothing"
 
 
-def store_entry_of(folder: Path) -> Entry | None:
-    """The entry whose ``source/`` is ``folder``, if it is one (else None)."""
-    if folder.name != "source" or not (folder.parent / MANIFEST_NAME).is_file():
+def entry_name_of(root: Path) -> str | None:
+    """The store name of the entry folder ``root`` ("org--model": "org/model")
+    if it is one in the store (else None); nothing is read but its place."""
+    if not (root / MANIFEST_NAME).is_file():
         return None
     try:
-        if folder.parent.parent.resolve() != store_dir().resolve():
+        if root.parent.resolve() != store_dir().resolve():
             return None
+    except OSError:
+        return None
+    return root.name.replace("--", "/")  # store names never hold "--"
+
+
+def store_entry_of(folder: Path) -> Entry | None:
+    """The entry whose ``source/`` is ``folder``, if it is one (else None)."""
+    if folder.name != "source" or entry_name_of(folder.parent) is None:
+        return None
+    try:
         return load_entry(folder.parent)
     except (OSError, CheckpointError):
         return None
