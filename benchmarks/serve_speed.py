@@ -107,10 +107,21 @@ def stream_chat(where: tuple[str, int], tokens: int, prompt: str = PROMPT) -> di
     return {"tokens": n, "wall_s": wall}
 
 
-def stream_completion(where: tuple[str, int], tokens: int, prompt: str) -> dict[str, float]:
+def stream_completion(
+    where: tuple[str, int], tokens: int, prompt: str, seed: int = 0
+) -> dict[str, float]:
     """One streamed /v1/completions request (the same on edgeglm serve and
-    llama-server): tokens generated, wall time, and time to the first text."""
-    body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
+    llama-server): tokens generated (the usage both send last), wall time,
+    and time to the first text. Sampled, not greedy: a random model's greedy
+    token is often one without text, which neither server streams as text."""
+    body = {
+        "prompt": prompt,
+        "max_tokens": tokens,
+        "temperature": 1.0,
+        "seed": seed,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     conn = http.client.HTTPConnection(*where, timeout=600)
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", json.dumps(body))
@@ -123,12 +134,14 @@ def stream_completion(where: tuple[str, int], tokens: int, prompt: str) -> dict[
         if not line.startswith("data: {"):
             continue
         event: Any = json.loads(line[6:])
-        for choice in event.get("choices") or []:
-            if choice.get("text"):
-                n += 1  # one event per token on both servers
-                first = first if first is not None else time.perf_counter() - t0
+        if event.get("usage"):
+            n = int(event["usage"]["completion_tokens"])
+        if first is None and any(c.get("text") for c in event.get("choices") or []):
+            first = time.perf_counter() - t0
     wall = time.perf_counter() - t0
     conn.close()
+    if not n:
+        raise RuntimeError("the server sent no usage")
     return {"tokens": n, "wall_s": wall, "ttft_s": first if first is not None else wall}
 
 
@@ -140,7 +153,7 @@ def crowd(where: tuple[str, int], clients: int, tokens: int) -> dict[str, float]
 
     def client(i: int) -> None:
         for k in range(2):
-            r = stream_completion(where, tokens, f"{PROMPT} ({i}-{k})")
+            r = stream_completion(where, tokens, f"{PROMPT} ({i}-{k})", seed=i * 2 + k)
             with lock:
                 results.append(r)
 

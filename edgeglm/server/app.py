@@ -415,6 +415,7 @@ class Server:
 
         echo = prompt if req.echo else ""
         if req.stream:
+            usage = req.stream_options is not None and req.stream_options.include_usage
 
             async def stream() -> AsyncIterator[str]:
                 if echo:
@@ -428,6 +429,10 @@ class Server:
                         yield _data(body(value.text, None))
                     if kind == "done":
                         yield _data(body("", value.finish_reason))
+                        if usage:
+                            yield _data(
+                                {**body("", None), "choices": [], "usage": _usage(n_prompt, value)}
+                            )
                         yield "data: [DONE]\n\n"
                         return
 

@@ -81,11 +81,21 @@ def test_completions_plain_and_streamed(server: Any) -> None:
     r = c.completions.create(model=MODEL, prompt="import os\n", max_tokens=8)
     assert r.object == "text_completion"
     assert r.usage.completion_tokens <= 8
-    text = "".join(
-        ch.choices[0].text
-        for ch in c.completions.create(model=MODEL, prompt="import os\n", max_tokens=8, stream=True)
-    )
+    text, usage = "", []
+    for ch in c.completions.create(
+        model=MODEL,
+        prompt="import os\n",
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if ch.choices:
+            text += ch.choices[0].text
+        else:  # the last chunk: usage alone, as OpenAI sends it
+            usage.append(ch.usage)
     assert text == r.choices[0].text
+    assert [u.completion_tokens for u in usage] == [r.usage.completion_tokens]
+    assert usage[0].prompt_tokens == r.usage.prompt_tokens
 
 
 def _error(reply: Any) -> dict[str, Any]:
