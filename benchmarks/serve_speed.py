@@ -80,51 +80,12 @@ def server(model: str, *args: str) -> Iterator[tuple[str, int]]:
             proc.wait(60)
 
 
-def stream_chat(where: tuple[str, int], tokens: int, prompt: str = PROMPT) -> dict[str, float]:
-    """One streamed chat, read to its end: completion tokens (the server's
-    usage) and the wall time from sending it to ``[DONE]``."""
-    body = {
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+def _stream(where: tuple[str, int], path: str, body: dict[str, Any]) -> dict[str, float]:
+    """One streamed request read to ``[DONE]``: completion tokens (the usage
+    the server sends last), wall time, and time to the first text."""
     conn = http.client.HTTPConnection(*where, timeout=600)
     t0 = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", json.dumps(body))
-    resp = conn.getresponse()
-    if resp.status != 200:
-        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
-    n = 0
-    for raw in resp:
-        line = raw.decode().strip()
-        if line.startswith("data: {"):
-            event: Any = json.loads(line[6:])
-            if event.get("usage"):
-                n = int(event["usage"]["completion_tokens"])
-    wall = time.perf_counter() - t0
-    conn.close()
-    return {"tokens": n, "wall_s": wall}
-
-
-def stream_completion(
-    where: tuple[str, int], tokens: int, prompt: str, seed: int = 0
-) -> dict[str, float]:
-    """One streamed /v1/completions request (the same on edgeglm serve and
-    llama-server): tokens generated (the usage both send last), wall time,
-    and time to the first text. Sampled, not greedy: a random model's greedy
-    token is often one without text, which neither server streams as text."""
-    body = {
-        "prompt": prompt,
-        "max_tokens": tokens,
-        "temperature": 1.0,
-        "seed": seed,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    conn = http.client.HTTPConnection(*where, timeout=600)
-    t0 = time.perf_counter()
-    conn.request("POST", "/v1/completions", json.dumps(body))
+    conn.request("POST", path, json.dumps({**body, "stream": True, "stream_options": USAGE}))
     resp = conn.getresponse()
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:200]!r}")
@@ -136,13 +97,35 @@ def stream_completion(
         event: Any = json.loads(line[6:])
         if event.get("usage"):
             n = int(event["usage"]["completion_tokens"])
-        if first is None and any(c.get("text") for c in event.get("choices") or []):
+        if first is None and any(
+            c.get("text") or (c.get("delta") or {}).get("content")
+            for c in event.get("choices") or []
+        ):
             first = time.perf_counter() - t0
     wall = time.perf_counter() - t0
     conn.close()
     if not n:
         raise RuntimeError("the server sent no usage")
     return {"tokens": n, "wall_s": wall, "ttft_s": first if first is not None else wall}
+
+
+USAGE = {"include_usage": True}
+
+
+def stream_chat(where: tuple[str, int], tokens: int, prompt: str = PROMPT) -> dict[str, float]:
+    """One streamed chat (the model's own sampling defaults)."""
+    messages = [{"role": "user", "content": prompt}]
+    return _stream(where, "/v1/chat/completions", {"messages": messages, "max_tokens": tokens})
+
+
+def stream_completion(
+    where: tuple[str, int], tokens: int, prompt: str, seed: int = 0
+) -> dict[str, float]:
+    """One streamed /v1/completions request, the same on edgeglm serve and
+    llama-server. Sampled, not greedy: a random model's greedy token is often
+    one without text, which neither server streams as text."""
+    body = {"prompt": prompt, "max_tokens": tokens, "temperature": 1.0, "seed": seed}
+    return _stream(where, "/v1/completions", body)
 
 
 def crowd(where: tuple[str, int], clients: int, tokens: int) -> dict[str, float]:
