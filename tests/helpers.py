@@ -284,3 +284,17 @@ def edgeglm(
         input=input,
         stdin=subprocess.DEVNULL if input is None else None,
     )
+
+
+def record_artifacts(store: str, name: str, tags: list[str]) -> None:
+    """A store writer in its own process (tests/edgeglm/store): one artifact per tag."""
+    import os
+
+    os.environ["EDGEGLM_MODELS"] = store
+    from edgeglm.store.layout import add_artifact, open_entry
+
+    entry = open_entry(name)
+    for tag in tags:
+        path = entry.artifacts_dir / f"{tag}.gguf"
+        path.write_bytes(tag.encode())
+        add_artifact(entry, path)

@@ -9,17 +9,21 @@
         artifacts/Q4_K_M.gguf      what EdgeGLM converted from it
         artifacts/onnx-int4/...
       .staging/                    work folders: a pull, an import, a replaced entry on its way out
+      .locks/org--model.lock       taken while the entry's folder or manifest changes
 
 Nothing appears in an entry half-made: new entries (and replaced ones) are
 built in ``.staging`` on the same filesystem and renamed into place; a
 manifest is rewritten through ``atomic_output``. A folder taken from
 ``.staging`` is the caller's work (a pull, an import) and is moved; any other
-folder is copied, never touched.
+folder is copied, never touched. Every change to an entry (install, an
+artifact recorded, a removal) holds the entry's lock (``entry_lock``), so two
+processes converting the same model at once both get their artifact recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -27,7 +31,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -49,6 +53,7 @@ from edgeglm.store.manifest import (
 )
 
 STAGING = ".staging"
+LOCKS = ".locks"
 # name -> (size, sha256) of files already hashed (relative to the folder given)
 Digests = dict[str, tuple[int, str]]
 
@@ -327,9 +332,34 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
         tmp.write_bytes(manifest.to_json())
 
 
+@contextlib.contextmanager
+def entry_lock(name: str) -> Iterator[None]:
+    """Held while ``name``'s entry changes: writers in other processes wait
+    their turn (an advisory flock on ``.locks/org--model.lock``, released by
+    the kernel if the holder dies). Not re-entrant: take it once per change."""
+    base = store_dir() / LOCKS
+    path = base / (check_name(name).replace("/", "--") + ".lock")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")  # noqa: SIM115 - held for the whole block
+    except OSError as e:
+        raise write_error(e, path) from e
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def install(work: Path, name: str) -> Entry:
     """Rename the complete entry built in ``work`` (a staging folder) to
     ``name``'s place, replacing any entry there (moved aside, then deleted)."""
+    with entry_lock(name):
+        return _install(work, name)
+
+
+def _install(work: Path, name: str) -> Entry:
     final = entry_dir(name)
     final.parent.mkdir(parents=True, exist_ok=True)
     old: Path | None = None
@@ -428,13 +458,11 @@ def add_artifact(entry: Entry, path: Path, digests: Digests | None = None) -> En
         names = [top]
         known = dict(digests or {})
     files = _records(entry.artifacts_dir, "artifacts", names, known)
-    fresh = find(entry.name) or entry  # another process may have recorded something since
-    prefix = f"artifacts/{top}"
-    kept = [
-        f for f in fresh.manifest.files if f.path != prefix and not f.path.startswith(prefix + "/")
-    ]
-    manifest = replace(fresh.manifest, tools=tool_versions()).with_files([*kept, *files])
-    write_manifest(entry.root, manifest)
+    with entry_lock(entry.name):
+        fresh = find(entry.name) or entry  # another process may have recorded something since
+        kept = _outside(fresh.manifest.files, f"artifacts/{top}")
+        manifest = replace(fresh.manifest, tools=tool_versions()).with_files([*kept, *files])
+        write_manifest(entry.root, manifest)
     return Entry(entry.name, entry.root, manifest)
 
 
@@ -458,6 +486,11 @@ def remove(name: str, artifact: str | None = None) -> int:
     """Delete ``name``'s entry, or only its ``artifact``; the bytes freed.
     The files are moved out of the entry first, then deleted: an interrupted
     removal leaves a consistent entry (or none) and rubbish in ``.staging``."""
+    with entry_lock(name):
+        return _remove(name, artifact)
+
+
+def _remove(name: str, artifact: str | None) -> int:
     entry = open_entry(name)
     if artifact is None:
         freed = disk_bytes(entry.root)
@@ -475,10 +508,7 @@ def remove(name: str, artifact: str | None = None) -> int:
     if found is None:
         raise UsageError(f"{name} has no artifact {artifact!r}; it has: {known_artifacts(entry)}")
     freed = disk_bytes(found.path)
-    prefix = f"artifacts/{found.name}"
-    kept = [
-        f for f in entry.manifest.files if f.path != prefix and not f.path.startswith(prefix + "/")
-    ]
+    kept = _outside(entry.manifest.files, f"artifacts/{found.name}")
     # The manifest first: interrupted after it, the entry has an unrecorded
     # file (verify names it), never a recorded file that is gone.
     write_manifest(entry.root, entry.manifest.with_files(kept))

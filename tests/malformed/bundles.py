@@ -276,10 +276,11 @@ def digest(path: Path) -> str:
 
 
 def store_leftovers(store: Path) -> list[str]:
-    """Anything in a store that should be empty: entries, or staging folders."""
+    """Anything in a store that should be empty: entries, or staging folders
+    (the entries' lock files are not data)."""
     if not store.exists():
         return []
-    found = [p.name for p in store.iterdir() if p.name != ".staging"]
+    found = [p.name for p in store.iterdir() if p.name not in (".staging", ".locks")]
     staging = store / ".staging"
     if staging.exists():
         found += [f".staging/{p.name}" for p in staging.iterdir()]

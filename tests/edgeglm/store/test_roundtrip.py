@@ -123,7 +123,7 @@ def test_import_over_a_different_entry_needs_force(entry: Entry, tmp_path: Path)
     assert r.returncode == 0, r.stderr
     assert edgeglm("verify", NAME, cwd=tmp_path, env=env).returncode == 0
     assert not (root / "artifacts").exists()  # replaced as a whole
-    assert [p.name for p in store.iterdir() if p.name != ".staging"] == [root.name]
+    assert [p.name for p in store.iterdir() if not p.name.startswith(".")] == [root.name]
     assert not any((store / ".staging").iterdir())
 
 

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import HF_FIXTURES, edgeglm
+from helpers import HF_FIXTURES, edgeglm, record_artifacts
 from malformed.bundles import tree
 
 from edgeglm.errors import CheckpointError, UsageError
@@ -363,3 +363,23 @@ def test_backend_onnx_converts_a_store_checkpoint_into_its_entry_once(
     r = edgeglm(*run, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert tree(entry.root) == before
+
+
+def test_concurrent_writers_lose_no_artifact(entry: Entry, store: Path) -> None:
+    # Conversions of one model in several processes at once (serve and run,
+    # two terminals): each records its artifact under the entry's lock, so
+    # no manifest update overwrites another's.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    tags = [[f"w{w}-{i}" for i in range(12)] for w in range(4)]
+    procs = [ctx.Process(target=record_artifacts, args=(str(store), entry.name, t)) for t in tags]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    recorded = {a.name for a in find(entry.name).artifacts()}  # type: ignore[union-attr]
+    assert {f"{t}.gguf" for ts in tags for t in ts} <= recorded
+    r = edgeglm("verify", entry.name, cwd=store)
+    assert r.returncode == 0, r.stderr
