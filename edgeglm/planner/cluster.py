@@ -136,8 +136,9 @@ def local_devices(b: Budget) -> tuple[Device, list[Device]]:
     gpus = [
         Device(gpu_label(i), LOCAL, g.usable_bytes, g.bandwidth_gbps) for i, g in enumerate(b.gpus)
     ]
-    if b.unified:  # Apple: the GPU works in the same RAM; plan it as the one device
-        return Device("CPU", LOCAL, 0, b.cpu_bandwidth_gbps), gpus
+    if b.unified:  # Apple: the GPU works in the same RAM; the CPU keeps what the GPU may not
+        rest = max(b.ram_usable - b.vram_usable, 0)
+        return Device("CPU", LOCAL, rest, b.cpu_bandwidth_gbps), gpus
     return cpu, gpus
 
 
@@ -152,6 +153,7 @@ class Traffic:
     received: int  # workers -> client, bytes
     round_trips: int
     seconds: float  # at the links' rates, round trips included
+    by_host: dict[str, int] = field(default_factory=dict)  # worker -> bytes both ways
 
     @property
     def total(self) -> int:
@@ -175,15 +177,18 @@ def token_traffic(
     hidden = facts.n_embd * F32
     sent = received = trips = 0
     secs = 0.0
+    by_host: dict[str, int] = {}
 
     def up(host: str, n: int) -> None:
         nonlocal sent, secs
         sent += n
+        by_host[host] = by_host.get(host, 0) + n
         secs += n / links[host].bandwidth
 
     def down(host: str, n: int) -> None:
         nonlocal received, secs, trips
         received += n
+        by_host[host] = by_host.get(host, 0) + n
         trips += 1
         secs += n / links[host].bandwidth + links[host].rtt_s
 
@@ -202,7 +207,7 @@ def token_traffic(
             up(b.host, hidden)
     if chain[-1].remote:  # the output layer is there: the logits come back
         down(chain[-1].host, facts.n_vocab * F32)
-    return Traffic(sent, received, trips, secs)
+    return Traffic(sent, received, trips, secs, by_host)
 
 
 # -- the split ---------------------------------------------------------------------
@@ -324,6 +329,7 @@ class ClusterPlan:
                 "received_bytes": self.traffic.received,
                 "round_trips": self.traffic.round_trips,
                 "seconds": self.traffic.seconds,
+                "bytes_by_worker": self.traffic.by_host,
             },
             "memory_seconds_per_token": mem,
             "decode_tokens_per_second_ceiling": r(self.decode_ceiling_tps),

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from edgeglm.planner.cluster import ClusterPlan
+from edgeglm.planner.cluster import ClusterPlan, Share
 from edgeglm.planner.explain import _gib
 
 
@@ -23,23 +23,22 @@ def _tps(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.1f} tok/s"
 
 
+def _net(plan: ClusterPlan, sh: Share) -> str:
+    """A worker's bytes per token, both ways, on its first device's row."""
+    first = next(s for s in plan.shares if s.device.host == sh.device.host)
+    if not sh.device.remote or first is not sh:
+        return ""
+    return f"{plan.traffic.by_host.get(sh.device.host, 0) / 1024:.1f} KiB"
+
+
 def render_cluster(plan: ClusterPlan, model: str) -> RenderableType:
     s = plan.settings
     head = Text()
     head.append(f"{model} ({plan.quant or 'its quant'})", style="bold")
     head.append(f" across {1 + len(plan.workers)} machines, context {s.n_ctx}, KV {s.type_k}")
     t = Table(title="split per machine (llama.cpp's device order: CPU, RPC workers, local GPUs)")
-    for col in (
-        "machine",
-        "device",
-        "blocks",
-        "weights",
-        "KV cache",
-        "compute",
-        "total",
-        "usable",
-        "read/token",
-    ):
+    cols = ("machine", "device", "blocks", "weights", "KV cache", "compute")
+    for col in (*cols, "total / usable", "read/token", "network/token"):
         t.add_column(col, justify="left" if col in ("machine", "device", "blocks") else "right")
     machine = {w.endpoint: w.machine for w in plan.workers}
     for sh in plan.shares:
@@ -61,6 +60,7 @@ def render_cluster(plan: ClusterPlan, model: str) -> RenderableType:
             _gib(m.compute + m.overhead),
             total,
             _gib(int(sh.active_bytes)),
+            _net(plan, sh),
         )
     tr = plan.traffic
     net = Text()
