@@ -29,11 +29,14 @@ client and sends on):
 - the graph inputs every worker that runs attention needs: the KQ mask
   (n_kv cells, f16 with flash attention, f32 without; DSA models also the
   indexer's f32 mask), positions and the KV-cache row indices;
-- the logits (n_vocab f32) when the output layer is on a worker.
+- the logits (n_vocab f32) when the output layer is on a worker;
+- each message's framing (a serialized rpc_tensor per set or get).
 
-A repeated decode graph is not sent again (RPC_CMD_GRAPH_RECOMPUTE, a few
-bytes), so the graph itself is left out. Each fetch from a worker waits for
-its reply: one round trip per fetch (sends are asynchronous).
+A repeated decode graph is not sent again (RPC_CMD_GRAPH_RECOMPUTE, 13
+bytes). Each fetch from a worker waits for its reply: one round trip per
+fetch (sends are asynchronous). Checked on loopback against llama-server
+with two RPC servers behind a byte-counting proxy: within 6 bytes per token
+per worker (the fixture glm4 model, 64 tokens).
 """
 
 from __future__ import annotations
@@ -66,9 +69,20 @@ if TYPE_CHECKING:
 
 LOCAL = "local"
 F32 = 4
-# Per token and worker besides the mask: inp_pos (i32), the K and V cache
-# row indices (i64 each) llama-kv-cache.cpp sets as graph inputs.
-SMALL_INPUT_BYTES = 4 + 8 + 8
+# The graph inputs each worker's split needs besides the mask, per token:
+# inp_pos (i32) and the K and V cache row indices (i64 each,
+# llama-kv-cache.cpp); the output layer's device also gets inp_out_ids (i32).
+SMALL_INPUTS = (4, 8, 8)
+OUT_IDS_BYTES = 4
+# ggml-rpc.cpp's messages: a command byte and a u64 size before each request,
+# a u64 size before each reply; a tensor travels as a packed rpc_tensor.
+RPC_TENSOR_BYTES = 296
+SET_TENSOR_OVERHEAD = 1 + 8 + RPC_TENSOR_BYTES + 8  # + offset; then the data
+GET_TENSOR_REQUEST = 1 + 8 + RPC_TENSOR_BYTES + 8 + 8  # offset, size
+REPLY_OVERHEAD = 8
+GRAPH_RECOMPUTE = 1 + 8 + 4  # a repeated decode graph: its device id only
+COPY_TENSOR_REQUEST = 1 + 8 + 2 * RPC_TENSOR_BYTES
+COPY_TENSOR_REPLY = 8 + 1
 
 
 @dataclass(frozen=True)
@@ -160,53 +174,60 @@ class Traffic:
         return self.sent + self.received
 
 
-def graph_input_bytes(facts: ModelFacts, s: Settings) -> int:
-    """The inputs one worker's split needs per decoded token, at a full cache."""
+def mask_bytes(facts: ModelFacts, s: Settings) -> int:
+    """The KQ mask one split needs per decoded token, at a full cache."""
     n_kv = padded_ctx(s.n_ctx)
     mask = n_kv * (2 if s.flash_attn else F32)
     if facts.indexer_heads:  # GLM-5 DSA: the indexer's own f32 mask
         mask += n_kv * F32
-    return mask + SMALL_INPUT_BYTES
+    return mask
 
 
 def token_traffic(
     facts: ModelFacts, s: Settings, chain: list[Device], links: dict[str, Link]
 ) -> Traffic:
     """``chain``: the devices that run layers, in the order the hidden state
-    visits them (the local CPU first: the token embeddings are read there)."""
+    visits them (the local CPU first: the token embeddings are read there).
+    Every worker device is its own backend to the scheduler: each gets its
+    own copy of the graph inputs."""
     hidden = facts.n_embd * F32
     sent = received = trips = 0
     secs = 0.0
     by_host: dict[str, int] = {}
 
-    def up(host: str, n: int) -> None:
-        nonlocal sent, secs
-        sent += n
-        by_host[host] = by_host.get(host, 0) + n
-        secs += n / links[host].bandwidth
+    def move(host: str, up: int, down: int, wait: bool) -> None:
+        nonlocal sent, received, secs, trips
+        sent += up
+        received += down
+        by_host[host] = by_host.get(host, 0) + up + down
+        secs += (up + down) / links[host].bandwidth
+        if wait:
+            trips += 1
+            secs += links[host].rtt_s
 
-    def down(host: str, n: int) -> None:
-        nonlocal received, secs, trips
-        received += n
-        by_host[host] = by_host.get(host, 0) + n
-        trips += 1
-        secs += n / links[host].bandwidth + links[host].rtt_s
+    def set_tensor(host: str, n: int) -> None:
+        move(host, SET_TENSOR_OVERHEAD + n, 0, wait=False)
 
-    inputs = graph_input_bytes(facts, s)
-    for d in {d.host: d for d in chain if d.remote}.values():
-        up(d.host, inputs)
+    def get_tensor(host: str, n: int) -> None:
+        move(host, GET_TENSOR_REQUEST, REPLY_OVERHEAD + n, wait=True)
+
+    for d in chain:
+        if d.remote:
+            for n in (mask_bytes(facts, s), *SMALL_INPUTS):
+                set_tensor(d.host, n)
+            move(d.host, GRAPH_RECOMPUTE, 0, wait=False)
     for a, b in itertools.pairwise(chain):
         if a.host == b.host:
             if a.remote:  # COPY_TENSOR on the worker: no data, one reply
-                trips += 1
-                secs += links[a.host].rtt_s
+                move(a.host, COPY_TENSOR_REQUEST, COPY_TENSOR_REPLY, wait=True)
             continue
         if a.remote:
-            down(a.host, hidden)
+            get_tensor(a.host, hidden)
         if b.remote:
-            up(b.host, hidden)
+            set_tensor(b.host, hidden)
     if chain[-1].remote:  # the output layer is there: the logits come back
-        down(chain[-1].host, facts.n_vocab * F32)
+        set_tensor(chain[-1].host, OUT_IDS_BYTES)
+        get_tensor(chain[-1].host, facts.n_vocab * F32)
     return Traffic(sent, received, trips, secs, by_host)
 
 

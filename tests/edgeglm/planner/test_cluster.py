@@ -142,13 +142,19 @@ def test_a_model_too_big_says_how_many_more_machines() -> None:
 
 
 def _expected_traffic(cfg: dict[str, int], n_ctx: int, remote_chain: int, logits: bool) -> int:
-    """Bytes per token from config.json alone: a chain local -> w1 -> ... -> wN
-    (-> local when the output layer is here)."""
+    """Bytes per token from config.json and ggml-rpc's message layout alone: a
+    chain local -> w1 -> ... -> wN (-> local when the output layer is here)."""
+    set_msg, get_msg = 1 + 8 + 296 + 8, 1 + 8 + 296 + 8 + 8 + 8  # + data; get: + the reply's size
     hidden = cfg["hidden_size"] * 4  # f32 hidden state
     mask = n_ctx * 2 + (n_ctx * 4 if cfg.get("index_n_heads") else 0)  # f16 mask, DSA's f32 one
-    inputs = mask + 4 + 8 + 8  # + positions (i32), K and V row indices (i64)
-    boundaries = 1 + 2 * (remote_chain - 1) + (0 if logits else 1)
-    return remote_chain * inputs + boundaries * hidden + (cfg["vocab_size"] * 4 if logits else 0)
+    inputs = mask + 4 + 8 + 8 + 4 * set_msg + 13  # + positions, K/V row indices; recompute
+    total = remote_chain * inputs + set_msg + hidden  # local -> w1
+    total += (remote_chain - 1) * (get_msg + set_msg + 2 * hidden)  # w -> client -> next w
+    if logits:
+        total += set_msg + 4 + get_msg + cfg["vocab_size"] * 4  # out_ids, then the logits
+    else:
+        total += get_msg + hidden  # the last hidden state back to this machine's GPU
+    return total
 
 
 @pytest.mark.parametrize("model", ["glm-4.5", "glm-5"])
