@@ -164,3 +164,11 @@ def test_plan_rpc_splits_as_the_workers_memory_says(
         # each device's room is what the worker reported free, less the margin
         assert x["usable_bytes"] <= dev.free
         assert x["usable_bytes"] >= dev.free - (2 << 30)
+
+
+@pytest.mark.skipif(HAS_PROBE, reason="with the runtime's probe, --rpc alone probes the workers")
+def test_plan_rpc_without_profiles_or_probe_says_so(tmp_path: Path, env: dict[str, str]) -> None:
+    r = edgeglm("plan", GLM45, "--hardware", NODE64, "--rpc", TWO, cwd=tmp_path, env=env)
+    assert r.returncode == ExitCode.USAGE
+    assert "cannot probe workers" in r.stderr and "--rpc-hardware" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
