@@ -41,6 +41,7 @@ per worker (the fixture glm4 model, 64 tokens).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from collections.abc import Callable
@@ -574,8 +575,10 @@ def workers_for(
 def default_probe() -> Callable[[str], WorkerInfo]:
     """The runtime's worker probe (edgeglm.rpc.probe), imported only when a plan needs it."""
     try:
-        from edgeglm.rpc import probe as probe_mod  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as e:
+        probe_mod = importlib.import_module("edgeglm.rpc.probe")
+    except ModuleNotFoundError as e:
+        if e.name != "edgeglm.rpc.probe":
+            raise  # the probe is there but broken: not the user's mistake
         raise UsageError(
             "--rpc: this EdgeGLM cannot probe workers (no edgeglm.rpc.probe); "
             "plan on paper with --rpc-hardware PROFILE.json"
