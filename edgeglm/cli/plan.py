@@ -10,7 +10,7 @@ import typer
 
 from edgeglm.cli import _fail, app, err, out
 from edgeglm.cli.hub import PullOpt, pull_if_missing
-from edgeglm.errors import EdgeGLMError, HardwareError
+from edgeglm.errors import EdgeGLMError, HardwareError, UsageError
 from edgeglm.hardware import HardwareProfile, load_profile, probe, probe_cpu, probe_memory
 
 HardwareOpt = Annotated[
@@ -88,11 +88,50 @@ def plan(
     hardware: HardwareOpt = None,
     as_json: JsonOpt = False,
     pull: PullOpt = False,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc",
+            help="Workers (HOST:PORT,...) running `edgeglm worker`: split the layers over "
+            "this machine and them, in proportion to free memory. They are probed unless "
+            "--rpc-hardware describes them.",
+        ),
+    ] = None,
+    rpc_hardware: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc-hardware",
+            help="Hardware profiles of the --rpc workers (PROFILE.json, the shape `edgeglm "
+            "doctor --json` prints on that machine): one for all of them, or one each in "
+            "--rpc order (comma-separated). Plans on paper: no worker is contacted.",
+        ),
+    ] = None,
+    link_gbit: Annotated[
+        float | None,
+        typer.Option(
+            "--link-gbit",
+            help="Network rate to each worker in Gbit/s (default: measured by the probe, "
+            "1 with --rpc-hardware).",
+        ),
+    ] = None,
+    rtt_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--rtt-ms",
+            help="Round-trip time to each worker in ms (default: measured, 0.3 on paper).",
+        ),
+    ] = None,
 ) -> None:
     """Plan how MODEL should run here, with a reason for every choice.
 
     The backend, quant, GPU layers or expert placement, threads, context, KV
-    cache and flash attention, and the memory estimate they add up to."""
+    cache and flash attention, and the memory estimate they add up to.
+
+    With --rpc, the layers are split over this machine and the workers: per
+    machine its weights, KV cache and compute buffers, the data sent over the
+    network per generated token, and the decode ceiling that memory bandwidth
+    and the links allow; a model that does not fit says how many more
+    machines it needs."""
     from edgeglm.artifacts import from_store
     from edgeglm.planner.explain import print_plan
     from edgeglm.planner.onnx_plan import is_onnx_folder
@@ -106,6 +145,9 @@ def plan(
         _fail(e)
     if stored is not None and stored.kind == "onnx":  # NAME:onnx-int4 in the store
         model = str(stored.path)
+    if rpc is not None or rpc_hardware is not None:
+        _plan_rpc(model, hardware, ctx, quant, as_json, rpc, rpc_hardware, link_gbit, rtt_ms)
+        return
     if is_onnx_folder(Path(model)):
         _plan_onnx(Path(model), hardware, ctx, as_json)
         return
@@ -123,6 +165,59 @@ def plan(
         err.print("[dim]see 'what would fit' in the plan above[/]", highlight=False)
         machine = hw.name or ("this machine" if not hw.is_simulated else hw.source)
         _fail(HardwareError(f"{result.model['name']} does not fit on {machine}"))
+
+
+def _plan_rpc(
+    model: str,
+    hardware: Path | None,
+    ctx: int | None,
+    quant: str | None,
+    as_json: bool,
+    rpc: str | None,
+    rpc_hardware: str | None,
+    link_gbit: float | None,
+    rtt_ms: float | None,
+) -> None:
+    from edgeglm.planner import cluster
+    from edgeglm.planner.cluster_explain import render_cluster
+    from edgeglm.planner.sources import open_model
+    from edgeglm.rpc.endpoints import parse_endpoints
+
+    try:
+        if rpc is None:
+            raise UsageError("--rpc-hardware describes the --rpc workers: name them with --rpc")
+        endpoints = parse_endpoints(rpc)
+        for flag, v in (("--link-gbit", link_gbit), ("--rtt-ms", rtt_ms)):
+            if v is not None and not v > 0:
+                raise UsageError(f"{flag} {v:g}: must be more than 0")
+        profiles = [load_profile(Path(p)) for p in (rpc_hardware or "").split(",") if p.strip()]
+        link = None
+        if link_gbit is not None or rtt_ms is not None:
+            link = cluster.Link.gbit(
+                link_gbit or cluster.DEFAULT_LINK_GBIT,
+                rtt_ms if rtt_ms is not None else cluster.DEFAULT_RTT_MS,
+            )
+        source = open_model(model)
+        hw = _machine(hardware)
+        probe = None if profiles else cluster.default_probe()
+        workers = cluster.workers_for(endpoints, profiles, link, probe)
+        result = cluster.plan_model(source, hw, workers, ctx=ctx, quant=quant)
+    except EdgeGLMError as e:
+        _fail(e)
+    artifact = str(source.path) if source.kind == "gguf" else None
+    if as_json:
+        spec = result.launch_spec(artifact) if result.fits else None
+        doc = {
+            "model": source.label,
+            "cluster": result.to_dict(),
+            "launch": None if spec is None else spec.to_dict(),
+            "llama_cpp_args": [] if spec is None else spec.llama_cpp_args(),
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        out.print(render_cluster(result, source.label), highlight=False)
+    if not result.fits:
+        _fail(HardwareError(f"{source.label} does not fit on these {1 + len(workers)} machines"))
 
 
 def _plan_onnx(folder: Path, hardware: Path | None, ctx: int | None, as_json: bool) -> None:

@@ -12,5 +12,7 @@ Modules, in the order a plan is made:
   and where tensors go;
 - ``policy``: every rule's numbers, as data;
 - ``planner``, ``advice``, ``backend``: the decisions, with reasons;
-- ``plan``, ``explain``: the result, as JSON and for people.
+- ``plan``, ``explain``: the result, as JSON and for people;
+- ``cluster``, ``cluster_explain``: the same model split over this machine
+  and llama.cpp RPC workers (``plan --rpc``), with the network per token.
 """
