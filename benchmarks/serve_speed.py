@@ -317,7 +317,16 @@ def main() -> None:
     ap.add_argument("--temp", default="0", help="both sides' temperature (seed 0)")
     ap.add_argument("--threads", type=int, default=2, help="both servers' threads")
     ap.add_argument("--llama-bin", type=Path, help="llama.cpp bin/ folder: compare with it")
+    ap.add_argument("--compare-only", action="store_true", help="with --llama-bin: part 4 alone")
     a = ap.parse_args()
+    slotted = ("-c", str(a.ctx * a.slots), "--parallel", str(a.slots), "--temp", a.temp)
+    if a.compare_only:
+        if a.llama_bin is None:
+            ap.error("--compare-only needs --llama-bin")
+        print(
+            json.dumps({"model": a.model, "llama_cpp": compare_llama_server(a, slotted)}, indent=2)
+        )
+        return
 
     report: dict[str, Any] = {"model": a.model, "tokens": a.tokens, "repeat": a.repeat}
     report["temperature"] = a.temp
@@ -333,7 +342,6 @@ def main() -> None:
             report["serve_decode_tps_median"] / report["run_decode_tps_median"]
         )
         report["single_stream_aggregate"] = concurrent(single, 1, a.tokens, each=a.repeat)
-    slotted = ("-c", str(a.ctx * a.slots), "--parallel", str(a.slots), "--temp", a.temp)
     with server(a.model, *slotted) as slots:
         stream_chat(slots, 8)
         batched = [concurrent(slots, a.slots, a.tokens) for _ in range(a.repeat)]
