@@ -112,14 +112,15 @@ class Mla(Glm4Moe):
         heads = wb.reshape(s.n_head, self.nope + self.v_dim, self.kv_lora)
         k_rows = heads[:, : self.nope].reshape(-1, self.kv_lora)
         v_rows = heads[:, self.nope :].reshape(-1, self.kv_lora)
-        k_width, v_width = self.cache_head - self.rope, self.cache_head - self.extra_v_channels
+        extra = self.make_extra_v(g, i, x32, q_in)
+        k_width = self.cache_head - self.rope
+        v_width = self.cache_head - (self.extra_v_channels if extra is not None else 0)
         k_nope = self._expanded(g, f"{name}/k_b_proj", latent, k_rows, self.nope, k_width,
                                 p + "kv_b_proj.k")  # fmt: skip
         v = self._expanded(g, f"{name}/v_b_proj", latent, v_rows, self.v_dim, v_width,
                            p + "kv_b_proj.v")  # fmt: skip
         k_rot = self._all_heads(g, f"{name}/k_rot", k_rot)
         k = g.one("Concat", [k_rot, k_nope], f"{name}/k", axis=-1)
-        extra = self.make_extra_v(g, i, x32, q_in)
         if extra is not None:
             v = g.one("Concat", [v, self._all_heads(g, f"{name}/extra", extra)], f"{name}/v",
                       axis=-1)  # fmt: skip

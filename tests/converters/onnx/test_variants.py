@@ -32,16 +32,18 @@ def make_variant(
     name: str,
     config: dict[str, Any],
     keep: Callable[[str], bool] = lambda _: True,
+    tensors: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda t: t,
 ) -> Path:
-    """``base`` with ``config`` merged into its config.json and only the tensors ``keep`` keeps."""
+    """``base`` with ``config`` merged into its config.json, only the tensors ``keep``
+    keeps, then rewritten by ``tensors``."""
     d = Path(shutil.copytree(HF_FIXTURES / base, tmp / name))
     (d / "reference.npz").unlink()
     cfg = json.loads((d / "config.json").read_text()) | config
     (d / "config.json").write_text(json.dumps(cfg))
     ckpt = HFCheckpoint(HF_FIXTURES / base)
-    tensors = {n: np.asarray(ckpt.load(n), dtype=np.float32) for n in ckpt if keep(n)}
+    kept = {n: np.asarray(ckpt.load(n), dtype=np.float32) for n in ckpt if keep(n)}
     ckpt.close()
-    write_safetensors(d / "model.safetensors", tensors)
+    write_safetensors(d / "model.safetensors", tensors(kept))
     return d
 
 
