@@ -82,6 +82,13 @@ class GlmMoeDsa(Mla):
         self._bias: str | None = None  # the last full layer's selection
         self._shared: dict[str, str] = {}
 
+    def expected_tensors(self) -> list[str]:
+        """A shared layer has no indexer in transformers: any weights for one go unread."""
+        shared = tuple(
+            f"model.layers.{i}.self_attn.indexer." for i, t in enumerate(self.types) if t != "full"
+        )
+        return [n for n in super().expected_tensors() if not n.startswith(shared)]
+
     def make_extra_v(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str | None:
         if self.types[i] != "full":
             return None
@@ -149,16 +156,16 @@ class GlmMoeDsa(Mla):
 
     def _rotary(self, g: GraphBuilder, name: str, x: str, heads: int) -> str:
         """Rotary on the first rope channels of each head, adjacent pairs, from the past length."""
-        ai, pos = self.attention_inputs, self._positions(g)
-        cos = g.cast(ai.cos, np.float32, "/model/indexer/cos", have=self.prec.compute)
-        sin = g.cast(ai.sin, np.float32, "/model/indexer/sin", have=self.prec.compute)
+        pos = self._positions(g)
         return g.one(
-            "RotaryEmbedding", [x, pos["past"], cos, sin], name, domain="com.microsoft",
+            "RotaryEmbedding", [x, pos["past"], pos["cos"], pos["sin"]], name,
+            domain="com.microsoft",
             interleaved=1, num_heads=heads, rotary_embedding_dim=self.rope,
         )  # fmt: skip
 
     def _positions(self, g: GraphBuilder) -> dict[str, str]:
-        """Shared by every indexer: past length [1], top-k count [1], causal mask [s, total]."""
+        """Shared by every indexer: past length [1], top-k count [1], causal mask [s, total],
+        float32 rotary caches."""
         if self._shared:
             return self._shared
         name = "/model/indexer"
@@ -178,5 +185,8 @@ class GlmMoeDsa(Mla):
                       f"{name}/later")  # fmt: skip
         causal = g.one("Where", [later, g.const(_MIN, np.float32), g.const(0.0, np.float32)],
                        f"{name}/causal")  # fmt: skip
-        self._shared = {"past": past, "topk": topk, "causal": causal}
+        ai, c = self.attention_inputs, self.prec.compute
+        cos = g.cast(ai.cos, np.float32, f"{name}/cos", have=c)
+        sin = g.cast(ai.sin, np.float32, f"{name}/sin", have=c)
+        self._shared = {"past": past, "topk": topk, "causal": causal, "cos": cos, "sin": sin}
         return self._shared
