@@ -158,3 +158,37 @@ def test_mla_decode_with_cache_matches_transformers(name: str, tmp_path: Path) -
         convert(HF_FIXTURES / name, tmp_path / "out", "fp32").output, tokens[:160], ref[:160]
     )
     assert prefill < 1e-6 and decode < 1e-6, f"KL prefill {prefill:.3g}, decode {decode:.3g}"
+
+
+def test_glm_moe_dsa_greedy_text_matches_transformers(tmp_path: Path) -> None:
+    """`edgeglm run --backend onnx` (the real CLI and cache) past index_topk tokens."""
+    from helpers import edgeglm
+    from tokenizers import Tokenizer
+
+    src = make_variant(
+        tmp_path,
+        "glm_moe_dsa",
+        "glm_moe_dsa_topk_onnx",
+        {"index_topk": 16, "index_n_heads": 16},
+        tensors=_more_index_heads(16),
+    )
+    out = convert(src, tmp_path / "out", "fp32").output
+    prompt = load_reference(HF_FIXTURES / "glm_moe_dsa")[2][:200]
+    tok = Tokenizer.from_file(str(src / "tokenizer.json"))
+    ids = list(tok.encode(prompt, add_special_tokens=False).ids)
+    eos = {1012, 1019, 1021}
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.float32, attn_implementation="eager"
+    )
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(24):  # no cache: every step recomputes the whole text's top-k
+            nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if nxt in eos:
+                break
+            new.append(nxt)
+    assert len(ids) > 16
+    run = edgeglm("run", str(out), "--backend", "onnx", "--raw", "-p", prompt, "-n", "24",
+                  "--temp", "0", "--repeat-penalty", "1", "--json", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["text"] == tok.decode(new, skip_special_tokens=False)
