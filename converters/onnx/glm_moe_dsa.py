@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeglm.checkpoint.config import Config
 from edgeglm.converters.onnx.attention import PAST_VALUE
 from edgeglm.converters.onnx.base import F32Array
 from edgeglm.converters.onnx.graph import GraphBuilder
@@ -40,7 +41,7 @@ INDEXER = Precision("indexer", np.float32, _F32, _F32, _F32)
 _MIN = float(np.finfo(np.float32).min)  # transformers' masked value
 
 
-def indexer_types(c: Any, n_layer: int) -> list[str]:
+def indexer_types(c: Config, n_layer: int) -> list[str]:
     """Per layer "full" (own indexer) or "shared", as transformers' config derives it."""
     types = c.get("indexer_types", default=None)
     if types is None:
@@ -55,18 +56,18 @@ def indexer_types(c: Any, n_layer: int) -> list[str]:
             ]
     types = [str(t) for t in types]
     if len(types) < n_layer or set(types) - {"full", "shared"} or types[0] != "full":
-        raise CheckpointError(f"{c.where}: indexer_types {types} (need 'full' first, then full/shared)")
+        raise CheckpointError(
+            f"{c.where}: indexer_types {types} (need 'full' first, then full/shared)"
+        )
     return types[:n_layer]
 
 
 @register("GlmMoeDsaForCausalLM")
 class GlmMoeDsa(Mla):
     def __init__(self, *args: Any, **kw: Any) -> None:
-        c = args[0].config if args else kw["ckpt"].config
-        self.index_dim = int(c["index_head_dim"])
-        self.extra_v_channels = self.index_dim
         super().__init__(*args, **kw)
         c = self.cfg
+        self.index_dim = self.extra_v_channels
         self.index_heads = int(c.need("index_n_heads"))
         self.index_topk = int(c.need("index_topk"))
         self.types = indexer_types(c, self.spec.n_layer)
@@ -81,6 +82,9 @@ class GlmMoeDsa(Mla):
         self._keys: str | None = None  # this layer's new indexer keys
         self._bias: str | None = None  # the last full layer's selection
         self._shared: dict[str, str] = {}
+
+    def extra_channels(self, c: Config) -> int:
+        return int(c.need("index_head_dim"))
 
     def expected_tensors(self) -> list[str]:
         """A shared layer has no indexer in transformers: any weights for one go unread."""

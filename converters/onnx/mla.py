@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeglm.checkpoint.config import Config
 from edgeglm.converters.onnx.attention import make_group_query_attention
 from edgeglm.converters.onnx.base import F32Array
 from edgeglm.converters.onnx.glm4_moe import Glm4Moe
@@ -36,8 +37,6 @@ class Mla(Glm4Moe):
     """MLA attention; the MoE feed-forward is Glm4Moe's, unchanged."""
 
     rotary_interleaved = True
-    # Channels per cached v head after v itself (GLM-5 keeps its indexer keys there).
-    extra_v_channels = 0
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -53,6 +52,7 @@ class Mla(Glm4Moe):
                 f"{c.where}: rope_interleave false (half-split MLA rotary) is not supported "
                 "by the ONNX converter"
             )
+        self.extra_v_channels = self.extra_channels(c)
         self.cache_head = max(self.rope + self.nope, self.v_dim + self.extra_v_channels)
         # The cache and GQA see n_head heads of cache_head channels, rotary on the first rope.
         self.spec = dataclasses.replace(
@@ -61,6 +61,10 @@ class Mla(Glm4Moe):
             head_dim=self.cache_head,
             rotary_dim=self.rope,
         )
+
+    def extra_channels(self, c: Config) -> int:
+        """Channels per cached v head after v itself (GLM-5 keeps its indexer keys there)."""
+        return 0
 
     # -- weights, rearranged for the padded head layout -----------------------
 
@@ -162,8 +166,8 @@ class Mla(Glm4Moe):
         self, g: GraphBuilder, name: str, x: str, rows: F32Array, used: int, width: int, wname: str
     ) -> str:
         """x @ rows.T as [batch, seq, heads, width], each head's ``used`` rows then zeros."""
-        w = self._per_head(rows, [(0, used)]).reshape(self.spec.n_head, self.cache_head, -1)
-        w = w[:, :width].reshape(-1, rows.shape[-1])
+        heads = self._per_head(rows, [(0, used)]).reshape(self.spec.n_head, self.cache_head, -1)
+        w: F32Array = heads[:, :width].reshape(-1, rows.shape[-1])
         y = self.linear(g, name, x, w, None, wname)
         return g.one("Reshape", [y, g.const([0, 0, self.spec.n_head, width])], name)
 

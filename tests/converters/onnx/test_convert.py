@@ -132,7 +132,9 @@ def test_mla_runs_on_group_query_attention(name: str, onnx_model: ModelFor) -> N
     m = onnx.load(str(out / "model.onnx"))
     gqa = next(n for n in m.graph.node if n.op_type == "GroupQueryAttention")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gqa.attribute}
-    assert attrs["rotary_interleaved"] == 1 and abs(attrs["scale"] - 192**-0.5) < 1e-6  # float32 attribute
+    assert (
+        attrs["rotary_interleaved"] == 1 and abs(attrs["scale"] - 192**-0.5) < 1e-6
+    )  # float32 attribute
     assert ("dsa" in name) == any(n.op_type == "TopK" and "indexer" in n.name
                                   for n in m.graph.node)  # fmt: skip
 
