@@ -79,9 +79,17 @@ def make_group_query_attention(
     qkv: tuple[str, str, str] | str,
     *,
     interleaved: bool,
+    scale: float | None = None,
+    bias: str = "",
 ) -> str:
-    """One GQA node; ``qkv`` is a packed [q|k|v] projection or separate q, k, v."""
+    """One GQA node; ``qkv`` is a packed [q|k|v] projection or separate q, k, v.
+
+    ``scale`` defaults to head_dim^-0.5 (MLA pads its heads and passes its own);
+    ``bias`` is an additive [batch, 1, seq, total] mask on top of the causal one
+    (DeepSeek sparse attention's top-k selection).
+    """
     q, k, v = (qkv, "", "") if isinstance(qkv, str) else qkv
+    extra = ["", bias] if bias else []  # "" = no position_ids: positions come from seqlens_k
     (out,) = g.node(
         "GroupQueryAttention",
         [
@@ -94,6 +102,7 @@ def make_group_query_attention(
             ai.total_length,
             ai.cos,
             ai.sin,
+            *extra,
         ],
         name,
         domain="com.microsoft",
@@ -106,6 +115,6 @@ def make_group_query_attention(
         kv_num_heads=spec.n_kv_head,
         do_rotary=1,
         rotary_interleaved=int(interleaved),
-        scale=float(spec.head_dim**-0.5),
+        scale=float(spec.head_dim**-0.5 if scale is None else scale),
     )[:1]
     return out

@@ -57,6 +57,8 @@ class Family:
     hf_architectures: ClassVar[tuple[str, ...]] = ()
     # GLM and GLM-4 rotate adjacent channel pairs; GLM-4.5 MoE rotates halves.
     rotary_interleaved: ClassVar[bool]
+    # q/k/v biases when the config does not say: GLM and GLM-4 always carry them.
+    attention_bias_default: ClassVar[bool] = True
     # Checkpoint tensors that carry nothing the graph uses.
     ignored_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
 
@@ -65,6 +67,9 @@ class Family:
         self.prec = prec
         self.cfg = Config(ckpt.config, str(ckpt.root / "config.json"))
         self.spec = ModelSpec.from_config(self.cfg)
+        self.attention_bias = bool(
+            self.cfg.get("attention_bias", default=self.attention_bias_default)
+        )
         self.progress = progress
         self.used: set[str] = set()
         self._bytes_done = 0
@@ -198,7 +203,9 @@ class Family:
         sizes = (("q", s.q_size), ("k", s.kv_size), ("v", s.kv_size))
         w = np.concatenate([self.take(p + f"{n}_proj.weight", (n_out, s.hidden))
                             for n, n_out in sizes])  # fmt: skip
-        b = np.concatenate([self.take(p + f"{n}_proj.bias", (n_out,)) for n, n_out in sizes])
+        b = None
+        if self.attention_bias:
+            b = np.concatenate([self.take(p + f"{n}_proj.bias", (n_out,)) for n, n_out in sizes])
         return self.linear(g, f"/model/layers.{i}/attn/qkv_proj", x, w, b, p + "qkv_proj.weight")
 
     def make_attention(self, g: GraphBuilder, i: int, x32: str) -> str:

@@ -29,6 +29,7 @@ ROUTER = Precision("router", np.float32, _F32, _F32, _F32)
 @register("Glm4MoeForCausalLM")
 class Glm4Moe(Family):
     rotary_interleaved = False
+    attention_bias_default = False  # transformers' Glm4MoeConfig default
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)

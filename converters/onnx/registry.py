@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _registry: Registry[type[Any]] = Registry(
     "ONNX converter",
     "edgeglm.converters.onnx",
-    ("glm", "glm4", "glm4_moe"),
+    ("glm", "glm4", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa"),
     required=("rotary_interleaved",),
 )
 register = _registry.register

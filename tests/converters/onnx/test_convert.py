@@ -46,18 +46,20 @@ def _kl(path: Path, name: str) -> np.ndarray:
 
 def test_every_registered_architecture_has_a_fixture() -> None:
     assert set(supported_architectures()) <= {_arch(n) for n in fixture_names()}
-    assert {"GlmForCausalLM", "Glm4ForCausalLM", "Glm4MoeForCausalLM"} <= set(
-        supported_architectures()
-    )
+    assert {_arch(n) for n in fixture_names()} <= set(supported_architectures())
 
 
 def test_unknown_architecture_names_the_supported_ones(tmp_path: Path) -> None:
+    src = Path(shutil.copytree(HF_FIXTURES / "glm4", tmp_path / "src"))
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(cfg | {"architectures": ["Glm5ForCausalLM"]}))
     with pytest.raises(
         UnsupportedArchitectureError,
-        match="supported: Glm4ForCausalLM, Glm4MoeForCausalLM, GlmForCausalLM",
+        match="supported: Glm4ForCausalLM, Glm4MoeForCausalLM, Glm4MoeLiteForCausalLM, "
+        "GlmForCausalLM, GlmMoeDsaForCausalLM",
     ):
-        convert(HF_FIXTURES / "glm4_moe_lite", tmp_path / "out", "fp32")
-    assert list(tmp_path.iterdir()) == []
+        convert(src, tmp_path / "out", "fp32")
+    assert [p.name for p in tmp_path.iterdir()] == ["src"]
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
@@ -119,6 +121,22 @@ def test_graph_uses_the_fused_ort_operators(name: str, onnx_model: ModelFor) -> 
     q4 = attrs["/model/layers.0/mlp/down_proj/MatMulNBits"]
     assert (q4["bits"], q4["block_size"], q4["accuracy_level"]) == (4, 32, 4)
     assert attrs["/lm_head/MatMulNBits"]["bits"] == 8  # the output head stays at 8 bits
+
+
+@pytest.mark.parametrize("name", ["glm4_moe_lite", "glm_moe_dsa"])
+def test_mla_runs_on_group_query_attention(name: str, onnx_model: ModelFor) -> None:
+    """MLA heads expanded for GQA: 4 kv heads of nope+rope (GLM-5: v + indexer keys)."""
+    out = onnx_model(name, "fp32")
+    dec = json.loads((out / "genai_config.json").read_text())["model"]["decoder"]
+    assert (dec["num_key_value_heads"], dec["head_size"]) == (4, 256 if "dsa" in name else 192)
+    m = onnx.load(str(out / "model.onnx"))
+    gqa = next(n for n in m.graph.node if n.op_type == "GroupQueryAttention")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gqa.attribute}
+    assert (
+        attrs["rotary_interleaved"] == 1 and abs(attrs["scale"] - 192**-0.5) < 1e-6
+    )  # float32 attribute
+    assert ("dsa" in name) == any(n.op_type == "TopK" and "indexer" in n.name
+                                  for n in m.graph.node)  # fmt: skip
 
 
 def test_glm4_moe_rotates_halves(onnx_model: ModelFor) -> None:

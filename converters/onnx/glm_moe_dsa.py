@@ -1,0 +1,196 @@
+"""GlmMoeDsaForCausalLM (model_type ``glm_moe_dsa``): GLM-5.x.
+
+GLM-4.7-Flash's MLA (mla.py) plus DeepSeek sparse attention (DSA), as
+transformers computes it: a light indexer scores every cached token for each
+query, and attention sees only the ``index_topk`` best-scoring ones::
+
+    q_latent --> wq_b --> RotaryEmbedding ---------------------+
+    x --> wk --> LayerNorm --> RotaryEmbedding --> k_new       |
+    past indexer keys (cached in v's spare channels) + k_new --MatMul --> Relu
+    x --> weights_proj * heads^-0.5 ------------------------------MatMul --> index scores
+    index scores + causal --> TopK(min(index_topk, total)) --> ScatterElements
+        --> bias (0 at the chosen tokens, float32 min elsewhere) --> GQA's attention_bias
+
+The indexer keys live in the KV cache: each v head carries ``index_head_dim``
+more channels (o_proj ignores them), so the runtime's cache IO is unchanged.
+``indexer_types`` "shared" layers reuse the previous full layer's selection.
+While the text is no longer than ``index_topk`` every token is chosen and the
+model is dense MLA; past it, the selection is exact, ties broken by ORT's TopK
+(lower index first).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeglm.checkpoint.config import Config
+from edgeglm.converters.onnx.attention import PAST_VALUE
+from edgeglm.converters.onnx.base import F32Array
+from edgeglm.converters.onnx.graph import GraphBuilder
+from edgeglm.converters.onnx.mla import Mla
+from edgeglm.converters.onnx.ops import make_linear
+from edgeglm.converters.onnx.quant import Precision, WeightFormat
+from edgeglm.converters.onnx.registry import register
+from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
+
+_F32 = WeightFormat.F32
+# The indexer picks tokens: float32 throughout, like the router that picks experts.
+INDEXER = Precision("indexer", np.float32, _F32, _F32, _F32)
+_MIN = float(np.finfo(np.float32).min)  # transformers' masked value
+
+
+def indexer_types(c: Config, n_layer: int) -> list[str]:
+    """Per layer "full" (own indexer) or "shared", as transformers' config derives it."""
+    types = c.get("indexer_types", default=None)
+    if types is None:
+        pattern = c.get("index_topk_pattern", default=None)
+        if pattern is not None:
+            types = [{"F": "full", "S": "shared"}[ch] for ch in pattern]
+        else:
+            freq = max(int(c.get("index_topk_freq", default=1)), 1)
+            offset = int(c.get("index_skip_topk_offset", default=2))
+            types = [
+                "full" if max(i - offset + 1, 0) % freq == 0 else "shared" for i in range(n_layer)
+            ]
+    types = [str(t) for t in types]
+    if len(types) < n_layer or set(types) - {"full", "shared"} or types[0] != "full":
+        raise CheckpointError(
+            f"{c.where}: indexer_types {types} (need 'full' first, then full/shared)"
+        )
+    return types[:n_layer]
+
+
+@register("GlmMoeDsaForCausalLM")
+class GlmMoeDsa(Mla):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        c = self.cfg
+        self.index_dim = self.extra_v_channels
+        self.index_heads = int(c.need("index_n_heads"))
+        self.index_topk = int(c.need("index_topk"))
+        self.types = indexer_types(c, self.spec.n_layer)
+        layer_types = c.get("layer_types", default=None) or []
+        if set(layer_types) - {"indexed_attention"}:
+            raise UnsupportedArchitectureError(
+                f"{c.where}: layer_types {sorted(set(layer_types))}: the ONNX converter supports "
+                "indexed_attention only"
+            )
+        if self.index_dim < self.rope:
+            raise CheckpointError(f"{c.where}: index_head_dim {self.index_dim} < qk_rope_head_dim")
+        self._keys: str | None = None  # this layer's new indexer keys
+        self._bias: str | None = None  # the last full layer's selection
+        self._shared: dict[str, str] = {}
+
+    def extra_channels(self, c: Config) -> int:
+        return int(c.need("index_head_dim"))
+
+    def expected_tensors(self) -> list[str]:
+        """A shared layer has no indexer in transformers: any weights for one go unread."""
+        shared = tuple(
+            f"model.layers.{i}.self_attn.indexer." for i, t in enumerate(self.types) if t != "full"
+        )
+        return [n for n in super().expected_tensors() if not n.startswith(shared)]
+
+    def make_extra_v(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str | None:
+        if self.types[i] != "full":
+            return None
+        name, p = f"/model/layers.{i}/indexer", f"model.layers.{i}.self_attn.indexer."
+        w = self.take(p + "wk.weight", (self.index_dim, self.spec.hidden))
+        k = self._linear(g, f"{name}/wk", x32, w, p + "wk.weight")
+        gamma = self.take(p + "k_norm.weight", (self.index_dim,))
+        beta = self.take(p + "k_norm.bias", (self.index_dim,))
+        k = g.one("LayerNormalization",
+                  [k, g.weight(p + "k_norm.weight", gamma), g.weight(p + "k_norm.bias", beta)],
+                  f"{name}/k_norm", axis=-1, epsilon=1e-6)  # fmt: skip
+        self._keys = self._rotary(g, f"{name}/k_rotary", k, 1)
+        return g.cast(self._keys, self.prec.compute, f"{name}/k_cache", have=np.float32)
+
+    def make_attention_bias(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str:
+        if self.types[i] != "full":
+            assert self._bias is not None
+            return self._bias
+        assert self._keys is not None
+        name, p = f"/model/layers.{i}/indexer", f"model.layers.{i}.self_attn.indexer."
+        pos = self._positions(g)
+        h, d = self.index_heads, self.index_dim
+        q_in = g.cast(q_latent, np.float32, f"{name}/q_input", have=self.prec.compute)
+        w = self.take(p + "wq_b.weight", (h * d, self.q_lora or self.spec.hidden))
+        q = self._rotary(g, f"{name}/q_rotary", self._linear(g, f"{name}/wq_b", q_in, w,
+                                                             p + "wq_b.weight"), h)  # fmt: skip
+        q = g.one("Reshape", [q, g.const([0, 0, h, d])], f"{name}/q_heads")
+        # Earlier tokens' keys, from the last index_dim channels of head 0's cached v.
+        past = g.one(
+            "Slice",
+            [PAST_VALUE.format(i), g.const([0, 0, self.cache_head - d]),
+             g.one("Concat", [g.const([1]), pos["past"], g.const([self.cache_head])],
+                   f"{name}/past_ends", axis=0),
+             g.const([1, 2, 3])],
+            f"{name}/past_keys",
+        )  # fmt: skip
+        past = g.one("Squeeze", [past, g.const([1])], f"{name}/past_keys")
+        past = g.cast(past, np.float32, f"{name}/past_keys", have=self.prec.compute)
+        keys = g.one("Concat", [past, self._keys], f"{name}/keys", axis=1)  # [b, total, d]
+        keys_t = g.one("Transpose", [keys], f"{name}/keys", perm=[0, 2, 1])
+        keys_t = g.one("Unsqueeze", [keys_t, g.const([1])], f"{name}/keys")
+        scores = g.one("MatMul", [q, keys_t], f"{name}/scores")  # [b, s, h, total]
+        scores = g.one("Mul", [scores, g.const(d**-0.5, np.float32)], f"{name}/scores")
+        scores = g.one("Relu", [scores], f"{name}/scores")
+        wp = self.take(p + "weights_proj.weight", (h, self.spec.hidden))
+        weights = self._linear(g, f"{name}/weights_proj", x32, wp, p + "weights_proj.weight")
+        weights = g.one("Mul", [weights, g.const(h**-0.5, np.float32)], f"{name}/weights")
+        weights = g.one("Unsqueeze", [weights, g.const([2])], f"{name}/weights")
+        index = g.one("MatMul", [weights, scores], f"{name}/index")  # [b, s, 1, total]
+        index = g.one("Squeeze", [index, g.const([2])], f"{name}/index")
+        index = g.one("Add", [index, pos["causal"]], f"{name}/index")
+        _, chosen = g.node("TopK", [index, pos["topk"]], f"{name}/topk", n_out=2, axis=-1)
+        blocked = g.one("Mul", [index, g.const(0.0, np.float32)], f"{name}/blocked")
+        blocked = g.one("Add", [blocked, g.const(_MIN, np.float32)], f"{name}/blocked")
+        zeros = g.one("Mul", [g.cast(chosen, np.float32, f"{name}/zeros", have=np.int64),
+                              g.const(0.0, np.float32)], f"{name}/zeros")  # fmt: skip
+        bias = g.one("ScatterElements", [blocked, chosen, zeros], f"{name}/bias", axis=-1)
+        bias = g.one("Unsqueeze", [bias, g.const([1])], f"{name}/bias")  # [b, 1, s, total]
+        bias = g.one("Expand", [bias, g.const([1, self.spec.n_head, 1, 1])], f"{name}/bias")
+        self._bias = g.cast(bias, self.prec.compute, f"{name}/bias", have=np.float32)
+        return self._bias
+
+    def _linear(self, g: GraphBuilder, name: str, x32: str, w: F32Array, wname: str) -> str:
+        return make_linear(g, name, x32, w, None, _F32, INDEXER, wname)
+
+    def _rotary(self, g: GraphBuilder, name: str, x: str, heads: int) -> str:
+        """Rotary on the first rope channels of each head, adjacent pairs, from the past length."""
+        pos = self._positions(g)
+        return g.one(
+            "RotaryEmbedding", [x, pos["past"], pos["cos"], pos["sin"]], name,
+            domain="com.microsoft",
+            interleaved=1, num_heads=heads, rotary_embedding_dim=self.rope,
+        )  # fmt: skip
+
+    def _positions(self, g: GraphBuilder) -> dict[str, str]:
+        """Shared by every indexer: past length [1], top-k count [1], causal mask [s, total],
+        float32 rotary caches."""
+        if self._shared:
+            return self._shared
+        name = "/model/indexer"
+        seq = g.one("Gather", [g.one("Shape", ["input_ids"], f"{name}/seq"), g.const([1])],
+                    f"{name}/seq", axis=0)  # fmt: skip
+        total = g.one("Gather", [g.one("Shape", ["attention_mask"], f"{name}/total"),
+                                 g.const([1])], f"{name}/total", axis=0)  # fmt: skip
+        past = g.one("Sub", [total, seq], f"{name}/past")  # [1] int64
+        topk = g.one("Min", [total, g.const([self.index_topk])], f"{name}/topk")
+        q_pos = g.one("Range", [g.one("Squeeze", [past], f"{name}/q_start"),
+                                g.one("Squeeze", [total], f"{name}/limit"), g.const(1)],
+                      f"{name}/q_pos")  # fmt: skip
+        k_pos = g.one("Range", [g.const(0), g.one("Squeeze", [total], f"{name}/k_limit"),
+                                g.const(1)], f"{name}/k_pos")  # fmt: skip
+        later = g.one("Greater", [g.one("Unsqueeze", [k_pos, g.const([0])], f"{name}/k_row"),
+                                  g.one("Unsqueeze", [q_pos, g.const([1])], f"{name}/q_col")],
+                      f"{name}/later")  # fmt: skip
+        causal = g.one("Where", [later, g.const(_MIN, np.float32), g.const(0.0, np.float32)],
+                       f"{name}/causal")  # fmt: skip
+        ai, c = self.attention_inputs, self.prec.compute
+        cos = g.cast(ai.cos, np.float32, f"{name}/cos", have=c)
+        sin = g.cast(ai.sin, np.float32, f"{name}/sin", have=c)
+        self._shared = {"past": past, "topk": topk, "causal": causal, "cos": cos, "sin": sin}
+        return self._shared
