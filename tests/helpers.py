@@ -62,11 +62,17 @@ class Probe(TypedDict):
     metadata: dict[str, str]
 
 
-def llama_probe(gguf: str, tokens: list[int], text: str) -> Probe:
+def llama_probe(gguf: str, tokens: list[int], text: str, kv_type: str = "f16") -> Probe:
     """In a child process: load a GGUF in llama.cpp, score tokens, tokenize text."""
     from edgeglm.backends.llamacpp import LlamaCppModel
 
-    m = LlamaCppModel(Path(gguf), n_ctx=max(256, len(tokens) + 8), logits_all=True)
+    m = LlamaCppModel(
+        Path(gguf),
+        n_ctx=max(256, len(tokens) + 8),
+        logits_all=True,
+        type_k=kv_type,
+        type_v=kv_type,
+    )
     try:
         return {
             "logits": m.score(tokens),

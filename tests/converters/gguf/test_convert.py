@@ -35,10 +35,26 @@ def f32_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {n: convert(HF_FIXTURES / n, out / f"{n}.gguf", "F32").output for n in FIXTURES}
 
 
+def dsa_top_k(name: str) -> int | None:
+    """index_topk of a fixture whose DSA indexer selects keys on the reference text."""
+    cfg = json.loads((HF_FIXTURES / name / "config.json").read_text())
+    top_k = cfg.get("index_topk")
+    tokens, _, _ = load_reference(HF_FIXTURES / name)
+    return int(top_k) if top_k is not None and top_k < len(tokens) else None
+
+
+def kv_type(name: str) -> str:
+    """llama.cpp's default f16 KV cache, except where a DSA indexer selects: its
+    top-k is a hard choice, and f16 keys move index scores by up to 2e-3, more
+    than the fixture's smallest top-k margin (make_fixtures.MIN_INDEX_GAP), so
+    an f16 cache flips a few selections (mean KL 1.8e-3 past index_topk)."""
+    return "f16" if dsa_top_k(name) is None else "f32"
+
+
 @pytest.mark.parametrize("name", FIXTURES)
 def test_f32_reproduces_transformers_logits(name: str, f32_ggufs: dict[str, Path]) -> None:
     tokens, ref_logits, text = load_reference(HF_FIXTURES / name)
-    probe = run_isolated(llama_probe, str(f32_ggufs[name]), tokens, text)
+    probe = run_isolated(llama_probe, str(f32_ggufs[name]), tokens, text, kv_type(name))
     kl = kl_divergence(ref_logits, probe["logits"])
     assert kl.mean() < 1e-5, f"{name}: mean KL {kl.mean():.3g}"
     # Same greedy token everywhere, except where the reference's top two are
@@ -96,3 +112,19 @@ def test_glm4_moe_keeps_the_mtp_block_as_llama_cpp_expects(f32_ggufs: dict[str, 
     fields = {f.name: f for f in r.fields.values()}
     assert fields["glm4moe.nextn_predict_layers"].contents() == 1
     assert fields["glm4moe.block_count"].contents() == mtp + 1
+
+
+def test_glm5_sparse_attention_is_exact_past_index_topk(f32_ggufs: dict[str, Path]) -> None:
+    # GLM-5's DSA: past index_topk tokens each query attends to the index_topk keys
+    # its lightning indexer scores highest. The fixture's index scores have no
+    # near-ties at the top-k boundary, so llama.cpp must select the same keys as
+    # transformers and agree exactly there too (it does: KL 7e-11).
+    name = "glm_moe_dsa_sparse"
+    top_k = dsa_top_k(name)
+    assert top_k is not None, f"{name}: index_topk must be below the text's length"
+    tokens, ref_logits, text = load_reference(HF_FIXTURES / name)
+    probe = run_isolated(llama_probe, str(f32_ggufs[name]), tokens, text, "f32")
+    kl = kl_divergence(ref_logits, probe["logits"])
+    assert kl[:top_k].max() < 1e-5, f"dense part: KL up to {kl[:top_k].max():.3g}"
+    assert kl[top_k:].mean() < 1e-5, f"sparse part: mean KL {kl[top_k:].mean():.3g}"
+    assert kl[top_k:].max() < 1e-4, f"sparse part: KL up to {kl[top_k:].max():.3g}"
