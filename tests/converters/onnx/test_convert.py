@@ -68,15 +68,24 @@ def test_fp32_reproduces_transformers_logits(name: str, onnx_model: ModelFor) ->
     assert kl.mean() < 1e-6, f"{name}: mean KL {kl.mean():.3g}"
 
 
+def _until_selection(name: str) -> int | None:
+    """Positions a reduced precision is judged on. Past ``index_topk`` a DSA
+    indexer chooses keys, and a rounded score can swap two close ones (as
+    llama.cpp's f16 cache does: docs/glm5-dsa-topk.md); fp32 is held to
+    exactness there, fp16 and int8 to the dense part before it."""
+    cfg = json.loads((HF_FIXTURES / name / "config.json").read_text())
+    return cfg.get("index_topk")
+
+
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_fp16_stays_close(name: str, onnx_model: ModelFor) -> None:
-    kl = _kl(onnx_model(name, "fp16"), name)
+    kl = _kl(onnx_model(name, "fp16"), name)[: _until_selection(name)]
     assert kl.mean() < 1e-4, f"{name}: mean KL {kl.mean():.3g}"
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_int8_is_an_order_of_magnitude_better_than_int4(name: str, onnx_model: ModelFor) -> None:
-    kl8, kl4 = _kl(onnx_model(name, "int8"), name), _kl(onnx_model(name, "int4"), name)
+    kl8, kl4 = (_kl(onnx_model(name, q), name)[: _until_selection(name)] for q in ("int8", "int4"))
     # MoE: an expert choice can flip where two router scores nearly tie; the
     # median position shows the quantization error itself.
     stat = np.median if "moe" in name else np.mean
