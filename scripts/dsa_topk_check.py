@@ -86,10 +86,10 @@ def transformers_run(
             return topk(scores, k, *args, **kwargs)
 
         def enter(module: Any, args: Any, _ranked: Any = ranked) -> None:
-            torch.Tensor.topk = _ranked  # type: ignore[method-assign]
+            torch.Tensor.topk = _ranked  # type: ignore[method-assign,unused-ignore]
 
         def leave(module: Any, args: Any, out: Any, _il: int = il) -> Any:
-            torch.Tensor.topk = topk  # type: ignore[method-assign]
+            torch.Tensor.topk = topk  # type: ignore[method-assign,unused-ignore]
             seen[f"top_k-{_il}"] = out[0].numpy()
             if forced is not None:
                 return torch.from_numpy(forced[_il].astype(np.int32))[None]
