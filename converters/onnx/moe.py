@@ -217,11 +217,15 @@ def _qmoe(
     prec: Precision,
     wname: str,
 ) -> str:
-    fmt, bs, c = prec.linear, prec.block_size, prec.compute
+    fmt, c = prec.linear, prec.compute
+    # QMoE's blocks must tile both widths (no padded last block): halve down to 16 if needed.
+    bs = prec.block_size
+    while bs > 16 and (hidden % bs or ff % bs):
+        bs //= 2
     if hidden % bs or ff % bs:
         raise ConversionError(
             f"{wname}: QMoE needs hidden ({hidden}) and moe_intermediate_size ({ff}) to be "
-            f"multiples of the block size {bs}"
+            "multiples of 16"
         )
     sym = prec.symmetric or fmt is WeightFormat.INT8
     stacks: dict[str, list[npt.NDArray[np.generic]]] = {}
