@@ -1,16 +1,19 @@
 """CPU inference: EdgeGLM's ONNX int4 in ONNX Runtime against llama.cpp Q4_0, side by side.
 
     .venv/bin/python benchmarks/onnx_vs_llamacpp.py [--layers 24] [--threads N] [--repeat 3]
+    .venv/bin/python benchmarks/onnx_vs_llamacpp.py --experts 64 --top-k 4 --layers 8
 
-Both engines run the same synthetic GLM-Edge-1.5B-shaped checkpoint
-(benchmarks/synthetic.py; ``--layers`` shrinks it for a quick look), converted
-by EdgeGLM: ONNX ``int4`` (MatMulNBits, block 32, int8 activations) and GGUF
-``Q4_0``. Each engine prefills the same random prompt, then decodes
-``--gen`` tokens one at a time with a greedy pick (no eos: every run does the
-same work), with the same thread count, alternating engines per repeat. Wall
-times come from perf_counter around the engine calls only. The report gives
-the ratios too, since this machine is shared and noisy; the goal is ONNX
-decode >= 0.8x llama.cpp.
+Both engines run the same synthetic checkpoint (benchmarks/synthetic.py):
+GLM-Edge-1.5B-shaped by default (``--layers`` shrinks it for a quick look), or
+with ``--experts`` a small Glm4MoeForCausalLM routing ``--top-k`` of them,
+converted by EdgeGLM: ONNX ``int4`` (MatMulNBits blocks of 128, int8
+activations; MoE layers in QMoE) and GGUF ``Q4_0``. Each engine prefills the
+same random prompt, then decodes ``--gen`` tokens one at a time with a greedy
+pick (no eos: every run does the same work), with the same thread count,
+alternating engines per repeat. Wall times come from perf_counter around the
+engine calls only; medians over the repeats. The report gives the ratios too,
+since this machine is shared and noisy; the goal is ONNX decode >= 1.0x
+llama.cpp. Accuracy (mean KL from transformers) is benchmarks/onnx_int4_kl.py's.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ def main() -> None:
 
     work: Path = args.workdir
     tag = f"{args.layers}l" + (f"-{args.experts}e{args.top_k}" if args.experts else "")
-    src = make(work / f"glm-synth-{tag}", args.layers, experts=args.experts, top_k=args.top_k)
+    src_name = f"glm4-moe-synth-{tag}" if args.experts else f"glm-edge-synth-{tag}"
+    src = make(work / src_name, args.layers, experts=args.experts, top_k=args.top_k)
     onnx_dir, gguf = work / f"onnx-int4-{tag}", work / f"q4_0-{tag}.gguf"
     if not (onnx_dir / "model.onnx").exists():
         to_onnx(src, onnx_dir, "int4")
