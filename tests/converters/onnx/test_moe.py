@@ -26,6 +26,7 @@ from edgeglm.converters.onnx.quant import (
 )
 
 H, FF = 64, 32
+Experts = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _route(x: np.ndarray, gate: np.ndarray, bias: np.ndarray | None, r: Routing) -> np.ndarray:
@@ -43,21 +44,27 @@ def _route(x: np.ndarray, gate: np.ndarray, bias: np.ndarray | None, r: Routing)
     w = np.take_along_axis(scores, idx, axis=-1)
     if r.norm_topk_prob:
         w = w / (w.sum(-1, keepdims=True) + 1e-20)
-    out = np.zeros_like(scores)
+    out: np.ndarray = np.zeros_like(scores)
     np.put_along_axis(out, idx, w * r.scaling, axis=-1)
     return out
 
 
-def _experts(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _experts(n: int, seed: int) -> Experts:
     rng = np.random.default_rng(seed)
-    return [
-        tuple(rng.standard_normal(s).astype(np.float32) * 0.2 for s in ((FF, H), (FF, H), (H, FF)))
-        for _ in range(n)
-    ]  # type: ignore[misc]
+
+    def one(shape: tuple[int, int]) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32) * 0.2
+
+    return [(one((FF, H)), one((FF, H)), one((H, FF))) for _ in range(n)]
 
 
 def _run(
-    r: Routing, prec: Precision, x: np.ndarray, gate: np.ndarray, bias: np.ndarray | None, ex: list
+    r: Routing,
+    prec: Precision,
+    x: np.ndarray,
+    gate: np.ndarray,
+    bias: np.ndarray | None,
+    ex: Experts,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(router weights, MoE output) of the subgraph for x [1, tokens, H]."""
     g = GraphBuilder(TensorStore(None))
@@ -75,7 +82,7 @@ def _run(
     return np.asarray(weights), np.asarray(out)[0]
 
 
-def _reference(x: np.ndarray, weights: np.ndarray, ex: list) -> np.ndarray:
+def _reference(x: np.ndarray, weights: np.ndarray, ex: Experts) -> np.ndarray:
     out = np.zeros_like(x, dtype=np.float64)
     for t in range(len(x)):
         for e in np.flatnonzero(weights[t]):
