@@ -73,8 +73,8 @@ def _until_selection(name: str) -> int | None:
     indexer chooses keys, and a rounded score can swap two close ones (as
     llama.cpp's f16 cache does: docs/glm5-dsa-topk.md); fp32 is held to
     exactness there, fp16 and int8 to the dense part before it."""
-    cfg = json.loads((HF_FIXTURES / name / "config.json").read_text())
-    return cfg.get("index_topk")
+    topk = json.loads((HF_FIXTURES / name / "config.json").read_text()).get("index_topk")
+    return None if topk is None else int(topk)
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
