@@ -1,16 +1,19 @@
 """CPU inference: EdgeGLM's ONNX int4 in ONNX Runtime against llama.cpp Q4_0, side by side.
 
     .venv/bin/python benchmarks/onnx_vs_llamacpp.py [--layers 24] [--threads N] [--repeat 3]
+    .venv/bin/python benchmarks/onnx_vs_llamacpp.py --experts 64 --top-k 4 --layers 8
 
-Both engines run the same synthetic GLM-Edge-1.5B-shaped checkpoint
-(benchmarks/synthetic.py; ``--layers`` shrinks it for a quick look), converted
-by EdgeGLM: ONNX ``int4`` (MatMulNBits, block 32, int8 activations) and GGUF
-``Q4_0``. Each engine prefills the same random prompt, then decodes
-``--gen`` tokens one at a time with a greedy pick (no eos: every run does the
-same work), with the same thread count, alternating engines per repeat. Wall
-times come from perf_counter around the engine calls only. The report gives
-the ratios too, since this machine is shared and noisy; the goal is ONNX
-decode >= 0.8x llama.cpp.
+Both engines run the same synthetic checkpoint (benchmarks/synthetic.py):
+GLM-Edge-1.5B-shaped by default (``--layers`` shrinks it for a quick look), or
+with ``--experts`` a small Glm4MoeForCausalLM routing ``--top-k`` of them,
+converted by EdgeGLM: ONNX ``int4`` (MatMulNBits blocks of 128, int8
+activations; MoE layers in QMoE) and GGUF ``Q4_0``. Each engine prefills the
+same random prompt, then decodes ``--gen`` tokens one at a time with a greedy
+pick (no eos: every run does the same work), with the same thread count,
+alternating engines per repeat. Wall times come from perf_counter around the
+engine calls only; medians over the repeats. The report gives the ratios too,
+since this machine is shared and noisy; the goal is ONNX decode >= 1.0x
+llama.cpp. Accuracy (mean KL from transformers) is benchmarks/onnx_int4_kl.py's.
 """
 
 from __future__ import annotations
@@ -78,6 +81,16 @@ def bench_llamacpp(gguf: Path, prompt: list[int], gen: int, threads: int) -> dic
         m.close()
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,14 +101,23 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128, help="prompt tokens")
     ap.add_argument("--gen", type=int, default=64, help="decoded tokens")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--experts",
+        type=int,
+        default=0,
+        help="a Glm4MoeForCausalLM with this many routed experts instead",
+    )
+    ap.add_argument("--top-k", type=int, default=4, help="experts per token (with --experts)")
     args = ap.parse_args()
 
     from edgeglm.converters.gguf.convert import convert as to_gguf
     from edgeglm.converters.onnx import convert as to_onnx
 
     work: Path = args.workdir
-    src = make(work / f"glm-edge-synth-{args.layers}l", args.layers)
-    onnx_dir, gguf = work / f"onnx-int4-{args.layers}l", work / f"q4_0-{args.layers}l.gguf"
+    tag = f"{args.layers}l" + (f"-{args.experts}e{args.top_k}" if args.experts else "")
+    src_name = f"glm4-moe-synth-{tag}" if args.experts else f"glm-edge-synth-{tag}"
+    src = make(work / src_name, args.layers, experts=args.experts, top_k=args.top_k)
+    onnx_dir, gguf = work / f"onnx-int4-{tag}", work / f"q4_0-{tag}.gguf"
     if not (onnx_dir / "model.onnx").exists():
         to_onnx(src, onnx_dir, "int4")
     if not gguf.exists():
@@ -104,7 +126,7 @@ def main() -> None:
     prompt = np.random.default_rng(0).integers(0, vocab - 64, args.prompt).tolist()
 
     runs: dict[str, list[dict[str, float]]] = {"onnx": [], "llamacpp": []}
-    for _ in range(args.repeat):
+    for _ in range(args.repeat):  # interleaved: a noisy neighbour slows both alike
         runs["onnx"].append(bench_onnx(onnx_dir, prompt, args.gen, args.threads))
         runs["llamacpp"].append(bench_llamacpp(gguf, prompt, args.gen, args.threads))
 
@@ -114,7 +136,13 @@ def main() -> None:
     decode = {e: rate(e, "decode_s", args.gen) for e in runs}
     prefill = {e: rate(e, "prefill_s", args.prompt) for e in runs}
     report = {
-        "checkpoint": f"GLM-Edge-1.5B-shaped, {args.layers} layers (benchmarks/synthetic.py)",
+        "checkpoint": (
+            f"Glm4Moe, {args.experts} experts top-{args.top_k}, {args.layers} layers"
+            if args.experts
+            else f"GLM-Edge-1.5B-shaped, {args.layers} layers"
+        )
+        + " (benchmarks/synthetic.py)",
+        "cpu": _cpu_name(),
         "threads": args.threads,
         "prompt_tokens": args.prompt,
         "decode_tokens": args.gen,

@@ -47,6 +47,72 @@ def glm_edge_config(layers: int) -> dict[str, object]:
     }
 
 
+def glm4_moe_config(layers: int, experts: int, top_k: int) -> dict[str, object]:
+    """GLM-4.5-Air-like routing (sigmoid, score correction bias, a shared expert, the
+    first layer dense) at a small width, so that the experts dominate the weights."""
+    return {
+        "architectures": ["Glm4MoeForCausalLM"],
+        "model_type": "glm4_moe",
+        "hidden_size": 1024,
+        "intermediate_size": 2816,
+        "moe_intermediate_size": 512,
+        "n_routed_experts": experts,
+        "num_experts_per_tok": top_k,
+        "n_shared_experts": 1,
+        "first_k_dense_replace": 1,
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 2.5,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "head_dim": 128,
+        "partial_rotary_factor": 0.5,
+        "use_qk_norm": True,
+        "vocab_size": 59264,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "attention_bias": True,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "dtype": "bfloat16",
+    }
+
+
+def moe_tensor_shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
+    h, ff, moe_ff, v = (cfg[k] for k in ("hidden_size", "intermediate_size",
+                                         "moe_intermediate_size", "vocab_size"))  # fmt: skip
+    q = cfg["num_attention_heads"] * cfg["head_dim"]
+    kv = cfg["num_key_value_heads"] * cfg["head_dim"]
+    out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (v, h))]
+
+    def mlp(p: str, width: int) -> list[tuple[str, tuple[int, ...]]]:
+        return [(p + "gate_proj.weight", (width, h)), (p + "up_proj.weight", (width, h)),
+                (p + "down_proj.weight", (h, width))]  # fmt: skip
+
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,))]
+        for name, rows in (("q", q), ("k", kv), ("v", kv)):
+            out += [(p + f"self_attn.{name}_proj.weight", (rows, h)),
+                    (p + f"self_attn.{name}_proj.bias", (rows,))]  # fmt: skip
+        out += [(p + "self_attn.o_proj.weight", (h, q)),
+                (p + "self_attn.q_norm.weight", (cfg["head_dim"],)),
+                (p + "self_attn.k_norm.weight", (cfg["head_dim"],))]  # fmt: skip
+        if i < cfg["first_k_dense_replace"]:
+            out += mlp(p + "mlp.", ff)
+            continue
+        e = cfg["n_routed_experts"]
+        out += [(p + "mlp.gate.weight", (e, h)), (p + "mlp.gate.e_score_correction_bias", (e,))]
+        for j in range(e):
+            out += mlp(p + f"mlp.experts.{j}.", moe_ff)
+        out += mlp(p + "mlp.shared_experts.", moe_ff * cfg["n_shared_experts"])
+    out += [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
+    return out
+
+
 def tensor_shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
     h, ff, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     q = cfg["num_attention_heads"] * cfg["head_dim"]
@@ -92,12 +158,17 @@ def _write_shard(
             f.write((x.view(np.uint32) >> 16).astype("<u2").tobytes())
 
 
-def make(out: Path, layers: int = 24, seed: int = 0) -> Path:
+def make(out: Path, layers: int = 24, seed: int = 0, *, experts: int = 0, top_k: int = 0) -> Path:
+    """GLM-Edge-shaped, or with ``experts`` a Glm4MoeForCausalLM routing ``top_k`` of them."""
     if (out / "model.safetensors.index.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    cfg = glm_edge_config(layers)
-    tensors = tensor_shapes(cfg)  # type: ignore[arg-type]
+    if experts:
+        cfg = glm4_moe_config(layers, experts, top_k)
+        tensors = moe_tensor_shapes(cfg)  # type: ignore[arg-type]
+    else:
+        cfg = glm_edge_config(layers)
+        tensors = tensor_shapes(cfg)  # type: ignore[arg-type]
     half = len(tensors) // 2
     shards = {
         "model-00001-of-00002.safetensors": tensors[:half],

@@ -16,14 +16,8 @@ import numpy as np
 
 from edgeglm.converters.onnx.base import F32Array, Family
 from edgeglm.converters.onnx.graph import GraphBuilder
-from edgeglm.converters.onnx.ops import make_linear
-from edgeglm.converters.onnx.quant import Precision, WeightFormat
+from edgeglm.converters.onnx.moe import Routing, make_router, make_sparse_experts
 from edgeglm.converters.onnx.registry import register
-from edgeglm.errors import UnsupportedArchitectureError
-
-_F32 = WeightFormat.F32
-# The router picks experts: float32 at every precision (llama.cpp keeps it F32 too).
-ROUTER = Precision("router", np.float32, _F32, _F32, _F32)
 
 
 @register("Glm4MoeForCausalLM")
@@ -34,21 +28,11 @@ class Glm4Moe(Family):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         c = self.cfg
-        self.n_expert = int(c.need("n_routed_experts"))
-        self.top_k = int(c.need("num_experts_per_tok"))
+        self.routing = Routing.from_config(c)
         self.moe_ff = int(c.need("moe_intermediate_size"))
         self.n_shared = int(c.get("n_shared_experts", default=0))
         self.first_moe = int(c.get("first_k_dense_replace", default=0))
-        self.scaling = float(c.get("routed_scaling_factor", default=1.0))
-        self.norm_topk = bool(c.get("norm_topk_prob", default=True))
         self.qk_norm = bool(c.get("use_qk_norm", default=False))
-        n_group, topk_group = int(c.get("n_group", default=1)), int(c.get("topk_group", default=1))
-        if n_group > 1 and topk_group < n_group:
-            # Group-limited routing drops whole expert groups first; no GLM release uses it.
-            raise UnsupportedArchitectureError(
-                f"{c.where}: n_group={n_group} with topk_group={topk_group} (group-limited "
-                "routing) is not supported by the ONNX converter"
-            )
 
     def expected_tensors(self) -> list[str]:
         mtp = tuple(f"model.layers.{i}." for i in range(self.spec.n_layer, self.spec.n_layer + 8))
@@ -99,54 +83,38 @@ class Glm4Moe(Family):
         return self.make_swiglu_mlp(g, name, x32, gate_up, down, p)
 
     def _moe(self, g: GraphBuilder, i: int, x32: str) -> str:
-        """Routed experts, computed densely and weighted by the router::
+        """Routed experts (sparse: only the chosen ones run, converters/onnx/moe.py)
+        plus the shared experts (dense, every token)::
 
-            x --> router (float32) --> Sigmoid --> +bias --> TopK --> indices
-                                   \\------------------------------> GatherElements --> weights
-            weights, indices --> ScatterElements --> R [tokens, n_expert] (0 off the top-k)
-            out = shared(x) + sum_e R[:, e] * expert_e(x)
-
-        Every expert runs on every token: exact and simple, but decode does
-        n_expert / top_k times the expert work a sparse kernel would.
+            x --> router --> weights --> MoE/QMoE(experts) --+--> out
+              \\--> shared_experts (SwiGLU MLP) --------------/
         """
         name, p = f"/model/layers.{i}/moe", f"model.layers.{i}.mlp."
-        route = self._router(g, name, x32, p)
-        parts = []
-        shares = g.node(
-            "Split",
-            [route, g.const([1] * self.n_expert)],
-            f"{name}/route_split",
-            n_out=self.n_expert,
-            axis=-1,
-        )
-        for e, share in enumerate(shares):
-            y = self._dense(g, f"{name}/experts.{e}", x32, f"{p}experts.{e}.", self.moe_ff)
-            parts.append(g.one("Mul", [y, share], f"{name}/experts.{e}/weighted"))
-        if self.n_shared:
-            shared_ff = self.moe_ff * self.n_shared
-            parts.append(
-                self._dense(g, f"{name}/shared_experts", x32, p + "shared_experts.", shared_ff)
-            )
-        return g.one("Sum", parts, f"{name}/combine")
+        routed = self.make_moe_block(g, name, x32, p)
+        if not self.n_shared:
+            return routed
+        shared_ff = self.moe_ff * self.n_shared
+        shared = self._dense(g, f"{name}/shared_experts", x32, p + "shared_experts.", shared_ff)
+        return g.one("Add", [routed, shared], f"{name}/combine")
 
-    def _router(self, g: GraphBuilder, name: str, x32: str, p: str) -> str:
-        """Dense per-token expert weights, [batch, seq, n_expert], as transformers routes."""
-        e, h = self.n_expert, self.spec.hidden
-        gate: F32Array = self.take(p + "gate.weight", (e, h))
-        bias = self.take(p + "gate.e_score_correction_bias", (e,))
-        logits = make_linear(g, f"{name}/router", x32, gate, None, _F32, ROUTER, p + "gate.weight")
-        scores = g.one("Sigmoid", [logits], f"{name}/router")
-        choice = g.one(
-            "Add",
-            [scores, g.weight(p + "gate.e_score_correction_bias", bias)],
-            f"{name}/router/choice",
+    def make_moe_block(self, g: GraphBuilder, name: str, x32: str, p: str) -> str:
+        """The routed half of a DeepSeek-style MoE layer whose tensors sit under ``p``
+        (``p + "gate.weight"``, ``p + "experts.{e}.gate_proj.weight"``, ...); float32 in/out.
+        GLM-4.7-Flash and GLM-5.x lay their MoE layers out the same way."""
+        r, h, ff = self.routing, self.spec.hidden, self.moe_ff
+        gate = self.take(p + "gate.weight", (r.n_expert, h))
+        bias_name = p + "gate.e_score_correction_bias"
+        bias = self.take(bias_name, (r.n_expert,)) if bias_name in self.ckpt else None
+        weights = make_router(g, name, x32, gate, bias, r, p + "gate")
+
+        def expert(e: int) -> tuple[F32Array, F32Array, F32Array]:
+            q = f"{p}experts.{e}."
+            return (
+                self.take(q + "gate_proj.weight", (ff, h)),
+                self.take(q + "up_proj.weight", (ff, h)),
+                self.take(q + "down_proj.weight", (h, ff)),
+            )
+
+        return make_sparse_experts(
+            g, f"{name}/experts", x32, weights, expert, r, ff, h, self.prec, p + "experts"
         )
-        _, idx = g.node("TopK", [choice, g.const([self.top_k])], f"{name}/router", n_out=2, axis=-1)
-        w = g.one("GatherElements", [scores, idx], f"{name}/router", axis=-1)
-        if self.norm_topk:
-            total = g.one("ReduceSum", [w, g.const([-1])], f"{name}/router/norm", keepdims=1)
-            total = g.one("Add", [total, g.const(1e-20, np.float32)], f"{name}/router/norm")
-            w = g.one("Div", [w, total], f"{name}/router/norm")
-        w = g.one("Mul", [w, g.const(self.scaling, np.float32)], f"{name}/router/scale")
-        zeros = g.one("Mul", [scores, g.const(0.0, np.float32)], f"{name}/router/zeros")
-        return g.one("ScatterElements", [zeros, idx, w], f"{name}/router", axis=-1)

@@ -45,12 +45,12 @@ def make_linear(
     g.formats[fmt.value] += 1
     if fmt.quantized:
         bq = quantize_blocks(weight, fmt.bits, prec.block_size, symmetric=_symmetric(fmt, prec))
-        # A tied head finds the embedding's 8-bit codes already stored: same bytes, kept once.
-        codes = f"{wname}.q{fmt.bits}"
+        # A tied head finds the embedding's 8-bit codes and scales already stored: kept once.
+        codes, scales = f"{wname}.q{fmt.bits}", f"{wname}.scales"
         inputs = [
             x,
             codes if g.has(codes) else g.weight(codes, bq.packed),
-            g.weight(f"{wname}.scales", bq.scales.astype(compute)),
+            scales if g.has(scales) else g.weight(scales, bq.scales.astype(compute)),
             g.weight(f"{wname}.zero_points", bq.zero_points) if bq.zero_points is not None else "",
         ]
         if bias is not None:
@@ -79,18 +79,21 @@ def make_linear(
 def make_quantized_gather(
     g: GraphBuilder, name: str, ids: str, table: F32Array, prec: Precision, wname: str
 ) -> str:
-    """Embedding rows from 8-bit blocks, in float32 (codes shared with a tied head)::
+    """Embedding rows from 8-bit blocks, in float32 (codes and scales shared with a tied
+    head, which stores them as MatMulNBits does: scales [vocab, blocks])::
 
-    ids --> GatherBlockQuantized(codes [vocab, blocks, 32], scales) --> Reshape --> [Slice]
+    ids --> GatherBlockQuantized(codes [vocab, blocks, block], Unsqueeze(scales)) --> Reshape
+        --> [Slice]
     """
     hidden = table.shape[1]
     bq = quantize_blocks(table, 8, prec.block_size, symmetric=True)
+    scales = g.weight(f"{wname}.scales", bq.scales.astype(np.float32))
     rows = g.one(
         "GatherBlockQuantized",
         [
             g.weight(f"{wname}.q8", bq.packed),
             ids,
-            g.weight(f"{wname}.gather_scales", bq.scales[..., None]),
+            g.one("Unsqueeze", [scales, g.const([-1])], f"{name}/scales"),
         ],
         name,
         domain="com.microsoft",

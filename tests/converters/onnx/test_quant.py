@@ -17,16 +17,18 @@ from edgeglm.converters.onnx.quant import (
 from edgeglm.errors import QuantizationError, UsageError
 
 
-def _matmulnbits(x: np.ndarray, w: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
-    """Run one MatMulNBits node (exact fp32 path, accuracy_level 0) on our packing."""
+def _matmulnbits(
+    x: np.ndarray, w: np.ndarray, bits: int, symmetric: bool, block: int = 32, level: int = 0
+) -> np.ndarray:
+    """Run one MatMulNBits node (level 0: the exact fp32 path) on our packing."""
     n, k = w.shape
-    bq = quantize_blocks(w, bits, 32, symmetric=symmetric)
+    bq = quantize_blocks(w, bits, block, symmetric=symmetric)
     inits = [numpy_helper.from_array(bq.packed, "B"), numpy_helper.from_array(bq.scales, "S")]
     if bq.zero_points is not None:
         inits.append(numpy_helper.from_array(bq.zero_points, "Z"))
     node = helper.make_node(
         "MatMulNBits", ["x", "B", "S", "Z" if bq.zero_points is not None else ""], ["y"],
-        domain="com.microsoft", K=k, N=n, bits=bits, block_size=32, accuracy_level=0,
+        domain="com.microsoft", K=k, N=n, bits=bits, block_size=block, accuracy_level=level,
     )  # fmt: skip
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["s", k])],
@@ -52,6 +54,22 @@ def test_ort_computes_with_exactly_the_weights_we_quantized(
     x = rng.standard_normal((3, k)).astype(np.float32)
     deq = dequantize_blocks(quantize_blocks(w, bits, 32, symmetric=symmetric))
     np.testing.assert_allclose(_matmulnbits(x, w, bits, symmetric), x @ deq.T, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", [32, 64, 128])
+@pytest.mark.parametrize("level", [0, 4])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_every_block_size_and_accuracy_level_runs(block: int, level: int, symmetric: bool) -> None:
+    """K = 320: blocks of 128 leave a padded last block. Level 4 quantizes the
+    activations to int8 per block: close, not exact."""
+    rng = np.random.default_rng(block + level)
+    w = rng.standard_normal((48, 320)).astype(np.float32)
+    x = rng.standard_normal((5, 320)).astype(np.float32)
+    deq = dequantize_blocks(quantize_blocks(w, 4, block, symmetric=symmetric))
+    want = x @ deq.T
+    got = _matmulnbits(x, w, 4, symmetric, block, level)
+    tol = 1e-4 if level == 0 else 0.02 * np.abs(want).max()
+    np.testing.assert_allclose(got, want, atol=tol)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -81,24 +99,28 @@ def test_precision_table() -> None:
     assert list(PRECISIONS) == ["fp32", "fp16", "int8", "int4"]
     int4 = precision("INT4")
     assert int4.linear is WeightFormat.INT4 and int4.head.bits >= 8
-    assert (int4.block_size, int4.accuracy_level) == (32, 4)
+    assert (int4.block_size, int4.accuracy_level) == (128, 4)
     assert all(p.head.bits >= 8 for p in PRECISIONS.values())
     with pytest.raises(UsageError, match="fp32, fp16, int8, int4"):
         precision("Q4_K_M")
 
 
+@pytest.mark.parametrize("block", [32, 128])
 @pytest.mark.parametrize("hidden", [64, 80])  # 80: a padded last block the graph slices off
-def test_quantized_embedding_gathers_the_dequantized_rows(hidden: int) -> None:
+def test_quantized_embedding_gathers_the_dequantized_rows(hidden: int, block: int) -> None:
+    import dataclasses
+
     from edgeglm.converters.onnx.graph import GraphBuilder, TensorStore
     from edgeglm.converters.onnx.ops import make_quantized_gather
 
     table = np.random.default_rng(hidden).standard_normal((10, hidden)).astype(np.float32)
     g = GraphBuilder(TensorStore(None))
     ids = g.add_input("ids", np.int64, [1, "s"])
-    out = make_quantized_gather(g, "/emb", ids, table, PRECISIONS["int4"], "emb")
+    prec = dataclasses.replace(PRECISIONS["int4"], block_size=block)
+    out = make_quantized_gather(g, "/emb", ids, table, prec, "emb")
     g.rename_output(out, "rows")
     g.add_output("rows", np.float32, [1, "s", hidden])
     sess = ort.InferenceSession(g.model("t", {}).SerializeToString())
     got = sess.run(None, {"ids": np.array([[3, 0, 9, 3]], np.int64)})[0]
-    want = dequantize_blocks(quantize_blocks(table, 8, 32, symmetric=True))[[3, 0, 9, 3]]
+    want = dequantize_blocks(quantize_blocks(table, 8, block, symmetric=True))[[3, 0, 9, 3]]
     np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-6)
