@@ -35,6 +35,7 @@ def _lib() -> Any:
         (rpc, "ggml_backend_rpc_start_server", None,
          [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]),
         (rpc, "ggml_backend_rpc_add_server", ctypes.c_void_p, [ctypes.c_char_p]),
+        (libggml, "ggml_backend_register", None, [ctypes.c_void_p]),
         (libggml, "ggml_backend_dev_count", ctypes.c_size_t, []),
         (libggml, "ggml_backend_dev_get", ctypes.c_void_p, [ctypes.c_size_t]),
         (libggml, "ggml_backend_dev_name", ctypes.c_char_p, [ctypes.c_void_p]),
@@ -116,15 +117,23 @@ def start_server(endpoint: str, cache_dir: Path | None, threads: int, devices: l
     )
 
 
+_registered: set[str] = set()
+
+
 def add_server(endpoint: str) -> list[str]:
-    """Register a worker with ggml (idempotent per endpoint) and return the
-    names of its devices, as llama.cpp names them (``RPC0[host:port]``).
-    Aborts the process if the worker is unreachable: probe it first."""
+    """Register a worker with ggml, as common/arg.cpp's ``--rpc`` does (once per
+    endpoint: add_server hands back the same registry, and registering it twice
+    would list its devices twice), and return the names of its devices
+    (``RPC0[host:port]``). Aborts the process if the worker is unreachable:
+    probe it first."""
     lib = _lib()
     reg = lib.ggml_backend_rpc_add_server(endpoint.encode())
     if not reg:
         raise BackendError(f"worker {endpoint}: llama.cpp could not add it")
     g = lib.libggml
+    if endpoint not in _registered:
+        g.ggml_backend_register(reg)
+        _registered.add(endpoint)
     return [
         g.ggml_backend_dev_name(g.ggml_backend_reg_dev_get(reg, i)).decode()
         for i in range(g.ggml_backend_reg_dev_count(reg))

@@ -97,7 +97,10 @@ class _RemoteMetrics:
 
 
 def _load(req: LoadRequest) -> Any:
+    from edgeglm.backends import child_model
     from edgeglm.cli.run import load_model
+
+    child_model.IN_CHILD = True  # this process is the isolation: load here, even with --rpc
 
     return load_model(req.ref, req.load, n_seq_max=req.parallel)[1]
 
