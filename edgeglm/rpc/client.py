@@ -8,11 +8,24 @@ from typing import Any
 from edgeglm.backends.base import Backend
 from edgeglm.errors import BackendError
 from edgeglm.planner.launch import LaunchSpec
+from edgeglm.rpc.endpoints import WorkerInfo
 from edgeglm.rpc.probe import probe
 from edgeglm.rpc.split import with_rpc_split
 
 PREFLIGHT_TIMEOUT_S = 10.0
 DIAGNOSE_TIMEOUT_S = 5.0
+
+
+def device_names(workers: list[WorkerInfo]) -> list[list[str]]:
+    """Each worker's devices as llama.cpp names them once all are registered:
+    RPC0, RPC1, ... counted across the workers in ``--rpc`` order (what
+    ``-ot``/``--device`` take, and the order ``tensor_split`` indexes them)."""
+    out: list[list[str]] = []
+    n = 0
+    for w in workers:
+        out.append([f"RPC{n + i}" for i in range(len(w.devices))])
+        n += len(w.devices)
+    return out
 
 
 def lost_worker(endpoints: tuple[str, ...]) -> BackendError | None:

@@ -124,7 +124,7 @@ def add_server(endpoint: str) -> list[str]:
     """Register a worker with ggml, as common/arg.cpp's ``--rpc`` does (once per
     endpoint: add_server hands back the same registry, and registering it twice
     would list its devices twice), and return the names of its devices
-    (``RPC0[host:port]``). Aborts the process if the worker is unreachable:
+    (``RPC0``, ``RPC1``, ... across workers). Aborts the process if the worker is unreachable:
     probe it first."""
     lib = _lib()
     reg = lib.ggml_backend_rpc_add_server(endpoint.encode())

@@ -166,8 +166,9 @@ def probe(endpoint: str, *, timeout: float = 5.0, measure: bool = True) -> Worke
         devices = []
         for i in range(count):
             free, total = _device_memory(conn, i)
-            # the names llama.cpp's client gives them (ggml_backend_rpc_add_server)
-            devices.append(RpcDevice(f"RPC{i}[{endpoint}]", f"device {i} of {endpoint}", free, total))
+            # as llama.cpp's client names them when this worker is the only one;
+            # with several, see edgeglm.rpc.client.device_names
+            devices.append(RpcDevice(f"RPC{i}", endpoint, free, total))
         rtt = bandwidth = None
         if measure and count:
             times = []
