@@ -115,11 +115,7 @@ def worker(
         daemon=True,
     )
     server.start()
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        err.print("worker stopped")
-        raise typer.Exit(0) from None
+    while not done.wait(0.5):  # Ctrl-C: "interrupted", exit 130, as every command
+        pass
     err.print(f"error: llama.cpp's RPC server could not listen on {endpoint}")
     raise typer.Exit(6)
