@@ -22,12 +22,12 @@ def free_port() -> int:
 
 
 class Worker:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, threads: int = 1) -> None:
         self.port = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeglm", "worker", "--port", str(self.port),
-             "--cache", str(tmp / f"cache-{self.port}"), "--threads", "1"],
+             "--cache", str(tmp / f"cache-{self.port}"), "--threads", str(threads)],
             cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT_S
