@@ -8,8 +8,8 @@ and the bytes the client and workers exchange per generated token.
 Both sides are loaded once (the workers receive their layers then, and keep
 them in their tensor cache); each repeat then generates ``--tokens`` greedy
 tokens on each side, interleaved, and the medians are reported. Bytes per
-token come from the workers' own I/O counters (/proc/PID/io: what each read
-from and wrote to its client socket), measured over a long and a one-token
+token come from the kernel's counters on the workers' client sockets
+(``ss -ti``: bytes received and sent), measured over a long and a one-token
 generation so the prompt's share cancels out. Loopback shows the engine's
 own cost of the split (serialization, one round trip per device hop per
 token); a real network adds its latency per hop and its bandwidth per byte.
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,12 +31,16 @@ from typing import Any
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 4
 
 
-def _io(pid: int) -> tuple[int, int]:
-    """(bytes read, bytes written) by a process, sockets included."""
-    fields = dict(
-        line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines()
-    )
-    return int(fields["rchar"]), int(fields["wchar"])
+def _socket_bytes(port: int) -> tuple[int, int]:
+    """(bytes received, bytes sent) on a worker's client connections, from the
+    kernel's TCP counters (``ss -ti``: tcp_info's bytes_received / bytes_sent)."""
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    received = sum(int(v) for v in re.findall(r"bytes_received:(\d+)", out))
+    sent = sum(int(v) for v in re.findall(r"bytes_sent:(\d+)", out))
+    return received, sent
 
 
 def _generate(model: Any, prompt: list[int], tokens: int) -> Any:
@@ -49,7 +55,9 @@ def _generate(model: Any, prompt: list[int], tokens: int) -> Any:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("gguf", type=Path)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
@@ -77,16 +85,16 @@ def main() -> int:
                     tok_s[name].append(c.timings.decode_tokens_per_second)
 
             def traffic(tokens: int) -> tuple[int, int]:
-                before = [_io(w.proc.pid) for w in workers]
+                before = [_socket_bytes(w.port) for w in workers]
                 _generate(split, prompt, tokens)
-                after = [_io(w.proc.pid) for w in workers]
+                after = [_socket_bytes(w.port) for w in workers]
                 sent = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
                 back = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
                 return sent, back
 
             long, one = traffic(args.tokens), traffic(1)
             per_token = [(lo - o) / (args.tokens - 1) for lo, o in zip(long, one, strict=True)]
-            settings = split.settings
+            settings = split.settings  # type: ignore[attr-defined]
             split.close()
             local.close()
         finally:
@@ -108,8 +116,14 @@ def main() -> int:
     else:
         med = report["decode_tok_s_median"]
         print(f"{args.gguf.name}: {args.tokens} tokens x {args.repeat}, {args.threads} threads")
-        print(f"  split: n_gpu_layers {settings['n_gpu_layers']}, tensor_split {settings['tensor_split']}")
-        print(f"  decode tok/s (median): local {med['local']:.2f}, 2 loopback workers {med['rpc']:.2f}")
+        print(
+            f"  split: n_gpu_layers {settings['n_gpu_layers']}, "
+            f"tensor_split {settings['tensor_split']}"
+        )
+        print(
+            f"  decode tok/s (median): local {med['local']:.2f}, "
+            f"2 loopback workers {med['rpc']:.2f}"
+        )
         print(
             f"  per token: {per_token[0] / 1024:.1f} KiB to the workers, "
             f"{per_token[1] / 1024:.1f} KiB back"

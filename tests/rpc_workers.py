@@ -45,5 +45,3 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(30)
-
-

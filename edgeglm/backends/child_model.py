@@ -15,6 +15,7 @@ set ``IN_CHILD`` so they load in-process instead of nesting another child.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -118,9 +119,14 @@ class ChildModel:
         self._dead: BackendError | None = None
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._log_fd, log_path = (None, None) if verbose else tempfile.mkstemp(prefix="edgeglm-child-")
+        self._log_fd: int | None = None
+        log_path: str | None = None
+        if not verbose:  # native output (ggml's abort text) goes to a file, not the user
+            self._log_fd, log_path = tempfile.mkstemp(prefix="edgeglm-child-")
         opts = {"logits_all": logits_all, "verbose": verbose, "n_seq_max": n_seq_max}
-        self._proc = ctx.Process(target=_child_main, args=(child, spec, opts, log_path), daemon=True)
+        self._proc = ctx.Process(
+            target=_child_main, args=(child, spec, opts, log_path), daemon=True
+        )
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # as isolated.py
         try:
             self._proc.start()
@@ -226,10 +232,8 @@ class ChildModel:
 
     def close(self) -> None:
         if self._proc.is_alive() and self._dead is None:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.send(("close", (), {}))
-            except OSError:
-                pass
             self._proc.join(30)
         if self._proc.is_alive():
             self._proc.kill()

@@ -56,11 +56,15 @@ def worker(
     ] = DEFAULT_PORT,
     device: Annotated[
         list[str] | None,
-        typer.Option("--device", help="Device to offer (repeatable); default: every GPU, else the CPU."),
+        typer.Option(
+            "--device", help="Device to offer (repeatable); default: every GPU, else the CPU."
+        ),
     ] = None,
     cache: Annotated[
         Path | None,
-        typer.Option("--cache", help="Tensor cache, so weights are not sent again on the next load."),
+        typer.Option(
+            "--cache", help="Tensor cache, so weights are not sent again on the next load."
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option("--threads", "-t", help="CPU threads (default: the usable cores).")
@@ -110,10 +114,12 @@ def worker(
     # llama.cpp's accept loop blocks in C, where Ctrl-C cannot reach it: it
     # runs in a daemon thread, and the main thread waits for the signal.
     done = threading.Event()
-    server = threading.Thread(
-        target=lambda: (engine.start_server(endpoint, cache_dir, n_threads, devices), done.set()),
-        daemon=True,
-    )
+
+    def serve() -> None:
+        engine.start_server(endpoint, cache_dir, n_threads, devices)
+        done.set()
+
+    server = threading.Thread(target=serve, daemon=True)
     server.start()
     while not done.wait(0.5):  # Ctrl-C: "interrupted", exit 130, as every command
         pass

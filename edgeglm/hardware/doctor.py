@@ -178,7 +178,9 @@ def render_workers(workers: list[WorkerInfo]) -> RenderableType:
         t = _table(f"Worker {w.endpoint}")
         for d in w.devices:
             t.add_row(d.name, f"{human_bytes(d.free)} free of {human_bytes(d.total)}")
-        t.add_row("round trip", f"{w.rtt_s * 1e3:.2f} ms" if w.rtt_s is not None else "not measured")
+        t.add_row(
+            "round trip", f"{w.rtt_s * 1e3:.2f} ms" if w.rtt_s is not None else "not measured"
+        )
         bw = w.bandwidth
         t.add_row("bandwidth", f"{bw * 8 / 1e9:.2f} Gbit/s to it" if bw else "not measured")
         views.append(t)

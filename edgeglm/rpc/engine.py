@@ -48,7 +48,7 @@ def _lib() -> Any:
     ):  # fmt: skip
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
-    rpc.libggml = libggml
+    rpc.libggml = libggml  # type: ignore[attr-defined]
     return rpc
 
 
@@ -104,7 +104,9 @@ def served_devices(names: list[str]) -> list[LocalDevice]:
     return gpus or [d for d in devs if types[d.name] == _DEV_CPU][:1]
 
 
-def start_server(endpoint: str, cache_dir: Path | None, threads: int, devices: list[LocalDevice]) -> None:
+def start_server(
+    endpoint: str, cache_dir: Path | None, threads: int, devices: list[LocalDevice]
+) -> None:
     """Serve until the process ends (llama.cpp's accept loop never returns on
     its own; it returns early only if it could not listen)."""
     handles = (ctypes.c_void_p * len(devices))(*[d.handle for d in devices])

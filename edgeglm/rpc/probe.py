@@ -63,7 +63,9 @@ class _Conn:
                 f"worker {endpoint}: connection refused (is `edgeglm worker` running there?)"
             ) from e
         except TimeoutError as e:
-            raise BackendError(f"worker {endpoint}: unreachable (no answer in {timeout:g} s)") from e
+            raise BackendError(
+                f"worker {endpoint}: unreachable (no answer in {timeout:g} s)"
+            ) from e
         except OSError as e:
             raise BackendError(f"worker {endpoint}: unreachable ({e.strerror or e})") from e
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -79,7 +81,9 @@ class _Conn:
         except TimeoutError as e:
             raise BackendError(f"worker {self.endpoint}: timed out sending") from e
         except OSError as e:
-            raise BackendError(f"worker {self.endpoint}: connection lost ({e.strerror or e})") from e
+            raise BackendError(
+                f"worker {self.endpoint}: connection lost ({e.strerror or e})"
+            ) from e
 
     def _recv_exact(self, n: int) -> bytes:
         buf = bytearray()
@@ -92,7 +96,9 @@ class _Conn:
                     "(busy with another client, or not a llama.cpp RPC worker)"
                 ) from e
             except OSError as e:
-                raise BackendError(f"worker {self.endpoint}: connection lost ({e.strerror or e})") from e
+                raise BackendError(
+                    f"worker {self.endpoint}: connection lost ({e.strerror or e})"
+                ) from e
             if not chunk:
                 raise BackendError(
                     f"worker {self.endpoint}: closed the connection "
@@ -119,12 +125,15 @@ def _hello(conn: _Conn) -> None:
     if major != PROTO_MAJOR or minor > PROTO_MINOR:
         raise BackendError(
             f"worker {conn.endpoint}: incompatible engine (RPC protocol {major}.{minor}.{patch}, "
-            f"this EdgeGLM speaks {PROTO_MAJOR}.{PROTO_MINOR}.x); run the same EdgeGLM version on both"
+            f"this EdgeGLM speaks {PROTO_MAJOR}.{PROTO_MINOR}.x); "
+            "run the same EdgeGLM version on both"
         )
 
 
 def _device_memory(conn: _Conn, device: int) -> tuple[int, int]:
-    free, total = struct.unpack("<QQ", conn.call(CMD_GET_DEVICE_MEMORY, struct.pack("<I", device), 16))
+    free, total = struct.unpack(
+        "<QQ", conn.call(CMD_GET_DEVICE_MEMORY, struct.pack("<I", device), 16)
+    )
     return free, total
 
 
@@ -132,7 +141,9 @@ def _bandwidth(conn: _Conn, nbytes: int) -> float | None:
     """Client-to-worker bytes/s: one SET_TENSOR into a scratch buffer, timed up to
     the next reply (the server handles commands in order). None if the worker
     cannot spare the buffer."""
-    ptr, _size = struct.unpack("<QQ", conn.call(CMD_ALLOC_BUFFER, struct.pack("<IQ", 0, nbytes), 16))
+    ptr, _size = struct.unpack(
+        "<QQ", conn.call(CMD_ALLOC_BUFFER, struct.pack("<IQ", 0, nbytes), 16)
+    )
     if ptr == 0:
         return None
     try:

@@ -19,9 +19,7 @@ from edgeglm.errors import BackendError
 from edgeglm.runtime import open_backend
 
 
-def test_worker_killed_mid_generation(
-    moe_gguf: Path, two_workers: tuple[Worker, Worker]
-) -> None:
+def test_worker_killed_mid_generation(moe_gguf: Path, two_workers: tuple[Worker, Worker]) -> None:
     first, second = two_workers
     split = open_backend(str(moe_gguf), n_ctx=256, rpc=(first.endpoint, second.endpoint))
     try:
@@ -46,7 +44,9 @@ def test_worker_killed_mid_generation(
 
 def test_run_with_a_refused_worker_is_one_line(moe_gguf: Path, tmp_path: Path) -> None:
     endpoint = f"127.0.0.1:{free_port()}"
-    r = edgeglm("run", str(moe_gguf), "--raw", "-p", "Hi", "-n", "4", "--rpc", endpoint, cwd=tmp_path)
+    r = edgeglm(
+        "run", str(moe_gguf), "--raw", "-p", "Hi", "-n", "4", "--rpc", endpoint, cwd=tmp_path
+    )
     assert r.returncode == 6
     assert r.stderr.strip().splitlines() == [
         f"error: worker {endpoint}: connection refused (is `edgeglm worker` running there?)"
@@ -87,8 +87,8 @@ def test_worker_port_in_use(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (("--host", "0.0.0.0"), "--host 0.0.0.0: not loopback; add --allow-remote"),
-        (("--host", "192.0.2.1", "--allow-remote"), "--host 192.0.2.1: not an address of this machine"),
-        (("--host", "no.such.host.invalid", "--allow-remote"), "--host no.such.host.invalid: not an address"),
+        (("--host", "192.0.2.1", "--allow-remote"), "--host 192.0.2.1: not an address"),
+        (("--host", "bad.invalid", "--allow-remote"), "--host bad.invalid: not an address"),
         (("--port", "70000"), "--port 70000: expected 0 to 65535"),
     ],
 )  # fmt: skip
