@@ -38,12 +38,17 @@ def lost_worker(endpoints: tuple[str, ...]) -> BackendError | None:
     return None
 
 
+def rpc_spec(spec: LaunchSpec) -> LaunchSpec:
+    """``spec`` with its workers checked (bounded) and layers placed on them."""
+    workers = [probe(ep, timeout=PREFLIGHT_TIMEOUT_S, measure=False) for ep in spec.rpc]
+    return with_rpc_split(spec, workers)
+
+
 def open_rpc(spec: LaunchSpec, **opts: Any) -> Backend:
     """``spec`` loaded with its workers, as ``LlamaCppModel.from_spec`` takes ``opts``."""
     from edgeglm.backends import child_model
 
-    workers = [probe(ep, timeout=PREFLIGHT_TIMEOUT_S, measure=False) for ep in spec.rpc]
-    spec = with_rpc_split(spec, workers)
+    spec = rpc_spec(spec)
     if child_model.IN_CHILD:
         from edgeglm.backends.llamacpp import LlamaCppModel
 
