@@ -39,6 +39,14 @@ def test_unknown_host_names_the_worker() -> None:
         probe("nosuch.invalid:50052")
 
 
+HELLO_SIZE = 1 + 8 + 24  # cmd, payload size, conn_caps
+
+
+def _until_closed(conn: socket.socket) -> None:
+    while conn.recv(4096):
+        pass
+
+
 def _peer(answer: Callable[[socket.socket], None]) -> Iterator[str]:
     """A scripted TCP peer on loopback: accepts one client and runs ``answer``."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -58,9 +66,9 @@ def _peer(answer: Callable[[socket.socket], None]) -> Iterator[str]:
 
 def _hello_with(major: int) -> Callable[[socket.socket], None]:
     def answer(conn: socket.socket) -> None:
-        conn.recv(1 + 8 + 24, socket.MSG_WAITALL)  # cmd, size, conn_caps
+        conn.recv(HELLO_SIZE, socket.MSG_WAITALL)
         conn.sendall(struct.pack("<QBBBB24x", 28, major, 0, 0, 0))
-        conn.recv(1)  # until the client hangs up
+        _until_closed(conn)
 
     return answer
 
@@ -73,8 +81,8 @@ def old_engine() -> Iterator[str]:
 @pytest.fixture
 def silent_peer() -> Iterator[str]:
     def answer(conn: socket.socket) -> None:
-        conn.recv(1 << 16)  # the HELLO, never answered
-        conn.recv(1)  # until the client hangs up
+        conn.recv(HELLO_SIZE, socket.MSG_WAITALL)  # the HELLO, never answered
+        _until_closed(conn)
 
     yield from _peer(answer)
 
