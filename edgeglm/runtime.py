@@ -318,6 +318,10 @@ def open_backend(
 
     spec = planned_spec(path, hardware) if use_plan else unplanned_spec(path)
     spec = finish_spec(spec, n_ctx=n_ctx, controls=controls, **kwargs)
+    if spec.rpc:  # in a child process: ggml-rpc aborts when a worker is lost
+        from edgeglm.rpc.client import open_rpc
+
+        return open_rpc(spec, logits_all=logits, verbose=verbose, n_seq_max=n_seq_max)
     return LlamaCppModel.from_spec(spec, logits_all=logits, verbose=verbose, n_seq_max=n_seq_max)
 
 

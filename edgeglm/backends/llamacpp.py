@@ -134,6 +134,18 @@ def devices() -> dict[str, int]:
     return out
 
 
+def device_array(rpc_devices: list[str]) -> ctypes.Array[Any]:
+    """``llama_model_params.devices`` for a run with workers: their devices, then
+    this machine's GPUs (the order llama.cpp's default selection uses, and so
+    what ``tensor_split`` indexes), NULL-terminated. The engine leaves the
+    default list empty here, so it is given explicitly, as llama.cpp's
+    ``--device`` would."""
+    lib = _ggml()
+    local = [n for n, t in devices().items() if t in (_DEV_GPU, _DEV_IGPU) and n not in rpc_devices]
+    handles = [lib.ggml_backend_dev_by_name(n.encode()) for n in rpc_devices + local]
+    return (ctypes.c_void_p * (len(handles) + 1))(*handles, None)
+
+
 def gpu_count() -> int:
     """Devices llama.cpp offloads layers to (what main_gpu and tensor_split index)."""
     return sum(1 for t in devices().values() if t in (_DEV_GPU, _DEV_IGPU))
@@ -206,6 +218,7 @@ def _default_params(
     overrides: ctypes.Array[Any] | None = None,
     op_offload: bool = True,
     n_seq_max: int = 1,
+    devices: ctypes.Array[Any] | None = None,
 ) -> Iterator[None]:
     """llama_cpp.Llama builds its model and context params from the library
     defaults and exposes none of these fields; wrap the two default factories
@@ -219,6 +232,7 @@ def _default_params(
             overrides=overrides,
             op_offload=op_offload,
             n_seq_max=n_seq_max,
+            devices=devices,
         ),
     ):
         yield
@@ -232,6 +246,7 @@ def _patched_load(
     overrides: ctypes.Array[Any] | None,
     op_offload: bool,
     n_seq_max: int = 1,
+    devices: ctypes.Array[Any] | None = None,
 ) -> Iterator[None]:
     import llama_cpp
 
@@ -246,6 +261,8 @@ def _patched_load(
         p.use_extra_bufts = use_extra_bufts
         if overrides is not None:
             p.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+        if devices is not None:
+            p.devices = ctypes.cast(devices, ctypes.c_void_p)
         return p
 
     def ctx_params() -> Any:
@@ -373,6 +390,12 @@ class LlamaCppModel:
         path = Path(spec.artifact)
         if not path.is_file():
             raise BackendError(f"{path}: no such GGUF file")
+        # Kept for the model's lifetime, like the overrides: llama.cpp keeps the pointer.
+        self._devices = None
+        if spec.rpc:
+            from edgeglm.rpc.client import connect
+
+            self._devices = device_array(connect(spec.rpc))
         _check_devices(spec)
         # Kept for the model's lifetime: llama.cpp keeps the pointer.
         self._buft_overrides = override_array(spec.tensor_overrides)
@@ -398,6 +421,7 @@ class LlamaCppModel:
                 overrides=self._buft_overrides,
                 op_offload=spec.on_gpu(),
                 n_seq_max=n_seq_max,
+                devices=self._devices,
             ):
                 self.llm = llama_cpp.Llama(
                     str(path), logits_all=logits_all, seed=seed, verbose=verbose, **kwargs

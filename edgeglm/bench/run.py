@@ -48,7 +48,7 @@ from edgeglm.bench.select import Artifact, Selection, artifacts_for, parse
 from edgeglm.bench.select import check as check_selection
 from edgeglm.bench.table import main_table as main_table  # the demo's import
 from edgeglm.bench.texts import default_text
-from edgeglm.errors import HardwareError, UsageError
+from edgeglm.errors import BackendError, HardwareError, UsageError
 from edgeglm.gguf_file import read_gguf
 from edgeglm.planner.launch import LaunchSpec
 
@@ -81,6 +81,7 @@ class BenchRequest:
     device: str = "auto"
     # plan the auto rows for this hardware profile instead of this machine (measured here)
     hardware: Path | None = None
+    rpc: tuple[str, ...] = ()  # llama.cpp rows spread over these workers too (--rpc)
 
     def __post_init__(self) -> None:
         """The bounds every benchmark is held to, whoever builds the request."""
@@ -422,15 +423,25 @@ def _measure(
             what=what,
         )
     spec = bench_spec(art.path, request.device, request.threads, planned_for)
-    return run_isolated(
-        measure_llamacpp,
-        *args,
-        request.threads,
-        request.decode_tokens,
-        spec,
-        request.device == "cpu",  # GPUs hidden: nothing runs there
-        what=what,
-    )
+    if request.rpc:  # the measuring child is the isolation ggml-rpc's aborts need
+        from edgeglm.rpc.client import lost_worker, rpc_spec
+
+        spec = rpc_spec(spec.with_(rpc=request.rpc))
+    try:
+        return run_isolated(
+            measure_llamacpp,
+            *args,
+            request.threads,
+            request.decode_tokens,
+            spec,
+            request.device == "cpu",  # GPUs hidden: nothing runs there
+            what=what,
+        )
+    except BackendError:
+        lost = lost_worker(request.rpc) if request.rpc else None
+        if lost is not None:
+            raise lost from None
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

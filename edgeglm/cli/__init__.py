@@ -126,7 +126,18 @@ def _sigterm_as_interrupt() -> None:
 
 def _register() -> None:
     """Command modules add themselves to ``app`` when imported, in help order."""
-    for name in ("convert", "run", "serve", "bench", "tui", "demo", "plan", "pull", "store"):
+    for name in (
+        "convert",
+        "run",
+        "serve",
+        "bench",
+        "tui",
+        "demo",
+        "plan",
+        "pull",
+        "store",
+        "worker",
+    ):
         importlib.import_module(f"edgeglm.cli.{name}")
     for info in app.registered_commands:  # typer's default class, unless one was chosen
         if info.cls in (None, TyperCommand):

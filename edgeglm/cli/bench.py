@@ -102,6 +102,13 @@ def bench(
             "instead of this machine; they are still measured here.",
         ),
     ] = None,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc",
+            help="Spread the llama.cpp rows over these `edgeglm worker`s too: HOST:PORT,...",
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -130,7 +137,10 @@ def bench(
                 check_output(path)
         if quants is not None and not _names(quants):
             raise UsageError("--quants names no quant")
+        from edgeglm.rpc.endpoints import parse_endpoints
+
         request = BenchRequest(
+            rpc=parse_endpoints(rpc) if rpc is not None else (),
             models=tuple(models or ()) or (None,),
             quants=_names(quants),
             backends=_names(backends),

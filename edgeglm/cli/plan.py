@@ -38,6 +38,14 @@ def doctor(
             "--remeasure", help="Measure memory bandwidth again instead of using the cache."
         ),
     ] = False,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc",
+            help="Show these `edgeglm worker`s instead (HOST:PORT,...): devices, free memory, "
+            "measured round trip and bandwidth.",
+        ),
+    ] = None,
 ) -> None:
     """Show this machine and what the installed llama.cpp and ONNX Runtime can use.
 
@@ -45,6 +53,9 @@ def doctor(
     and the devices and execution providers that really initialize here."""
     from edgeglm.hardware.doctor import render_doctor
 
+    if rpc is not None:
+        _doctor_workers(rpc, as_json)
+        return
     try:
         if remeasure and hardware is None:
             from edgeglm.hardware.bandwidth import forget
@@ -62,6 +73,21 @@ def doctor(
         # from a file describes another machine's, so nothing is said of ours.
         build = None if hw.is_simulated else (installed_build() or {})
         out.print(render_doctor(hw, engine_build=build), highlight=False)
+
+
+def _doctor_workers(rpc: str, as_json: bool) -> None:
+    from edgeglm.hardware.doctor import render_workers, workers_dict
+    from edgeglm.rpc.endpoints import parse_endpoints
+    from edgeglm.rpc.probe import probe as probe_worker
+
+    try:
+        workers = [probe_worker(ep) for ep in parse_endpoints(rpc)]
+    except EdgeGLMError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(workers_dict(workers), indent=2))
+    else:
+        out.print(render_workers(workers), highlight=False)
 
 
 @app.command()

@@ -43,6 +43,14 @@ NCpuMoeOpt = Annotated[
         "--n-cpu-moe", "-ncmoe", help="Keep the MoE experts of the first N blocks in RAM."
     ),
 ]
+RpcOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rpc",
+        help="Spread the model over these `edgeglm worker`s too: HOST:PORT,... "
+        "(llama.cpp's RPC; unencrypted, see README).",
+    ),
+]
 NglOpt = Annotated[
     int | None,
     typer.Option(
@@ -258,9 +266,16 @@ def show_sampling(sampling: Sampling) -> None:
 
 
 def launch_controls(
-    override_tensor: list[str] | None, cpu_moe: bool, n_cpu_moe: int | None, ngl: int | None
+    override_tensor: list[str] | None,
+    cpu_moe: bool,
+    n_cpu_moe: int | None,
+    ngl: int | None,
+    rpc: str | None = None,
 ) -> LaunchControls:
-    c = LaunchControls(tuple(override_tensor or ()), cpu_moe, n_cpu_moe, ngl)
+    from edgeglm.rpc.endpoints import parse_endpoints
+
+    workers = parse_endpoints(rpc) if rpc is not None else ()
+    c = LaunchControls(tuple(override_tensor or ()), cpu_moe, n_cpu_moe, ngl, workers)
     c.check()  # before any model is touched
     return c
 
@@ -311,6 +326,7 @@ def run(
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
     n_gpu_layers: NglOpt = None,
+    rpc: RpcOpt = None,
     hide_thinking: HideThinkingOpt = False,
     verbose: VerboseOpt = False,
     dry_run: Annotated[
@@ -339,7 +355,7 @@ def run(
     from edgeglm.backends.base import check_text
 
     try:
-        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers, rpc)
         load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         if hardware is not None and not dry_run:
@@ -545,6 +561,7 @@ def score(
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
     n_gpu_layers: NglOpt = None,
+    rpc: RpcOpt = None,
 ) -> None:
     """Save the model's next-token logits for every token of a text."""
     import numpy as np
@@ -554,7 +571,7 @@ def score(
     from edgeglm.runtime import open_backend, trained_context
 
     try:
-        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers, rpc)
         LoadOptions(backend, threads=threads, controls=controls).check()
         check_output(output)
         try:

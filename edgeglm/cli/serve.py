@@ -26,6 +26,7 @@ from edgeglm.cli.run import (
     OverrideTensorOpt,
     QuantOpt,
     RepeatPenaltyOpt,
+    RpcOpt,
     SamplingFlags,
     SeedOpt,
     TempOpt,
@@ -157,6 +158,7 @@ def serve(
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
     n_gpu_layers: NglOpt = None,
+    rpc: RpcOpt = None,
     n_predict: NPredictOpt = None,
     temperature: TempOpt = None,
     top_p: TopPOpt = None,
@@ -191,7 +193,7 @@ def serve(
         check_count("--restarts", restarts, 0, 1000)
         if parallel is not None:
             check_count("--parallel", parallel, 1, MAX_PARALLEL)
-        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers, rpc)
         load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
         load.check()
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)

@@ -22,6 +22,7 @@ from edgeglm.cli.run import (
     OverrideTensorOpt,
     QuantOpt,
     RepeatPenaltyOpt,
+    RpcOpt,
     SamplingFlags,
     SeedOpt,
     SystemOpt,
@@ -98,6 +99,7 @@ def chat(
     cpu_moe: CpuMoeOpt = False,
     n_cpu_moe: NCpuMoeOpt = None,
     n_gpu_layers: NglOpt = None,
+    rpc: RpcOpt = None,
     hide_thinking: HideThinkingOpt = False,
     verbose: VerboseOpt = False,
     pull: PullOpt = False,
@@ -109,7 +111,7 @@ def chat(
     from edgeglm.cli.run import launch_controls
 
     try:
-        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers)
+        controls = launch_controls(override_tensor, cpu_moe, n_cpu_moe, n_gpu_layers, rpc)
         load = LoadOptions(backend, ctx, threads, quant, no_plan, controls, verbose)
         flags = SamplingFlags(temperature, top_k, top_p, min_p, repeat_penalty, n_predict, seed)
         load.check()

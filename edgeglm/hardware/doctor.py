@@ -15,6 +15,7 @@ from rich.text import Text
 
 from edgeglm.hardware.engine import rebuild_command
 from edgeglm.hardware.profile import GPUInfo, HardwareProfile, LlamaCppInfo, OnnxRuntimeInfo
+from edgeglm.rpc.endpoints import WorkerInfo
 from edgeglm.units import human_bytes
 
 
@@ -168,3 +169,32 @@ def _ort_view(info: OnnxRuntimeInfo | None) -> RenderableType:
             why = info.errors.get(p, "listed by the wheel but no session could start")
             t.add_row(p, Text(f"unusable: {why}", style="yellow"))
     return t
+
+
+def render_workers(workers: list[WorkerInfo]) -> RenderableType:
+    """``doctor --rpc``: each worker's devices and memory, and the measured link to it."""
+    views: list[RenderableType] = []
+    for w in workers:
+        t = _table(f"Worker {w.endpoint}")
+        for d in w.devices:
+            t.add_row(d.name, f"{human_bytes(d.free)} free of {human_bytes(d.total)}")
+        t.add_row(
+            "round trip", f"{w.rtt_s * 1e3:.2f} ms" if w.rtt_s is not None else "not measured"
+        )
+        bw = w.bandwidth
+        t.add_row("bandwidth", f"{bw * 8 / 1e9:.2f} Gbit/s to it" if bw else "not measured")
+        views.append(t)
+    return Group(*views)
+
+
+def workers_dict(workers: list[WorkerInfo]) -> list[dict[str, object]]:
+    """``doctor --rpc --json``: the same, as data."""
+    return [
+        {
+            "endpoint": w.endpoint,
+            "devices": [vars(d) for d in w.devices],
+            "rtt_s": w.rtt_s,
+            "bandwidth_bytes_per_s": w.bandwidth,
+        }
+        for w in workers
+    ]

@@ -224,6 +224,7 @@ class LaunchControls:
     cpu_moe: bool = False
     n_cpu_moe: int | None = None
     n_gpu_layers: int | None = None
+    rpc: tuple[str, ...] = ()  # --rpc HOST:PORT,...: workers whose devices take layers too
 
     def given(self) -> list[str]:
         """The flags set, by name (for messages)."""
@@ -234,6 +235,7 @@ class LaunchControls:
                 ("--cpu-moe", self.cpu_moe),
                 ("--n-cpu-moe", self.n_cpu_moe is not None),
                 ("--n-gpu-layers", self.n_gpu_layers is not None),
+                ("--rpc", bool(self.rpc)),
             )
             if on
         ]
@@ -261,4 +263,6 @@ class LaunchControls:
             changes["tensor_overrides"] = tuple(user)
         if self.n_gpu_layers is not None:
             changes["n_gpu_layers"] = self.n_gpu_layers
+        if self.rpc:
+            changes["rpc"] = self.rpc
         return spec.with_(**changes) if changes else spec

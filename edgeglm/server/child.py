@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -97,7 +98,13 @@ class _RemoteMetrics:
 
 
 def _load(req: LoadRequest) -> Any:
+    from edgeglm.backends import child_model
     from edgeglm.cli.run import load_model
+
+    child_model.IN_CHILD = True  # this process is the isolation: load here, even with --rpc
+    # ggml's abort (a lost --rpc worker) would attach gdb and print pages of
+    # backtrace on the server's terminal; the parent reports the crash in one line
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
 
     return load_model(req.ref, req.load, n_seq_max=req.parallel)[1]
 
