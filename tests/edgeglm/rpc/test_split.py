@@ -42,7 +42,7 @@ def test_split_over_two_workers_matches_local(
     local = open_backend(str(gguf), logits=True, n_ctx=256)
     split = open_backend(str(gguf), logits=True, n_ctx=256, rpc=rpc)
     try:
-        # layers really are on the workers: the stand-in split gives each a share
+        # layers really are on the workers: the planner gives each a share by free memory
         settings = split.settings  # type: ignore[attr-defined]  # llama.cpp's, as run
         assert settings["rpc"] == list(rpc)
         assert settings["n_gpu_layers"] > 1
