@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from gguf import GGUFWriter
+from gguf import GGUFWriter, RopeScalingType
 
 from edgeglm.converters.gguf.base import F32Array, OutTensor
 from edgeglm.converters.gguf.families.glm4_moe import MOE_TENSORS, MoEFamily
@@ -34,6 +34,7 @@ MLA_TENSORS = {
 class MLAFamily(MoEFamily):
     gguf_arch = "deepseek2"
     tensor_map = MLA_TENSORS
+    rope_types = ("default", "yarn")
 
     @property
     def n_head_kv(self) -> int:
@@ -56,7 +57,25 @@ class MLAFamily(MoEFamily):
         w.add_key_length_mla(nope + rope)
         w.add_value_length_mla(int(c.need("v_head_dim")))
         w.add_rope_dimension_count(self.rope_dims)
+        if self.rope_type == "yarn":
+            self.write_yarn(w)
         self.write_moe_hparams(w)
+
+    def write_yarn(self, w: GGUFWriter) -> None:
+        """DeepSeek YaRN: llama.cpp's deepseek2 graph derives the rope's attention factor
+        and the softmax scale's mscale**2 from factor and yarn_log_multiplier (stored as
+        0.1 * mscale_all_dim, which llama.cpp divides back out)."""
+        c = self.cfg
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(c.rope_get("factor")))
+        w.add_rope_scaling_orig_ctx_len(int(c.rope_get("original_max_position_embeddings")))
+        for key, add in (
+            ("beta_fast", w.add_rope_scaling_yarn_beta_fast),
+            ("beta_slow", w.add_rope_scaling_yarn_beta_slow),
+        ):
+            if c.rope_get(key) is not None:
+                add(float(c.rope_get(key)))
+        w.add_rope_scaling_yarn_log_mul(0.1 * float(c.rope_get("mscale_all_dim", 0.0)))
 
     def special_tokens(self) -> dict[str, str]:
         return {**super().special_tokens(), "bos": "[gMASK]"}
