@@ -12,7 +12,6 @@ from gguf import GGUFWriter
 
 from edgeglm.converters.gguf.families.glm4_moe_lite import MLA_TENSORS, MLAFamily
 from edgeglm.converters.gguf.registry import register
-from edgeglm.errors import CheckpointError
 from edgeglm.converters.layout import (
     BLOCK_NORMS,
     Layout,
@@ -21,6 +20,7 @@ from edgeglm.converters.layout import (
     mla_attention,
     moe_mlp,
 )
+from edgeglm.errors import CheckpointError
 
 
 @register("GlmMoeDsaForCausalLM")

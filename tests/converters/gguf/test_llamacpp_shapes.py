@@ -39,7 +39,9 @@ def _glm5_with_index_head_dim(out: Path, index_dim: int) -> Path:
 
 
 @pytest.mark.parametrize("index_dim", [32, 96])
-def test_glm5_index_head_dim_llama_cpp_cannot_run_is_refused(tmp_path: Path, index_dim: int) -> None:
+def test_glm5_index_head_dim_llama_cpp_cannot_run_is_refused(
+    tmp_path: Path, index_dim: int
+) -> None:
     model = _glm5_with_index_head_dim(tmp_path / "m", index_dim)
     with pytest.raises(CheckpointError, match=r"index_head_dim 64, 128, 256"):
         convert(model, tmp_path / "m.gguf", "F32")
