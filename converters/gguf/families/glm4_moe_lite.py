@@ -49,8 +49,9 @@ class MLAFamily(MoEFamily):
         c = self.cfg
         nope, rope = int(c.need("qk_nope_head_dim")), int(c.need("qk_rope_head_dim"))
         kv_lora = int(c.need("kv_lora_rank"))
-        if c.get("q_lora_rank") is not None:
-            w.add_q_lora_rank(int(c.get("q_lora_rank")))
+        # Always written: llama.cpp's deepseek2 loader requires the key (0 = a plain q_proj)
+        # except on layer counts it takes for DeepSeek-V2-Lite.
+        w.add_q_lora_rank(int(c.get("q_lora_rank", default=0)))
         w.add_kv_lora_rank(kv_lora)
         w.add_key_length(kv_lora + rope)
         w.add_value_length(kv_lora)
