@@ -8,6 +8,8 @@ runs MLA in its absorbed form: ``kv_b_proj`` is split per head into
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +31,13 @@ MLA_TENSORS = {
     "model.layers.{bid}.self_attn.kv_a_layernorm.weight": "blk.{bid}.attn_kv_a_norm.weight",
     "model.layers.{bid}.post_attention_layernorm.weight": "blk.{bid}.ffn_norm.weight",
 }
+
+#: The epsilon of q_a_layernorm and kv_a_layernorm: transformers (like DeepSeek's
+#: reference code) builds them with RMSNorm's default, whatever rms_norm_eps says.
+LATENT_NORM_EPS = 1e-6
+#: Projections feeding those norms -> how many leading rows do (kv_a_proj_with_mqa's
+#: last qk_rope_head_dims are the shared rope key, which skips the norm).
+_LATENT_PROJ = ("self_attn.q_a_proj.", "self_attn.kv_a_proj_with_mqa.")
 
 
 class MLAFamily(MoEFamily):
@@ -84,8 +93,35 @@ class MLAFamily(MoEFamily):
     def map_tensor(self, hf_name: str) -> Iterator[OutTensor]:
         if hf_name.endswith("self_attn.kv_b_proj.weight"):
             yield from self._split_kv_b(hf_name)
+        elif any(p in hf_name for p in _LATENT_PROJ) and self.latent_scale != 1.0:
+            yield self._scaled_latent(hf_name)
         else:
             yield from super().map_tensor(hf_name)
+
+    @property
+    def latent_scale(self) -> float:
+        """llama.cpp applies rms_norm_eps to every RMS norm, the latent norms too.
+        RMSNorm(s*x, eps) == RMSNorm(x, eps / s**2), so scaling the projection
+        that feeds a latent norm by sqrt(rms_norm_eps / 1e-6) makes llama.cpp's
+        norm compute exactly transformers' 1e-6 one (on small latents the
+        mismatch alone cost KL 0.56)."""
+        eps = float(self.cfg.get("rms_norm_eps", default=1e-5))
+        return math.sqrt(eps / LATENT_NORM_EPS)
+
+    def _scaled_latent(self, hf_name: str) -> OutTensor:
+        out = self.simple(hf_name, self.require_name(hf_name))
+        normed = int(self.cfg.need("kv_lora_rank")) if "kv_a_proj" in hf_name else out.shape[0]
+        s, read = np.float32(self.latent_scale), out.rows
+
+        def rows(r0: int, r1: int) -> F32Array:
+            block = read(r0, r1).copy()
+            if len(out.shape) == 1:  # a bias: one row, the outputs are its columns
+                block[..., :normed] *= s
+            else:
+                block[: max(0, normed - r0)] *= s
+            return block
+
+        return dataclasses.replace(out, rows=rows)
 
     def _split_kv_b(self, hf_name: str) -> Iterator[OutTensor]:
         c = self.cfg
