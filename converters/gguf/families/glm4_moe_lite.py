@@ -114,7 +114,7 @@ class MLAFamily(MoEFamily):
         s, read = np.float32(self.latent_scale), out.rows
 
         def rows(r0: int, r1: int) -> F32Array:
-            block = read(r0, r1).copy()
+            block: F32Array = read(r0, r1).copy()
             if len(out.shape) == 1:  # a bias: one row, the outputs are its columns
                 block[..., :normed] *= s
             else:

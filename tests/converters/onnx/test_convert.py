@@ -31,7 +31,16 @@ def _arch(name: str) -> str:
     return str(json.loads((HF_FIXTURES / name / "config.json").read_text())["architectures"][0])
 
 
-SUPPORTED = [n for n in fixture_names() if _arch(n) in supported_architectures()]
+def _group_limited(name: str) -> bool:
+    cfg = json.loads((HF_FIXTURES / name / "config.json").read_text())
+    return int(cfg.get("n_group") or 1) > 1
+
+
+# The ONNX converter refuses group-limited routing with a typed error (issue #17's
+# ONNX work adds it); the GGUF tests cover those fixtures meanwhile.
+SUPPORTED = [
+    n for n in fixture_names() if _arch(n) in supported_architectures() and not _group_limited(n)
+]
 DENSE = [n for n in SUPPORTED if "moe" not in n]
 
 
