@@ -121,6 +121,31 @@ def child_abort() -> None:
     os.abort()  # what GGML_ASSERT does
 
 
+def child_ggml_assert() -> None:
+    """A real GGML_ASSERT in ggml itself: ggml_mul_mat on mismatched shapes, as
+    llama.cpp's glm-dsa graph hits on an unsupported indexer head size."""
+    import ctypes
+
+    import llama_cpp
+
+    class InitParams(ctypes.Structure):
+        _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p),
+                    ("no_alloc", ctypes.c_bool)]  # fmt: skip
+
+    ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    ggml.ggml_init.restype = ctypes.c_void_p
+    ggml.ggml_init.argtypes = [InitParams]
+    ggml.ggml_new_tensor_2d.restype = ctypes.c_void_p
+    ggml.ggml_new_tensor_2d.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64,
+                                        ctypes.c_int64]  # fmt: skip
+    ggml.ggml_mul_mat.restype = ctypes.c_void_p
+    ggml.ggml_mul_mat.argtypes = [ctypes.c_void_p] * 3
+    ctx = ggml.ggml_init(InitParams(1 << 20, None, True))
+    a = ggml.ggml_new_tensor_2d(ctx, 0, 64, 64)
+    b = ggml.ggml_new_tensor_2d(ctx, 0, 32, 4)
+    ggml.ggml_mul_mat(ctx, a, b)
+
+
 def child_usage_error() -> None:
     from edgeglm.errors import UsageError
 

@@ -95,6 +95,9 @@ class Family:
     block_prefix: ClassVar[str] = "model.layers."
     # Blocks after the trunk (NextN/MTP) may be in the checkpoint.
     has_nextn_blocks: ClassVar[bool] = False
+    # rope_parameters.rope_type values whose llama.cpp metadata write_hparams writes;
+    # any other (scaled) rope would load and run silently wrong, so it is refused.
+    rope_types: ClassVar[tuple[str, ...]] = ("default",)
 
     def __init__(self, ckpt: HFCheckpoint) -> None:
         self.ckpt = ckpt
@@ -102,6 +105,10 @@ class Family:
         self._consistent = False
 
     # -- hyperparameters --------------------------------------------------
+
+    @property
+    def rope_type(self) -> str:
+        return str(self.cfg.rope_get("rope_type", self.cfg.rope_get("type", "default")))
 
     @property
     def n_layer(self) -> int:
@@ -174,6 +181,12 @@ class Family:
         w.add_head_count_kv(self.n_head_kv)
         w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", default=1e-5)))
         w.add_rope_freq_base(float(c.rope_get("rope_theta", 10000.0)))
+        rope_type = self.rope_type
+        if rope_type not in self.rope_types:
+            raise CheckpointError(
+                f"{c.where}: rope_type {rope_type!r} is not supported for "
+                f"{type(self).__name__} (supported: {', '.join(self.rope_types)})"
+            )
         w.add_vocab_size(self.vocab_size)
 
     # -- tokenizer --------------------------------------------------------

@@ -5,9 +5,11 @@ kernels crash outright; either kills the whole Python process. Loading an
 untrusted file first in a child turns that into a BackendError the CLI (or a
 server, or the TUI) can report.
 
-The child's stderr goes to a temporary file rather than the terminal: native
-code writes there (ggml's ``GGML_ASSERT(...) failed``), and a crash is
-reported as one line that carries that last native message. An unexpected
+The child's stderr and stdout go to a temporary file rather than the terminal: native
+code writes there (ggml's ``GGML_ASSERT(...) failed``, and the gdb backtrace
+ggml adds when gdb is installed), and a crash is reported as one line that
+carries the assertion and names a copy of the whole log kept under the cache
+folder's ``logs/``. An unexpected
 Python exception in the child is reported in one line too (its type and
 message); its traceback goes to the ``edgeglm`` logger at debug level,
 to stderr when ``EDGEGLM_DEBUG=1``, and rides along as the error's
@@ -23,17 +25,22 @@ import re
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
+from itertools import count
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeglm.errors import BackendError, EdgeGLMError
+from edgeglm.paths import cache_dir
 
 R = TypeVar("R")
 log = logging.getLogger("edgeglm")
 # Longest exception message from a child that goes into the one-line error.
 _MESSAGE_CHARS = 400
+_crash_ids = count()
 
 
 class ChildTraceback(Exception):
@@ -49,9 +56,10 @@ def _child(
     if stderr_path is not None:
         fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
         os.dup2(fd, 2)
+        # stdout too: ggml's abort runs gdb, which prints its backtrace there; the
+        # result travels through the pipe, not stdout.
+        os.dup2(fd, 1)
         os.close(fd)
-        # ggml's abort handler would also attach gdb for a native backtrace.
-        os.environ.setdefault("GGML_NO_BACKTRACE", "1")
     try:
         conn.send(("ok", fn(*args)))
     except EdgeGLMError as e:
@@ -95,9 +103,10 @@ def run_isolated(
         status, payload = parent.recv()
     except EOFError:
         proc.join()
-        native = f": {line}" if (line := _last_native_line(log_fd)) else ""
+        native = f": {line}" if (line := _native_message(log_fd)) else ""
+        kept = f" (full log: {path})" if (path := _keep_log(log_fd)) else ""
         raise BackendError(
-            f"{what} crashed{_describe(proc.exitcode)}{native}; the model is unusable here"
+            f"{what} crashed{_describe(proc.exitcode)}{native}; the model is unusable here{kept}"
         ) from None
     finally:
         if proc.is_alive():
@@ -119,18 +128,47 @@ def run_isolated(
     raise BackendError(f"{what} failed in a child process: {summary}") from ChildTraceback(child_tb)
 
 
-def _last_native_line(fd: int | None) -> str:
-    """The last line native code wrote to the child's stderr, shortened: a
-    source path becomes its file name."""
+# ggml_abort's own line, "<path>/ggml.c:3354: GGML_ASSERT(x) failed", as opposed to
+# the gdb backtrace lines that follow it ("#3 0x... in f () at ggml.c:3354").
+_ABORT_LINE = re.compile(r"^(?:\S*/)?([^/\s]+:\d+): (.+)$")
+# The log tail searched for that line: a gdb backtrace is a few hundred lines.
+_TAIL_BYTES = 1 << 20
+
+
+def _native_message(fd: int | None) -> str:
+    """ggml's abort message as ``GGML_ASSERT(x) failed at ggml.c:3354``, or else
+    the last line native code wrote to the child's stderr."""
     if fd is None:
         return ""
     size = os.fstat(fd).st_size
-    tail = os.pread(fd, 4096, max(0, size - 4096)).decode("utf-8", "replace")
+    tail = os.pread(fd, _TAIL_BYTES, max(0, size - _TAIL_BYTES)).decode("utf-8", "replace")
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
     if not lines:
         return ""
-    line = re.sub(r"\S*/([^/\s]+:\d+:)", r"\1", lines[-1])
+    aborts = [m for ln in lines if (m := _ABORT_LINE.match(ln))]
+    if aborts:
+        line = f"{aborts[-1].group(2)} at {aborts[-1].group(1)}"
+    else:
+        line = re.sub(r"\S*/([^/\s]+:\d+:)", r"\1", lines[-1])
     return line if len(line) <= _MESSAGE_CHARS else line[: _MESSAGE_CHARS - 1] + "…"
+
+
+def _keep_log(fd: int | None) -> Path | None:
+    """A copy of the crashed child's whole stderr under the cache's logs/ folder."""
+    if fd is None or os.fstat(fd).st_size == 0:
+        return None
+    try:
+        folder = cache_dir() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"crash-{stamp}-{os.getpid()}-{next(_crash_ids)}.log"
+        tmp = path.with_suffix(".log.tmp")
+        with open(tmp, "wb") as out:
+            out.write(os.pread(fd, os.fstat(fd).st_size, 0))
+        tmp.replace(path)
+    except OSError:
+        return None  # the one-line message still stands
+    return path
 
 
 def _describe(exitcode: int | None) -> str:

@@ -20,6 +20,7 @@ from edgeglm.converters.layout import (
     mla_attention,
     moe_mlp,
 )
+from edgeglm.errors import CheckpointError
 
 
 @register("GlmMoeDsaForCausalLM")
@@ -50,7 +51,25 @@ class GlmMoeDsa(MLAFamily):
         factor = float(self.cfg.rope_get("partial_rotary_factor", 1.0))
         return int(int(self.cfg.need("qk_rope_head_dim")) * factor)
 
+    def check_llamacpp_shapes(self) -> None:
+        """Refuse what llama.cpp's glm-dsa graph aborts on (GGML_ASSERT in the child).
+
+        Its lightning indexer multiplies q and k by a Hadamard matrix of side the
+        largest power of two (at least 64) dividing index_head_dim, so index_head_dim
+        must be exactly such a power of two; and it ropes the first qk_rope_head_dim
+        dims of each indexer head. The MLA head sizes themselves are free.
+        """
+        c = self.cfg
+        index_dim, rope = int(c.need("index_head_dim")), self.rope_dims
+        if index_dim < 64 or index_dim & (index_dim - 1) or rope > index_dim:
+            raise CheckpointError(
+                f"{c.where}: index_head_dim {index_dim} (qk_rope_head_dim {rope}) cannot run "
+                "in llama.cpp's glm-dsa graph: it supports index_head_dim 64, 128, 256, ... "
+                "(a power of two, at least 64) and qk_rope_head_dim <= index_head_dim"
+            )
+
     def write_hparams(self, w: GGUFWriter) -> None:
+        self.check_llamacpp_shapes()
         super().write_hparams(w)
         c = self.cfg
         w.add_indexer_head_count(int(c.need("index_n_heads")))
