@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeglm.backends.base import Capabilities, Chunk, Completion, SamplingParams
-from edgeglm.backends.isolated import _describe, _last_native_line, _summary
+from edgeglm.backends.isolated import _describe, _keep_log, _native_message, _summary
 from edgeglm.errors import BackendError, EdgeGLMError
 from edgeglm.planner.launch import LaunchSpec
 
@@ -47,8 +47,8 @@ def _child_main(
     if stderr_path is not None:
         fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
         os.dup2(fd, 2)
+        os.dup2(fd, 1)  # ggml's abort prints its gdb backtrace on stdout: the log keeps it
         os.close(fd)
-    os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # no gdb spew on ggml's abort
 
     from edgeglm.backends.llamacpp import LlamaCppModel
 
@@ -153,10 +153,12 @@ class ChildModel:
         self._proc.join(10)
         error = self._diagnose() if self._diagnose else None
         if error is None:
-            native = _last_native_line(self._log_fd)
+            native = _native_message(self._log_fd)
+            kept = _keep_log(self._log_fd) if why == "crashed" else None
             error = BackendError(
                 f"llama.cpp {why}{_describe(self._proc.exitcode) if why == 'crashed' else ''}"
                 + (f": {native}" if native else "")
+                + (f" (full log: {kept})" if kept else "")
             )
         self._dead = error
         return error
