@@ -110,7 +110,7 @@ def onnx_weights(folder: Path) -> OnnxWeights:
     total_bytes = params = 0
     for t in graph.initializer:
         numel = math.prod(t.dims)
-        roles = uses.get(t.name, [])
+        roles = _roles(t.name, uses)
         if any(_is_rotary(n, i) for n, i in roles):
             continue
         if any((n.op_type, i) in _QUANT_PARAMS for n, i in roles):
@@ -122,6 +122,22 @@ def onnx_weights(folder: Path) -> OnnxWeights:
         total_bytes += _nbytes(t, numel)
         params += numel if count is None else count
     return OnnxWeights(total_bytes, params)
+
+
+# Ops that only reshape a tensor: a weight's role is where their output goes
+# (the int4 embedding's scales reach GatherBlockQuantized through an Unsqueeze).
+_RESHAPES = {"Unsqueeze", "Squeeze", "Reshape", "Identity"}
+
+
+def _roles(name: str, uses: dict[str, list[tuple[Any, int]]]) -> list[tuple[Any, int]]:
+    """The (node, input index) pairs that consume ``name``, through reshapes."""
+    out: list[tuple[Any, int]] = []
+    for node, i in uses.get(name, []):
+        if node.op_type in _RESHAPES and i == 0:
+            out += _roles(node.output[0], uses)
+        else:
+            out.append((node, i))
+    return out
 
 
 def _is_rotary(node: Any, i: int) -> bool:
