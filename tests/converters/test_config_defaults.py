@@ -237,3 +237,21 @@ def test_onnx_converts_moe_then_dense_as_transformers_runs_it(base: str, tmp_pat
     ours = _onnx_logits(convert_onnx(src, tmp_path / "o", "fp32").output, tokens)
     kl = kl_divergence(ref, ours)
     assert kl.max() < 1e-5, f"KL up to {kl.max():.3g}"
+
+
+def test_yarn_without_original_context_uses_the_trained_one(tmp_path: Path) -> None:
+    """transformers' standardize_rope_params sets a YaRN rope's absent
+    original_max_position_embeddings to max_position_embeddings; so does the GGUF,
+    and it runs as transformers does."""
+    d = Path(shutil.copytree(HF_FIXTURES / "glm4_moe_lite-wide", tmp_path / "yarn"))
+    cfg = _config("glm4_moe_lite-wide")
+    assert cfg["rope_parameters"].pop("original_max_position_embeddings") != 2048
+    (d / "config.json").write_text(json.dumps(cfg, indent=2))
+    gguf = convert_gguf(d, tmp_path / "m.gguf", "F32").output
+    meta = dict(_gguf(gguf)[0])
+    assert meta["deepseek2.rope.scaling.original_context_length"] == 2048
+    assert meta["deepseek2.context_length"] == cfg["max_position_embeddings"] == 2048
+    tokens, _, text = load_reference(HF_FIXTURES / "glm4_moe_lite-wide")
+    ref = _transformers_logits(d, tokens)
+    kl = kl_divergence(ref, run_isolated(llama_probe, str(gguf), tokens, text, "f32")["logits"])
+    assert kl.mean() < 1e-5, f"mean KL {kl.mean():.3g}"
