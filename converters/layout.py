@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edgeglm.checkpoint.config import mlp_layer_types, with_defaults
 from edgeglm.errors import CheckpointError
 
 Shape = tuple[int, ...]
@@ -21,9 +22,13 @@ Tensors = dict[str, Shape]
 
 @dataclass(frozen=True)
 class Dims:
-    """The config values tensor shapes depend on, with transformers' defaults."""
+    """The config values tensor shapes depend on, with transformers' defaults
+    (edgeglm/checkpoint/defaults.py) for the keys config.json leaves out."""
 
     cfg: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cfg", with_defaults(self.cfg))
 
     def get(self, key: str, default: Any = None) -> Any:
         v = self.cfg.get(key)
@@ -55,12 +60,9 @@ class Dims:
 Part = Callable[[Dims], Tensors]
 
 
-def gqa_attention(*, bias_default: bool) -> Part:
-    """Grouped-query attention; q/k/v biases unless the config says ``attention_bias``: false."""
-    return lambda d: _gqa_attention(d, bias_default)
-
-
-def _gqa_attention(d: Dims, bias_default: bool) -> Tensors:
+def gqa_attention(d: Dims) -> Tensors:
+    """Grouped-query attention; q/k/v biases where ``attention_bias`` (its default is
+    the architecture's: true for GLM and GLM-4, false for GLM-4.5)."""
     h, q, kv = d.hidden, d.heads * d.head_dim, d.kv_heads * d.head_dim
     out: Tensors = {
         "self_attn.q_proj.weight": (q, h),
@@ -68,7 +70,7 @@ def _gqa_attention(d: Dims, bias_default: bool) -> Tensors:
         "self_attn.v_proj.weight": (kv, h),
         "self_attn.o_proj.weight": (h, q),
     }
-    if d.get("attention_bias", bias_default):
+    if d.get("attention_bias", False):
         out |= {
             "self_attn.q_proj.bias": (q,),
             "self_attn.k_proj.bias": (kv,),
@@ -170,7 +172,7 @@ class Layout:
 
     attention: tuple[Part, ...]
     dense_mlp: Part
-    moe_mlp: Part | None = None  # blocks >= first_k_dense_replace
+    moe_mlp: Part | None = None  # the "sparse" blocks of mlp_layer_types, and NextN blocks
     mtp: bool = False  # NextN blocks after the trunk (num_nextn_predict_layers)
 
 
@@ -192,7 +194,7 @@ def checkpoint_tensors(
     d = Dims(cfg)
     vocab, h = d.need("vocab_size"), d.hidden
     n_layer = int(d.get("num_hidden_layers") or d.need("num_layers"))
-    first_moe = int(d.get("first_k_dense_replace", 0))
+    types = mlp_layer_types(d.cfg, n_layer, "config.json")
     out: Tensors = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,)}
     if not d.get("tie_word_embeddings", False):
         out["lm_head.weight"] = (vocab, h)
@@ -200,7 +202,7 @@ def checkpoint_tensors(
         block: Tensors = {}
         for part in layout.attention:
             block |= part(d)
-        moe = layout.moe_mlp is not None and i >= first_moe
+        moe = layout.moe_mlp is not None and (i >= n_layer or types[i] == "sparse")
         block |= layout.moe_mlp(d) if moe and layout.moe_mlp else layout.dense_mlp(d)
         if i >= n_layer:
             block |= mtp_extras(d)

@@ -2,8 +2,9 @@
 
 Differences from dense GLM-4: rotary on the two halves of the rotary
 channels (NeoX style, not adjacent pairs), per-head RMS norms on q and k,
-separate gate/up projections, and from ``first_k_dense_replace`` on a
-sigmoid-routed mixture of experts with a shared expert. No sandwich norms.
+separate gate/up projections, and in the layers mlp_layer_types calls "sparse"
+(from ``first_k_dense_replace`` on, for GLM-4.5) a sigmoid-routed mixture of
+experts with a shared expert. No sandwich norms.
 The NextN/MTP block after the trunk (model.layers.N) is for speculative
 decoding; transformers ignores it and so do we.
 """
@@ -23,15 +24,16 @@ from edgeglm.converters.onnx.registry import register
 @register("Glm4MoeForCausalLM")
 class Glm4Moe(Family):
     rotary_interleaved = False
-    attention_bias_default = False  # transformers' Glm4MoeConfig default
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         c = self.cfg
         self.routing = Routing.from_config(c)
         self.moe_ff = int(c.need("moe_intermediate_size"))
-        self.n_shared = int(c.get("n_shared_experts", default=0))
-        self.first_moe = int(c.get("first_k_dense_replace", default=0))
+        self.n_shared = int(c.need("n_shared_experts"))
+        # Per layer, as transformers builds it: any mix of dense and MoE layers works
+        # here (llama.cpp's graphs take only dense ones first, then MoE).
+        self.mlp_types = c.mlp_layer_types()
         self.qk_norm = bool(c.get("use_qk_norm", default=False))
 
     def expected_tensors(self) -> list[str]:
@@ -70,7 +72,7 @@ class Glm4Moe(Family):
 
     def make_mlp(self, g: GraphBuilder, i: int, x32: str) -> str:
         p, name = f"model.layers.{i}.mlp.", f"/model/layers.{i}/mlp"
-        if i < self.first_moe:
+        if self.mlp_types[i] == "dense":
             return self._dense(g, name, x32, p, self.spec.intermediate)
         return self._moe(g, i, x32)
 

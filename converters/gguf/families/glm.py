@@ -60,6 +60,4 @@ class DenseGLM(Family):
 @register("GlmForCausalLM")
 class Glm(DenseGLM):
     gguf_arch = "chatglm"
-    layout = Layout(
-        attention=(BLOCK_NORMS, gqa_attention(bias_default=True)), dense_mlp=fused_dense_mlp
-    )
+    layout = Layout(attention=(BLOCK_NORMS, gqa_attention), dense_mlp=fused_dense_mlp)

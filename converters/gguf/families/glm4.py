@@ -19,7 +19,7 @@ class Glm4(DenseGLM):
         attention=(
             BLOCK_NORMS,
             norms("post_self_attn_layernorm", "post_mlp_layernorm"),
-            gqa_attention(bias_default=True),
+            gqa_attention,
         ),
         dense_mlp=fused_dense_mlp,
     )

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from gguf import ExpertGatingFuncType, GGUFWriter
 
+from edgeglm.checkpoint.config import leading_dense
 from edgeglm.converters.gguf.base import Family, OutTensor, group_experts, stack_experts
 from edgeglm.converters.gguf.registry import register
 from edgeglm.converters.layout import (
@@ -24,7 +25,7 @@ from edgeglm.converters.layout import (
     moe_mlp,
     qk_norm,
 )
-from edgeglm.errors import CheckpointError
+from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
 
 MOE_TENSORS = {
     "model.embed_tokens.weight": "token_embd.weight",
@@ -84,18 +85,33 @@ class MoEFamily(Family):
     def n_expert(self) -> int:
         return int(self.cfg.need("n_routed_experts"))
 
+    @property
+    def leading_dense_blocks(self) -> int:
+        """llama.cpp's MoE graphs run dense MLPs in the first N blocks and MoE in all
+        the others; transformers builds whatever mlp_layer_types says."""
+        types = self.cfg.mlp_layer_types()
+        dense = leading_dense(types)
+        if dense is None:
+            raise UnsupportedArchitectureError(
+                f"{self.cfg.where}: mlp_layer_types {types} has a dense layer after a MoE "
+                "one; llama.cpp runs only dense layers first, then MoE (the ONNX "
+                "converter supports any pattern)"
+            )
+        return dense
+
     def write_moe_hparams(self, w: GGUFWriter) -> None:
         c = self.cfg
         w.add_expert_count(self.n_expert)
         w.add_expert_used_count(int(c.need("num_experts_per_tok")))
         w.add_expert_feed_forward_length(int(c.need("moe_intermediate_size")))
-        w.add_expert_shared_count(int(c.get("n_shared_experts", default=0)))
-        w.add_leading_dense_block_count(int(c.get("first_k_dense_replace", default=0)))
+        # Keys config.json leaves out read as transformers' defaults (Config).
+        w.add_expert_shared_count(int(c.need("n_shared_experts")))
+        w.add_leading_dense_block_count(self.leading_dense_blocks)
         w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID)
-        w.add_expert_weights_scale(float(c.get("routed_scaling_factor", default=1.0)))
-        w.add_expert_weights_norm(bool(c.get("norm_topk_prob", default=True)))
-        if c.get("n_group") is not None and int(c.get("n_group")) > 1:
-            w.add_expert_group_count(int(c.get("n_group")))
+        w.add_expert_weights_scale(float(c.need("routed_scaling_factor")))
+        w.add_expert_weights_norm(bool(c.need("norm_topk_prob")))
+        if int(c.need("n_group")) > 1:
+            w.add_expert_group_count(int(c.need("n_group")))
             w.add_expert_group_used_count(int(c.need("topk_group")))
         if self.block_count > self.n_layer:
             w.add_nextn_predict_layers(self.n_nextn)
@@ -151,7 +167,7 @@ class MoEFamily(Family):
 class Glm4Moe(MoEFamily):
     gguf_arch = "glm4moe"
     layout = Layout(
-        attention=(BLOCK_NORMS, gqa_attention(bias_default=False), qk_norm),
+        attention=(BLOCK_NORMS, gqa_attention, qk_norm),
         dense_mlp=dense_mlp,
         moe_mlp=moe_mlp,
         mtp=True,

@@ -59,7 +59,8 @@ class MLAFamily(MoEFamily):
         nope, rope = int(c.need("qk_nope_head_dim")), int(c.need("qk_rope_head_dim"))
         kv_lora = int(c.need("kv_lora_rank"))
         # Always written: llama.cpp's deepseek2 loader requires the key (0 = a plain q_proj)
-        # except on layer counts it takes for DeepSeek-V2-Lite.
+        # except on layer counts it takes for DeepSeek-V2-Lite. An explicit null is a
+        # plain q_proj; an absent key is the class's default rank (Config).
         w.add_q_lora_rank(int(c.get("q_lora_rank", default=0)))
         w.add_kv_lora_rank(kv_lora)
         w.add_key_length(kv_lora + rope)
@@ -78,7 +79,9 @@ class MLAFamily(MoEFamily):
         c = self.cfg
         w.add_rope_scaling_type(RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(c.rope_get("factor")))
-        w.add_rope_scaling_orig_ctx_len(int(c.rope_get("original_max_position_embeddings")))
+        # transformers' standardize_rope_params: the trained context unless given.
+        orig_ctx = c.rope_get("original_max_position_embeddings", self.context_length)
+        w.add_rope_scaling_orig_ctx_len(int(orig_ctx))
         for key, add in (
             ("beta_fast", w.add_rope_scaling_yarn_beta_fast),
             ("beta_slow", w.add_rope_scaling_yarn_beta_slow),
@@ -105,7 +108,7 @@ class MLAFamily(MoEFamily):
         that feeds a latent norm by sqrt(rms_norm_eps / 1e-6) makes llama.cpp's
         norm compute exactly transformers' 1e-6 one (on small latents the
         mismatch alone cost KL 0.56)."""
-        eps = float(self.cfg.get("rms_norm_eps", default=1e-5))
+        eps = float(self.cfg.need("rms_norm_eps"))
         return math.sqrt(eps / LATENT_NORM_EPS)
 
     def _scaled_latent(self, hf_name: str) -> OutTensor:

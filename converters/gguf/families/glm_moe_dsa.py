@@ -75,6 +75,6 @@ class GlmMoeDsa(MLAFamily):
         w.add_indexer_head_count(int(c.need("index_n_heads")))
         w.add_indexer_key_length(int(c.need("index_head_dim")))
         w.add_indexer_top_k(int(c.need("index_topk")))
-        types = c.get("indexer_types")
-        if isinstance(types, list):
-            w.add_array(f"{self.gguf_arch}.attention.indexer.types", [t == "full" for t in types])
+        # As transformers derives them when config.json has no indexer_types.
+        types = c.indexer_types()
+        w.add_array(f"{self.gguf_arch}.attention.indexer.types", [t == "full" for t in types])

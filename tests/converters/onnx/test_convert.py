@@ -82,12 +82,9 @@ def test_scaled_rope_is_refused_not_converted_wrong(name: str, tmp_path: Path) -
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_fp32_reproduces_transformers_logits(name: str, onnx_model: ModelFor) -> None:
     kl = _kl(onnx_model(name, "fp32"), name)
-    if "moe" in name:
-        # MoE: float rounding can flip one expert choice where two grouped router
-        # scores nearly tie (one position in ~300); every other position is exact.
-        assert np.median(kl) < 1e-6 and (kl > 1e-6).mean() <= 0.01, (np.median(kl), kl.max())
-    else:
-        assert kl.mean() < 1e-6, f"{name}: mean KL {kl.mean():.3g}"
+    # Every position: no fixture's routing hinges on a near-tie of group or expert
+    # scores (make_fixtures.MIN_ROUTER_GAP), so MoE fixtures are exact too.
+    assert kl.max() < 1e-6, f"{name}: KL up to {kl.max():.3g} (position {kl.argmax()})"
 
 
 def _until_selection(name: str) -> int | None:
@@ -102,15 +99,15 @@ def _until_selection(name: str) -> int | None:
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_fp16_stays_close(name: str, onnx_model: ModelFor) -> None:
     kl = _kl(onnx_model(name, "fp16"), name)[: _until_selection(name)]
-    stat = np.median if "moe" in name else np.mean  # MoE: see the fp32 test
-    assert stat(kl) < 1e-4, f"{name}: KL {stat(kl):.3g}"
+    assert kl.mean() < 1e-4, f"{name}: mean KL {kl.mean():.3g}"
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_int8_is_an_order_of_magnitude_better_than_int4(name: str, onnx_model: ModelFor) -> None:
     kl8, kl4 = (_kl(onnx_model(name, q), name)[: _until_selection(name)] for q in ("int8", "int4"))
-    # MoE: an expert choice can flip where two router scores nearly tie; the
-    # median position shows the quantization error itself.
+    # MoE: int8 moves router scores by more than the fixtures' margins, so an
+    # expert choice can flip (mean KL 0.01-0.03); the median position shows the
+    # quantization error itself.
     stat = np.median if "moe" in name else np.mean
     assert stat(kl8) < 0.01 and stat(kl8) * 10 < stat(kl4), (stat(kl8), stat(kl4))
 
