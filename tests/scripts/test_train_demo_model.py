@@ -53,10 +53,14 @@ def test_the_script_writes_the_shipped_card_with_its_bench_section() -> None:
 
 def test_the_cards_bench_figures_are_measured_by_bench(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the script measures after training, measured on the shipped model:
-    the card's figures, to its rounding; the user's cache is left alone."""
+    the card's figures, to its rounding; the user's cache is left alone.
+
+    llama.cpp's F32 sums run in a different order on other CPUs (AVX2, AVX-512, AMX
+    kernels): the general-text perplexity, in the thousands, moves by ~1e-4 of itself
+    between machines (3531.0 on the Xeon that wrote the card, 3531.5 on an EPYC)."""
     monkeypatch.delenv("EDGEGLM_CACHE_DIR", raising=False)
     measured = measure_bench(default_model())
     stated = stated_figures(shipped_card())
     assert measured.demo_text == pytest.approx(stated.demo_text, abs=0.05)
-    assert measured.general_text == pytest.approx(stated.general_text, abs=0.5)
+    assert measured.general_text == pytest.approx(stated.general_text, abs=0.5, rel=1e-3)
     assert "EDGEGLM_CACHE_DIR" not in os.environ
