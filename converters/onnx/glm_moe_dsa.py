@@ -1,22 +1,25 @@
 """GlmMoeDsaForCausalLM (model_type ``glm_moe_dsa``): GLM-5.x.
 
-GLM-4.7-Flash's MLA (mla.py) plus DeepSeek sparse attention (DSA), as
-transformers computes it: a light indexer scores every cached token for each
-query, and attention sees only the ``index_topk`` best-scoring ones::
+GLM-4.7-Flash's MLA (mla.py: the latent in the cache, one KV head) plus
+DeepSeek sparse attention (DSA), as transformers computes it: a light indexer
+scores every cached token for each query, and attention sees only the
+``index_topk`` best-scoring ones::
 
     q_latent --> wq_b --> RotaryEmbedding ---------------------+
     x --> wk --> LayerNorm --> RotaryEmbedding --> k_new       |
-    past indexer keys (cached in v's spare channels) + k_new --MatMul --> Relu
+    past indexer keys (v's first index_head_dim channels) + k_new --MatMul --> Relu
     x --> weights_proj * heads^-0.5 ------------------------------MatMul --> index scores
     index scores + causal --> TopK(min(index_topk, total)) --> ScatterElements
         --> bias (0 at the chosen tokens, float32 min elsewhere) --> GQA's attention_bias
 
-The indexer keys live in the KV cache: each v head carries ``index_head_dim``
-more channels (o_proj ignores them), so the runtime's cache IO is unchanged.
-``indexer_types`` "shared" layers reuse the previous full layer's selection.
-While the text is no longer than ``index_topk`` every token is chosen and the
-model is dense MLA; past it, the selection is exact, ties broken by ORT's TopK
-(lower index first).
+The indexer keys live in the KV cache, in the spare channels mla.py leaves
+before the latent in v: the one cached head is ``index_head_dim + kv_lora``
+wide (k: [k_rot | latent | zeros], v: [indexer keys | latent]), so the
+runtime's cache IO is unchanged. ``indexer_types`` "shared" layers reuse the
+previous full layer's selection and cache zeros there. While the text is no
+longer than ``index_topk`` every token is chosen and the model is dense MLA;
+past it, the selection is exact, ties broken by ORT's TopK (lower index
+first).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class GlmMoeDsa(Mla):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         c = self.cfg
-        self.index_dim = self.extra_v_channels
+        self.index_dim = int(c.need("index_head_dim"))
         self.index_heads = int(c.need("index_n_heads"))
         self.index_topk = int(c.need("index_topk"))
         self.types = indexer_types(c, self.spec.n_layer)
@@ -83,7 +86,7 @@ class GlmMoeDsa(Mla):
         self._bias: str | None = None  # the last full layer's selection
         self._shared: dict[str, str] = {}
 
-    def extra_channels(self, c: Config) -> int:
+    def spare_channels(self, c: Config) -> int:
         return int(c.need("index_head_dim"))
 
     def expected_tensors(self) -> list[str]:
@@ -93,19 +96,24 @@ class GlmMoeDsa(Mla):
         )
         return [n for n in super().expected_tensors() if not n.startswith(shared)]
 
-    def make_extra_v(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str | None:
+    def make_value(
+        self, g: GraphBuilder, i: int, x32: str, q_latent: str, k: str, latent: str
+    ) -> str:
+        """A full layer's v: [its new indexer keys | latent]."""
         if self.types[i] != "full":
-            return None
+            return super().make_value(g, i, x32, q_latent, k, latent)
         name, p = f"/model/layers.{i}/indexer", f"model.layers.{i}.self_attn.indexer."
         w = self.take(p + "wk.weight", (self.index_dim, self.spec.hidden))
-        k = self._linear(g, f"{name}/wk", x32, w, p + "wk.weight")
+        keys = self._linear(g, f"{name}/wk", x32, w, p + "wk.weight")
         gamma = self.take(p + "k_norm.weight", (self.index_dim,))
         beta = self.take(p + "k_norm.bias", (self.index_dim,))
-        k = g.one("LayerNormalization",
-                  [k, g.weight(p + "k_norm.weight", gamma), g.weight(p + "k_norm.bias", beta)],
-                  f"{name}/k_norm", axis=-1, epsilon=1e-6)  # fmt: skip
-        self._keys = self._rotary(g, f"{name}/k_rotary", k, 1)
-        return g.cast(self._keys, self.prec.compute, f"{name}/k_cache", have=np.float32)
+        keys = g.one("LayerNormalization",
+                     [keys, g.weight(p + "k_norm.weight", gamma),
+                      g.weight(p + "k_norm.bias", beta)],
+                     f"{name}/k_norm", axis=-1, epsilon=1e-6)  # fmt: skip
+        self._keys = self._rotary(g, f"{name}/k_rotary", keys, 1)
+        cached = g.cast(self._keys, self.prec.compute, f"{name}/k_cache", have=np.float32)
+        return g.one("Concat", [cached, latent], f"/model/layers.{i}/attn/v", axis=-1)
 
     def make_attention_bias(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str:
         if self.types[i] != "full":
@@ -120,12 +128,12 @@ class GlmMoeDsa(Mla):
         q = self._rotary(g, f"{name}/q_rotary", self._linear(g, f"{name}/wq_b", q_in, w,
                                                              p + "wq_b.weight"), h)  # fmt: skip
         q = g.one("Reshape", [q, g.const([0, 0, h, d])], f"{name}/q_heads")
-        # Earlier tokens' keys, from the last index_dim channels of head 0's cached v.
+        # Earlier tokens' keys: the first index_dim channels of the cached v (one head).
         past = g.one(
             "Slice",
-            [PAST_VALUE.format(i), g.const([0, 0, self.cache_head - d]),
-             g.one("Concat", [g.const([1]), pos["past"], g.const([self.cache_head])],
-                   f"{name}/past_ends", axis=0),
+            [PAST_VALUE.format(i), g.const([0, 0, 0]),
+             g.one("Concat", [g.const([1]), pos["past"], g.const([d])], f"{name}/past_ends",
+                   axis=0),
              g.const([1, 2, 3])],
             f"{name}/past_keys",
         )  # fmt: skip
