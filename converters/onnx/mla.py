@@ -35,7 +35,6 @@ stays (nope + rope)^-0.5.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import numpy as np
@@ -45,12 +44,8 @@ from edgeglm.converters.onnx.attention import make_group_query_attention
 from edgeglm.converters.onnx.base import F32Array
 from edgeglm.converters.onnx.glm4_moe import Glm4Moe
 from edgeglm.converters.onnx.graph import GraphBuilder
-from edgeglm.converters.onnx.ops import make_rms_norm, stored
+from edgeglm.converters.onnx.ops import make_rms_norm
 from edgeglm.errors import UnsupportedArchitectureError
-
-# Benchmark switch (temporary): which of W_UK (q) and W_UV (o) fold into 2-D weights;
-# the others run as per-head 3-D MatMuls in compute precision.
-ABSORB = os.environ.get("EDGEGLM_MLA_ABSORB", "qo")
 
 # q_a_layernorm and kv_a_layernorm: transformers (and DeepSeek's reference code) build
 # them with RMSNorm's default epsilon, not config.rms_norm_eps; it shows where the
@@ -129,25 +124,8 @@ class Mla(Glm4Moe):
         wb = wb.reshape(s.n_head, self.nope + self.v_dim, self.kv_lora)
         x = g.cast(x32, c, f"{name}/input", have=np.float32)
         q_in = self.make_q_latent(g, i, x32)
-        if "q" in ABSORB:
-            q = self.linear(g, f"{name}/q_b_proj", q_in, self._absorbed_q(p, wb[:, : self.nope]),
-                            None, p + "q_b_proj.absorbed")  # fmt: skip
-        else:
-            qk = self.rope + self.nope
-            qn = p + ("q_b_proj.weight" if self.q_lora else "q_proj.weight")
-            wq = self.take(qn, (s.n_head * qk, self.q_lora or s.hidden)).reshape(s.n_head, qk, -1)
-            wq = np.concatenate([wq[:, self.nope :], wq[:, : self.nope]], axis=1)
-            q = self.linear(g, f"{name}/q_b_proj", q_in, wq.reshape(s.n_head * qk, -1), None,
-                            p + "q_b_proj.reordered")  # fmt: skip
-            q = g.one("Reshape", [q, g.const([0, 0, s.n_head, qk])], f"{name}/q_heads")
-            q_rot, q_nope = g.node("Split", [q, g.const([self.rope, self.nope])],
-                                   f"{name}/q_split", n_out=2, axis=-1)  # fmt: skip
-            q_nope = g.one("Transpose", [q_nope], f"{name}/q_nope", perm=[0, 2, 1, 3])
-            w_uk = g.weight(p + "kv_b_proj.w_uk", stored(wb[:, : self.nope], c, "w_uk"))
-            q_abs = g.one("MatMul", [q_nope, w_uk], f"{name}/w_uk")
-            q_abs = g.one("Transpose", [q_abs], f"{name}/q_abs", perm=[0, 2, 1, 3])
-            q = g.one("Concat", [q_rot, q_abs], f"{name}/q", axis=-1)
-            q = g.one("Reshape", [q, g.const([0, 0, s.n_head * width])], f"{name}/q_flat")
+        q = self.linear(g, f"{name}/q_b_proj", q_in, self._absorbed_q(p, wb[:, : self.nope]),
+                        None, p + "q_b_proj.absorbed")  # fmt: skip
         q = self._pad(g, f"{name}/q", q, s.n_head, width)
 
         kv_a = p + "kv_a_proj_with_mqa."
@@ -172,21 +150,11 @@ class Mla(Glm4Moe):
         heads = g.one("Reshape", [attn, g.const([0, 0, s.n_head, d])], f"{name}/heads")
         ctx = g.one("Slice", [heads, g.const([self.lead]), g.const([d]), g.const([-1])],
                     f"{name}/latent_out")  # fmt: skip
+        ctx = g.one("Reshape", [ctx, g.const([0, 0, s.n_head * self.kv_lora])],
+                    f"{name}/latent_out")  # fmt: skip
+        wo = self._absorbed_o(p, wb[:, self.nope :])
         bo = self.take(p + "o_proj.bias", (s.hidden,)) if self.attention_bias else None
-        if "o" in ABSORB:
-            ctx = g.one("Reshape", [ctx, g.const([0, 0, s.n_head * self.kv_lora])],
-                        f"{name}/latent_out")  # fmt: skip
-            wo = self._absorbed_o(p, wb[:, self.nope :])
-            o = self.linear(g, f"{name}/o_proj", ctx, wo, bo, p + "o_proj.absorbed")
-        else:
-            ctx = g.one("Transpose", [ctx], f"{name}/ctx", perm=[0, 2, 1, 3])
-            w_uv = np.ascontiguousarray(wb[:, self.nope :].transpose(0, 2, 1))
-            w_uv_n = g.weight(p + "kv_b_proj.w_uv", stored(w_uv, c, "w_uv"))
-            ctx = g.one("MatMul", [ctx, w_uv_n], f"{name}/w_uv")
-            ctx = g.one("Transpose", [ctx], f"{name}/ctx_v", perm=[0, 2, 1, 3])
-            ctx = g.one("Reshape", [ctx, g.const([0, 0, s.n_head * self.v_dim])], f"{name}/ctx_v")
-            wo = self.take(p + "o_proj.weight", (s.hidden, s.n_head * self.v_dim))
-            o = self.linear(g, f"{name}/o_proj", ctx, wo, bo, p + "o_proj.weight")
+        o = self.linear(g, f"{name}/o_proj", ctx, wo, bo, p + "o_proj.absorbed")
         return g.cast(o, np.float32, f"{name}/output", have=c)
 
     def make_q_latent(self, g: GraphBuilder, i: int, x32: str) -> str:
