@@ -10,7 +10,7 @@ scores every cached token for each query, and attention sees only the
     past indexer keys (v's first index_head_dim channels) + k_new --MatMul --> Relu
     x --> weights_proj * heads^-0.5 ------------------------------MatMul --> index scores
     index scores + causal --> TopK(min(index_topk, total)) --> ScatterElements
-        --> bias (0 at the chosen tokens, float32 min elsewhere) --> GQA's attention_bias
+        --> bias (0 at chosen tokens, float32 min elsewhere) --> the heads' mask (mla.py)
 
 The indexer keys live in the KV cache, in the spare channels mla.py leaves
 before the latent in v: the one cached head is ``index_head_dim + kv_lora``
@@ -32,7 +32,7 @@ from edgeglm.checkpoint.config import Config
 from edgeglm.converters.onnx.attention import PAST_VALUE
 from edgeglm.converters.onnx.base import F32Array
 from edgeglm.converters.onnx.graph import GraphBuilder
-from edgeglm.converters.onnx.mla import Mla
+from edgeglm.converters.onnx.mla import MASKED, Mla
 from edgeglm.converters.onnx.ops import make_linear
 from edgeglm.converters.onnx.quant import Precision, WeightFormat
 from edgeglm.converters.onnx.registry import register
@@ -41,7 +41,6 @@ from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
 _F32 = WeightFormat.F32
 # The indexer picks tokens: float32 throughout, like the router that picks experts.
 INDEXER = Precision("indexer", np.float32, _F32, _F32, _F32)
-_MIN = float(np.finfo(np.float32).min)  # transformers' masked value
 
 
 def indexer_types(c: Config, n_layer: int) -> list[str]:
@@ -84,7 +83,6 @@ class GlmMoeDsa(Mla):
             raise CheckpointError(f"{c.where}: index_head_dim {self.index_dim} < qk_rope_head_dim")
         self._keys: str | None = None  # this layer's new indexer keys
         self._bias: str | None = None  # the last full layer's selection
-        self._shared: dict[str, str] = {}
 
     def spare_channels(self, c: Config) -> int:
         return int(c.need("index_head_dim"))
@@ -154,14 +152,11 @@ class GlmMoeDsa(Mla):
         index = g.one("Add", [index, pos["causal"]], f"{name}/index")
         _, chosen = g.node("TopK", [index, pos["topk"]], f"{name}/topk", n_out=2, axis=-1)
         blocked = g.one("Mul", [index, g.const(0.0, np.float32)], f"{name}/blocked")
-        blocked = g.one("Add", [blocked, g.const(_MIN, np.float32)], f"{name}/blocked")
+        blocked = g.one("Add", [blocked, g.const(MASKED, np.float32)], f"{name}/blocked")
         zeros = g.one("Mul", [g.cast(chosen, np.float32, f"{name}/zeros", have=np.int64),
                               g.const(0.0, np.float32)], f"{name}/zeros")  # fmt: skip
-        bias = g.one("ScatterElements", [blocked, chosen, zeros], f"{name}/bias", axis=-1)
-        bias = g.one("Unsqueeze", [bias, g.const([1])], f"{name}/bias")  # [b, 1, s, total]
-        bias = g.one("Expand", [bias, g.const([1, self.spec.n_head, 1, 1])], f"{name}/bias")
-        self._bias = g.cast(bias, self.prec.compute, f"{name}/bias", have=np.float32)
-        return self._bias
+        self._bias = g.one("ScatterElements", [blocked, chosen, zeros], f"{name}/bias", axis=-1)
+        return self._bias  # [b, s, total]
 
     def _linear(self, g: GraphBuilder, name: str, x32: str, w: F32Array, wname: str) -> str:
         return make_linear(g, name, x32, w, None, _F32, INDEXER, wname)
@@ -176,29 +171,12 @@ class GlmMoeDsa(Mla):
         )  # fmt: skip
 
     def _positions(self, g: GraphBuilder) -> dict[str, str]:
-        """Shared by every indexer: past length [1], top-k count [1], causal mask [s, total],
-        float32 rotary caches."""
-        if self._shared:
-            return self._shared
-        name = "/model/indexer"
-        seq = g.one("Gather", [g.one("Shape", ["input_ids"], f"{name}/seq"), g.const([1])],
-                    f"{name}/seq", axis=0)  # fmt: skip
-        total = g.one("Gather", [g.one("Shape", ["attention_mask"], f"{name}/total"),
-                                 g.const([1])], f"{name}/total", axis=0)  # fmt: skip
-        past = g.one("Sub", [total, seq], f"{name}/past")  # [1] int64
-        topk = g.one("Min", [total, g.const([self.index_topk])], f"{name}/topk")
-        q_pos = g.one("Range", [g.one("Squeeze", [past], f"{name}/q_start"),
-                                g.one("Squeeze", [total], f"{name}/limit"), g.const(1)],
-                      f"{name}/q_pos")  # fmt: skip
-        k_pos = g.one("Range", [g.const(0), g.one("Squeeze", [total], f"{name}/k_limit"),
-                                g.const(1)], f"{name}/k_pos")  # fmt: skip
-        later = g.one("Greater", [g.one("Unsqueeze", [k_pos, g.const([0])], f"{name}/k_row"),
-                                  g.one("Unsqueeze", [q_pos, g.const([1])], f"{name}/q_col")],
-                      f"{name}/later")  # fmt: skip
-        causal = g.one("Where", [later, g.const(_MIN, np.float32), g.const(0.0, np.float32)],
-                       f"{name}/causal")  # fmt: skip
-        ai, c = self.attention_inputs, self.prec.compute
-        cos = g.cast(ai.cos, np.float32, f"{name}/cos", have=c)
-        sin = g.cast(ai.sin, np.float32, f"{name}/sin", have=c)
-        self._shared = {"past": past, "topk": topk, "causal": causal, "cos": cos, "sin": sin}
-        return self._shared
+        """Mla's, plus what every indexer shares: the top-k count [1] and float32 rotary
+        caches."""
+        pos = super()._positions(g)
+        if "topk" not in pos:
+            name, ai, c = "/model/indexer", self.attention_inputs, self.prec.compute
+            pos["topk"] = g.one("Min", [pos["total"], g.const([self.index_topk])], f"{name}/topk")
+            pos["cos"] = g.cast(ai.cos, np.float32, f"{name}/cos", have=c)
+            pos["sin"] = g.cast(ai.sin, np.float32, f"{name}/sin", have=c)
+        return pos
