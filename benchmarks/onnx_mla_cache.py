@@ -1,7 +1,7 @@
 """MLA in the ONNX export: KV cache bytes, accuracy on the fixtures, decode speed.
 
     .venv/bin/python benchmarks/onnx_mla_cache.py kv
-    .venv/bin/python benchmarks/onnx_mla_cache.py kl [FIXTURE ...]
+    .venv/bin/python benchmarks/onnx_mla_cache.py kl [FIXTURE ...] [--more]
     .venv/bin/python benchmarks/onnx_mla_cache.py synthetic OUT [--layers 8] [--quant Q] [--tag T]
     .venv/bin/python benchmarks/onnx_mla_cache.py decode FOLDER [FOLDER ...] [--ctx 1024]
 
@@ -10,7 +10,8 @@
 export before weight absorption) and with the latent cached (now), beside
 llama.cpp's (planner formula: the latent K only, plus GLM-5's indexer keys).
 ``kl``: for each MLA fixture and precision, mean and median KL from the
-transformers logits stored with the fixture, and the folder's bytes.
+transformers logits stored with the fixture (``--more``: and on four derived
+texts against transformers run here), and the folder's bytes.
 ``synthetic``: benchmarks/synthetic.py's GLM-4.7-Flash-attention checkpoint,
 converted. ``decode``: per folder, tokens per second of one-token steps after
 a ``--ctx`` token prefill, on the backend's in-place cache; the folders take
@@ -69,7 +70,18 @@ def cmd_kv() -> None:
             print(json.dumps(row))  # fmt: skip
 
 
-def cmd_kl(names: list[str]) -> None:
+def derived_texts(tokens: list[int]) -> list[list[int]]:
+    """Four more token sequences of the fixture's length (reversed, shuffled, rotated,
+    random), so that a handful of MoE expert flips weigh less in a mean."""
+    rng = np.random.default_rng(3)
+    half = len(tokens) // 2
+    shuffled = [int(t) for t in rng.permutation(tokens)]
+    random = [int(t) for t in rng.integers(0, 1000, len(tokens))]
+    return [tokens[::-1], shuffled, tokens[half:] + tokens[:half], random]
+
+
+def cmd_kl(names: list[str], more: bool) -> None:
+    """``more``: the derived texts too, against transformers run here (needs torch)."""
     from edgeglm.backends.onnx import OnnxModel
     from edgeglm.converters.onnx import convert
     from edgeglm.metrics import kl_divergence
@@ -77,19 +89,36 @@ def cmd_kl(names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or MLA_FIXTURES:
             tokens, ref, _ = load_reference(HF_FIXTURES / name)
+            texts, refs = [tokens], [ref]
+            if more:
+                import torch
+                import transformers
+
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    HF_FIXTURES / name, dtype=torch.float32, attn_implementation="eager"
+                )
+                texts += derived_texts(tokens)
+                with torch.no_grad():
+                    refs += [
+                        model(input_ids=torch.tensor([t])).logits[0].numpy() for t in texts[1:]
+                    ]
             for quant in ("fp32", "fp16", "int8", "int4"):
                 folder = convert(HF_FIXTURES / name, Path(tmp) / f"{name}-{quant}", quant).output
                 m = OnnxModel(folder, n_threads=1)
                 try:
-                    kl = kl_divergence(ref, m.score(tokens))
+                    kl = np.concatenate(
+                        [kl_divergence(r, m.score(t)) for t, r in zip(texts, refs, strict=True)]
+                    )
                     shape = [1, m.n_kv_head, "n", m.head_dim]
                 finally:
                     m.close()
                 row = {
                     "fixture": name,
                     "quant": quant,
+                    "positions": len(kl),
                     "kl_mean": float(f"{kl.mean():.4g}"),
                     "kl_median": float(f"{np.median(kl):.4g}"),
+                    "over_0.05": int((kl > 0.05).sum()),
                     "bytes": sum(p.stat().st_size for p in folder.iterdir() if ".onnx" in p.name),
                     "cache": shape,
                 }
@@ -141,6 +170,7 @@ def main() -> None:
     sub.add_parser("kv")
     kl = sub.add_parser("kl")
     kl.add_argument("fixtures", nargs="*")
+    kl.add_argument("--more", action="store_true", help="four derived texts too (needs torch)")
     syn = sub.add_parser("synthetic")
     syn.add_argument("out", type=Path)
     syn.add_argument("--layers", type=int, default=8)
@@ -156,7 +186,7 @@ def main() -> None:
     if a.cmd == "kv":
         cmd_kv()
     elif a.cmd == "kl":
-        cmd_kl(a.fixtures)
+        cmd_kl(a.fixtures, a.more)
     elif a.cmd == "synthetic":
         cmd_synthetic(a.out, a.layers, a.quant, a.tag)
     else:
