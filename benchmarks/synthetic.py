@@ -81,6 +81,67 @@ def glm4_moe_config(layers: int, experts: int, top_k: int) -> dict[str, object]:
     }
 
 
+def glm4_moe_lite_config(layers: int) -> dict[str, object]:
+    """GLM-4.7-Flash's attention as published (20 heads, q LoRA 768, kv LoRA 512, nope 192,
+    rope 64, v 256, hidden 2048) over dense SwiGLU blocks in place of its experts, so that
+    attention and its KV cache are what a decode step measures."""
+    return {
+        "architectures": ["Glm4MoeLiteForCausalLM"],
+        "model_type": "glm4_moe_lite",
+        "hidden_size": 2048,
+        "intermediate_size": 3072,
+        "moe_intermediate_size": 1536,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_shared_experts": 1,
+        "first_k_dense_replace": layers,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 20,
+        "num_key_value_heads": 20,
+        "q_lora_rank": 768,
+        "kv_lora_rank": 512,
+        "qk_nope_head_dim": 192,
+        "qk_rope_head_dim": 64,
+        "v_head_dim": 256,
+        "rope_interleave": True,
+        "vocab_size": 16384,
+        "max_position_embeddings": 8192,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "attention_bias": False,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "dtype": "bfloat16",
+    }
+
+
+def mla_tensor_shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
+    h, ff, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    heads, q_lora, kv_lora = (cfg[k] for k in ("num_attention_heads", "q_lora_rank",
+                                               "kv_lora_rank"))  # fmt: skip
+    nope, rope, v_dim = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+    out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (v, h))]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        a = p + "self_attn."
+        out += [
+            (p + "input_layernorm.weight", (h,)),
+            (a + "q_a_proj.weight", (q_lora, h)),
+            (a + "q_a_layernorm.weight", (q_lora,)),
+            (a + "q_b_proj.weight", (heads * (nope + rope), q_lora)),
+            (a + "kv_a_proj_with_mqa.weight", (kv_lora + rope, h)),
+            (a + "kv_a_layernorm.weight", (kv_lora,)),
+            (a + "kv_b_proj.weight", (heads * (nope + v_dim), kv_lora)),
+            (a + "o_proj.weight", (h, heads * v_dim)),
+            (p + "post_attention_layernorm.weight", (h,)),
+            (p + "mlp.gate_proj.weight", (ff, h)),
+            (p + "mlp.up_proj.weight", (ff, h)),
+            (p + "mlp.down_proj.weight", (h, ff)),
+        ]
+    out += [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
+    return out
+
+
 def moe_tensor_shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
     h, ff, moe_ff, v = (cfg[k] for k in ("hidden_size", "intermediate_size",
                                          "moe_intermediate_size", "vocab_size"))  # fmt: skip
@@ -158,12 +219,19 @@ def _write_shard(
             f.write((x.view(np.uint32) >> 16).astype("<u2").tobytes())
 
 
-def make(out: Path, layers: int = 24, seed: int = 0, *, experts: int = 0, top_k: int = 0) -> Path:
-    """GLM-Edge-shaped, or with ``experts`` a Glm4MoeForCausalLM routing ``top_k`` of them."""
+def make(
+    out: Path, layers: int = 24, seed: int = 0, *, experts: int = 0, top_k: int = 0,
+    mla: bool = False,
+) -> Path:  # fmt: skip
+    """GLM-Edge-shaped, with ``experts`` a Glm4MoeForCausalLM routing ``top_k`` of them,
+    or with ``mla`` GLM-4.7-Flash's attention over dense blocks."""
     if (out / "model.safetensors.index.json").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    if experts:
+    if mla:
+        cfg = glm4_moe_lite_config(layers)
+        tensors = mla_tensor_shapes(cfg)  # type: ignore[arg-type]
+    elif experts:
         cfg = glm4_moe_config(layers, experts, top_k)
         tensors = moe_tensor_shapes(cfg)  # type: ignore[arg-type]
     else:

@@ -1,22 +1,25 @@
 """GlmMoeDsaForCausalLM (model_type ``glm_moe_dsa``): GLM-5.x.
 
-GLM-4.7-Flash's MLA (mla.py) plus DeepSeek sparse attention (DSA), as
-transformers computes it: a light indexer scores every cached token for each
-query, and attention sees only the ``index_topk`` best-scoring ones::
+GLM-4.7-Flash's MLA (mla.py: the latent in the cache, one KV head) plus
+DeepSeek sparse attention (DSA), as transformers computes it: a light indexer
+scores every cached token for each query, and attention sees only the
+``index_topk`` best-scoring ones::
 
     q_latent --> wq_b --> RotaryEmbedding ---------------------+
     x --> wk --> LayerNorm --> RotaryEmbedding --> k_new       |
-    past indexer keys (cached in v's spare channels) + k_new --MatMul --> Relu
+    past indexer keys (v's first index_head_dim channels) + k_new --MatMul --> Relu
     x --> weights_proj * heads^-0.5 ------------------------------MatMul --> index scores
     index scores + causal --> TopK(min(index_topk, total)) --> ScatterElements
-        --> bias (0 at the chosen tokens, float32 min elsewhere) --> GQA's attention_bias
+        --> bias (0 at chosen tokens, float32 min elsewhere) --> the heads' mask (mla.py)
 
-The indexer keys live in the KV cache: each v head carries ``index_head_dim``
-more channels (o_proj ignores them), so the runtime's cache IO is unchanged.
-``indexer_types`` "shared" layers reuse the previous full layer's selection.
-While the text is no longer than ``index_topk`` every token is chosen and the
-model is dense MLA; past it, the selection is exact, ties broken by ORT's TopK
-(lower index first).
+The indexer keys live in the KV cache, in the spare channels mla.py leaves
+before the latent in v: the one cached head is ``index_head_dim + kv_lora``
+wide (k: [k_rot | latent | zeros], v: [indexer keys | latent]), so the
+runtime's cache IO is unchanged. ``indexer_types`` "shared" layers reuse the
+previous full layer's selection and cache zeros there. While the text is no
+longer than ``index_topk`` every token is chosen and the model is dense MLA;
+past it, the selection is exact, ties broken by ORT's TopK (lower index
+first).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from edgeglm.checkpoint.config import Config
 from edgeglm.converters.onnx.attention import PAST_VALUE
 from edgeglm.converters.onnx.base import F32Array
 from edgeglm.converters.onnx.graph import GraphBuilder
-from edgeglm.converters.onnx.mla import Mla
+from edgeglm.converters.onnx.mla import MASKED, Mla
 from edgeglm.converters.onnx.ops import make_linear
 from edgeglm.converters.onnx.quant import Precision, WeightFormat
 from edgeglm.converters.onnx.registry import register
@@ -38,7 +41,6 @@ from edgeglm.errors import CheckpointError, UnsupportedArchitectureError
 _F32 = WeightFormat.F32
 # The indexer picks tokens: float32 throughout, like the router that picks experts.
 INDEXER = Precision("indexer", np.float32, _F32, _F32, _F32)
-_MIN = float(np.finfo(np.float32).min)  # transformers' masked value
 
 
 def indexer_types(c: Config, n_layer: int) -> list[str]:
@@ -67,7 +69,7 @@ class GlmMoeDsa(Mla):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         c = self.cfg
-        self.index_dim = self.extra_v_channels
+        self.index_dim = int(c.need("index_head_dim"))
         self.index_heads = int(c.need("index_n_heads"))
         self.index_topk = int(c.need("index_topk"))
         self.types = indexer_types(c, self.spec.n_layer)
@@ -81,9 +83,8 @@ class GlmMoeDsa(Mla):
             raise CheckpointError(f"{c.where}: index_head_dim {self.index_dim} < qk_rope_head_dim")
         self._keys: str | None = None  # this layer's new indexer keys
         self._bias: str | None = None  # the last full layer's selection
-        self._shared: dict[str, str] = {}
 
-    def extra_channels(self, c: Config) -> int:
+    def spare_channels(self, c: Config) -> int:
         return int(c.need("index_head_dim"))
 
     def expected_tensors(self) -> list[str]:
@@ -93,19 +94,24 @@ class GlmMoeDsa(Mla):
         )
         return [n for n in super().expected_tensors() if not n.startswith(shared)]
 
-    def make_extra_v(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str | None:
+    def make_value(
+        self, g: GraphBuilder, i: int, x32: str, q_latent: str, k: str, latent: str
+    ) -> str:
+        """A full layer's v: [its new indexer keys | latent]."""
         if self.types[i] != "full":
-            return None
+            return super().make_value(g, i, x32, q_latent, k, latent)
         name, p = f"/model/layers.{i}/indexer", f"model.layers.{i}.self_attn.indexer."
         w = self.take(p + "wk.weight", (self.index_dim, self.spec.hidden))
-        k = self._linear(g, f"{name}/wk", x32, w, p + "wk.weight")
+        keys = self._linear(g, f"{name}/wk", x32, w, p + "wk.weight")
         gamma = self.take(p + "k_norm.weight", (self.index_dim,))
         beta = self.take(p + "k_norm.bias", (self.index_dim,))
-        k = g.one("LayerNormalization",
-                  [k, g.weight(p + "k_norm.weight", gamma), g.weight(p + "k_norm.bias", beta)],
-                  f"{name}/k_norm", axis=-1, epsilon=1e-6)  # fmt: skip
-        self._keys = self._rotary(g, f"{name}/k_rotary", k, 1)
-        return g.cast(self._keys, self.prec.compute, f"{name}/k_cache", have=np.float32)
+        keys = g.one("LayerNormalization",
+                     [keys, g.weight(p + "k_norm.weight", gamma),
+                      g.weight(p + "k_norm.bias", beta)],
+                     f"{name}/k_norm", axis=-1, epsilon=1e-6)  # fmt: skip
+        self._keys = self._rotary(g, f"{name}/k_rotary", keys, 1)
+        cached = g.cast(self._keys, self.prec.compute, f"{name}/k_cache", have=np.float32)
+        return g.one("Concat", [cached, latent], f"/model/layers.{i}/attn/v", axis=-1)
 
     def make_attention_bias(self, g: GraphBuilder, i: int, x32: str, q_latent: str) -> str:
         if self.types[i] != "full":
@@ -120,12 +126,12 @@ class GlmMoeDsa(Mla):
         q = self._rotary(g, f"{name}/q_rotary", self._linear(g, f"{name}/wq_b", q_in, w,
                                                              p + "wq_b.weight"), h)  # fmt: skip
         q = g.one("Reshape", [q, g.const([0, 0, h, d])], f"{name}/q_heads")
-        # Earlier tokens' keys, from the last index_dim channels of head 0's cached v.
+        # Earlier tokens' keys: the first index_dim channels of the cached v (one head).
         past = g.one(
             "Slice",
-            [PAST_VALUE.format(i), g.const([0, 0, self.cache_head - d]),
-             g.one("Concat", [g.const([1]), pos["past"], g.const([self.cache_head])],
-                   f"{name}/past_ends", axis=0),
+            [PAST_VALUE.format(i), g.const([0, 0, 0]),
+             g.one("Concat", [g.const([1]), pos["past"], g.const([d])], f"{name}/past_ends",
+                   axis=0),
              g.const([1, 2, 3])],
             f"{name}/past_keys",
         )  # fmt: skip
@@ -146,14 +152,11 @@ class GlmMoeDsa(Mla):
         index = g.one("Add", [index, pos["causal"]], f"{name}/index")
         _, chosen = g.node("TopK", [index, pos["topk"]], f"{name}/topk", n_out=2, axis=-1)
         blocked = g.one("Mul", [index, g.const(0.0, np.float32)], f"{name}/blocked")
-        blocked = g.one("Add", [blocked, g.const(_MIN, np.float32)], f"{name}/blocked")
+        blocked = g.one("Add", [blocked, g.const(MASKED, np.float32)], f"{name}/blocked")
         zeros = g.one("Mul", [g.cast(chosen, np.float32, f"{name}/zeros", have=np.int64),
                               g.const(0.0, np.float32)], f"{name}/zeros")  # fmt: skip
-        bias = g.one("ScatterElements", [blocked, chosen, zeros], f"{name}/bias", axis=-1)
-        bias = g.one("Unsqueeze", [bias, g.const([1])], f"{name}/bias")  # [b, 1, s, total]
-        bias = g.one("Expand", [bias, g.const([1, self.spec.n_head, 1, 1])], f"{name}/bias")
-        self._bias = g.cast(bias, self.prec.compute, f"{name}/bias", have=np.float32)
-        return self._bias
+        self._bias = g.one("ScatterElements", [blocked, chosen, zeros], f"{name}/bias", axis=-1)
+        return self._bias  # [b, s, total]
 
     def _linear(self, g: GraphBuilder, name: str, x32: str, w: F32Array, wname: str) -> str:
         return make_linear(g, name, x32, w, None, _F32, INDEXER, wname)
@@ -168,29 +171,12 @@ class GlmMoeDsa(Mla):
         )  # fmt: skip
 
     def _positions(self, g: GraphBuilder) -> dict[str, str]:
-        """Shared by every indexer: past length [1], top-k count [1], causal mask [s, total],
-        float32 rotary caches."""
-        if self._shared:
-            return self._shared
-        name = "/model/indexer"
-        seq = g.one("Gather", [g.one("Shape", ["input_ids"], f"{name}/seq"), g.const([1])],
-                    f"{name}/seq", axis=0)  # fmt: skip
-        total = g.one("Gather", [g.one("Shape", ["attention_mask"], f"{name}/total"),
-                                 g.const([1])], f"{name}/total", axis=0)  # fmt: skip
-        past = g.one("Sub", [total, seq], f"{name}/past")  # [1] int64
-        topk = g.one("Min", [total, g.const([self.index_topk])], f"{name}/topk")
-        q_pos = g.one("Range", [g.one("Squeeze", [past], f"{name}/q_start"),
-                                g.one("Squeeze", [total], f"{name}/limit"), g.const(1)],
-                      f"{name}/q_pos")  # fmt: skip
-        k_pos = g.one("Range", [g.const(0), g.one("Squeeze", [total], f"{name}/k_limit"),
-                                g.const(1)], f"{name}/k_pos")  # fmt: skip
-        later = g.one("Greater", [g.one("Unsqueeze", [k_pos, g.const([0])], f"{name}/k_row"),
-                                  g.one("Unsqueeze", [q_pos, g.const([1])], f"{name}/q_col")],
-                      f"{name}/later")  # fmt: skip
-        causal = g.one("Where", [later, g.const(_MIN, np.float32), g.const(0.0, np.float32)],
-                       f"{name}/causal")  # fmt: skip
-        ai, c = self.attention_inputs, self.prec.compute
-        cos = g.cast(ai.cos, np.float32, f"{name}/cos", have=c)
-        sin = g.cast(ai.sin, np.float32, f"{name}/sin", have=c)
-        self._shared = {"past": past, "topk": topk, "causal": causal, "cos": cos, "sin": sin}
-        return self._shared
+        """Mla's, plus what every indexer shares: the top-k count [1] and float32 rotary
+        caches."""
+        pos = super()._positions(g)
+        if "topk" not in pos:
+            name, ai, c = "/model/indexer", self.attention_inputs, self.prec.compute
+            pos["topk"] = g.one("Min", [pos["total"], g.const([self.index_topk])], f"{name}/topk")
+            pos["cos"] = g.cast(ai.cos, np.float32, f"{name}/cos", have=c)
+            pos["sin"] = g.cast(ai.sin, np.float32, f"{name}/sin", have=c)
+        return pos

@@ -154,10 +154,11 @@ def test_graph_uses_the_fused_ort_operators(name: str, onnx_model: ModelFor) -> 
 
 @pytest.mark.parametrize("name", ["glm4_moe_lite", "glm_moe_dsa"])
 def test_mla_runs_on_group_query_attention(name: str, onnx_model: ModelFor) -> None:
-    """MLA heads expanded for GQA: 4 kv heads of nope+rope (GLM-5: v + indexer keys)."""
+    """MLA as MQA over the latent: 1 kv head of rope + kv_lora (GLM-5: indexer keys + kv_lora);
+    tests/converters/onnx/test_mla_cache.py checks the cache itself."""
     out = onnx_model(name, "fp32")
     dec = json.loads((out / "genai_config.json").read_text())["model"]["decoder"]
-    assert (dec["num_key_value_heads"], dec["head_size"]) == (4, 256 if "dsa" in name else 192)
+    assert (dec["num_key_value_heads"], dec["head_size"]) == (1, 384 if "dsa" in name else 320)
     m = onnx.load(str(out / "model.onnx"))
     gqa = next(n for n in m.graph.node if n.op_type == "GroupQueryAttention")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gqa.attribute}

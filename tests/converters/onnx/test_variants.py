@@ -151,12 +151,66 @@ def test_glm_moe_dsa_shared_indexer_layers(tmp_path: Path) -> None:
     assert prefill < 1e-6 and decode < 1e-6, f"KL prefill {prefill:.3g}, decode {decode:.3g}"
 
 
-@pytest.mark.parametrize("name", ["glm4_moe_lite", "glm_moe_dsa"])
+@pytest.mark.parametrize("name", ["glm4_moe_lite", "glm_moe_dsa", "glm_moe_dsa-wide"])
 def test_mla_decode_with_cache_matches_transformers(name: str, tmp_path: Path) -> None:
     tokens, ref, _ = load_reference(HF_FIXTURES / name)
     prefill, decode = prefill_and_decode_kl(
         convert(HF_FIXTURES / name, tmp_path / "out", "fp32").output, tokens[:160], ref[:160]
     )
+    assert prefill < 1e-6 and decode < 1e-6, f"KL prefill {prefill:.3g}, decode {decode:.3g}"
+
+
+def _mla_variant_kl(tmp: Path, base: str, name: str, config: dict[str, Any],
+                    keep: Callable[[str], bool] = lambda _: True,
+                    tensors: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda t: t,
+                    ) -> tuple[float, float]:  # fmt: skip
+    """Prefill and cached-decode KL of a variant of an MLA fixture against transformers."""
+    src = make_variant(tmp, base, name, config, keep, tensors)
+    tokens = load_reference(HF_FIXTURES / base)[0][:120]
+    ref = transformers_logits(src, tokens)
+    return prefill_and_decode_kl(convert(src, tmp / "out", "fp32").output, tokens, ref)
+
+
+def test_mla_without_q_lora(tmp_path: Path) -> None:
+    """q_lora_rank null: q_proj straight from the hidden state, W_UK folded into it."""
+
+    def q_proj(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(5)
+        for name in [n for n in t if n.endswith("q_b_proj.weight")]:
+            p = name.removesuffix("q_b_proj.weight")
+            rows, hidden = t[name].shape[0], t[p + "kv_a_proj_with_mqa.weight"].shape[1]
+            q = rng.normal(0, t[name].std(), (rows, hidden))
+            t[p + "q_proj.weight"] = q.astype(np.float32)
+        return {n: w for n, w in t.items() if ".q_a_" not in n and ".q_b_" not in n}
+
+    prefill, decode = _mla_variant_kl(
+        tmp_path, "glm4_moe_lite", "lite_no_q_lora", {"q_lora_rank": None}, tensors=q_proj
+    )
+    assert prefill < 1e-6 and decode < 1e-6, f"KL prefill {prefill:.3g}, decode {decode:.3g}"
+
+
+def test_mla_with_attention_biases(tmp_path: Path) -> None:
+    """attention_bias true: q_a, kv_a and o_proj biases (o_proj's survives the absorption)."""
+
+    def biases(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(9)
+        for name in [n for n in list(t) if n.endswith(("q_a_proj.weight", "kv_a_proj_with_mqa."
+                                                       "weight", "o_proj.weight"))]:  # fmt: skip
+            bias = name.removesuffix("weight") + "bias"
+            t[bias] = rng.normal(0, 0.3, (t[name].shape[0],)).astype(np.float32)
+        return t
+
+    prefill, decode = _mla_variant_kl(
+        tmp_path, "glm4_moe_lite", "lite_bias", {"attention_bias": True}, tensors=biases
+    )
+    assert prefill < 1e-6 and decode < 1e-6, f"KL prefill {prefill:.3g}, decode {decode:.3g}"
+
+
+def test_mla_wide_fixture_with_unscaled_rope(tmp_path: Path) -> None:
+    """glm4_moe_lite-wide (grouped routing, every layer MoE) without its YaRN, which the
+    ONNX converter refuses."""
+    rope = {"rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}}
+    prefill, decode = _mla_variant_kl(tmp_path, "glm4_moe_lite-wide", "lite_wide_plain", rope)
     assert prefill < 1e-6 and decode < 1e-6, f"KL prefill {prefill:.3g}, decode {decode:.3g}"
 
 
