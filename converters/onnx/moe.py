@@ -117,7 +117,7 @@ def _limit_groups(g: GraphBuilder, name: str, choice: str, r: Routing) -> str:
     sum highest (transformers' masked_fill(~mask, 0.0): zero, not -inf)::
 
     choice --> Reshape [t, groups, per] --> TopK(2) --> ReduceSum --> TopK(topk_group)
-           --> ScatterElements(ones) --> mask [t, groups, 1] --> Where(choice, 0)
+           --> ScatterElements(ones) --> mask [t, groups, 1] --> Where(choice, -inf)
     """
     per = r.n_expert // r.n_group
     grouped = g.one("Reshape", [choice, g.const([-1, r.n_group, per])], name)
@@ -130,8 +130,10 @@ def _limit_groups(g: GraphBuilder, name: str, choice: str, r: Routing) -> str:
     ones = g.one("Cast", [ones], f"{name}/ones", to=1)  # FLOAT
     mask = g.one("ScatterElements", [zeros, keep, ones], name, axis=-1)
     mask = g.one("Cast", [g.one("Unsqueeze", [mask, g.const([-1])], name)], name, to=9)  # BOOL
-    zero = g.const(0.0, np.float32)
-    kept = g.one("Where", [mask, grouped, zero], name)
+    # -inf, as transformers and llama.cpp mask: with a negative correction bias an
+    # in-group score can be below 0, and a 0 would let a left-out group's expert win.
+    dropped = g.const(float("-inf"), np.float32)
+    kept = g.one("Where", [mask, grouped, dropped], name)
     return g.one("Reshape", [kept, g.const([-1, r.n_expert])], f"{name}/flat")
 
 

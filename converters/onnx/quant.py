@@ -12,12 +12,14 @@ operator schema in onnxruntime's ContribOperators.md.
 from __future__ import annotations
 
 import enum
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from edgeglm.errors import QuantizationError, UsageError
+from edgeglm.hardware.cpu import usable_threads
 
 F32Array = npt.NDArray[np.float32]
 U8Array = npt.NDArray[np.uint8]
@@ -98,17 +100,21 @@ class BlockQuantized:
 
 
 # Rows quantized at a time: bounds the float32 temporaries for a 150k-row head.
-_ROWS = 4096
+_ROWS = 1024
+# Slices quantized at once: numpy's array ops release the GIL, so threads scale; the cap
+# bounds memory (each slice's temporaries are a few times rows x K float32).
+_WORKERS = 8
 
 
 def quantize_blocks(
     w: npt.NDArray[np.floating], bits: int, block_size: int, *, symmetric: bool
 ) -> BlockQuantized:
-    """Round-to-nearest block quantization of ``w`` [N, K] along K.
+    """Block quantization of ``w`` [N, K] along K.
 
     Symmetric blocks follow llama.cpp's Q4_0/Q8_0 rule: the value of largest
     magnitude maps to the most negative code, so the full code range is used.
-    Asymmetric blocks map [min, max] (widened to include 0) onto [0, 2^bits - 1].
+    Asymmetric blocks map [min, max] (widened to include 0), or the narrower span
+    of least squared error, onto [0, 2^bits - 1] (``_search_asymmetric``).
     """
     if bits not in (4, 8):
         raise QuantizationError(f"MatMulNBits: {bits}-bit weights are not supported here")
@@ -116,12 +122,21 @@ def quantize_blocks(
         raise QuantizationError(f"block quantization needs a 2-D weight, got shape {w.shape}")
     if not np.isfinite(w).all():
         raise QuantizationError("weight contains NaN or Inf values")
-    parts = [_quantize_rows(w[r : r + _ROWS], bits, block_size, symmetric)
-             for r in range(0, w.shape[0], _ROWS)]  # fmt: skip
+    starts = range(0, w.shape[0], _ROWS)
+    workers = min(_WORKERS, usable_threads(), len(starts))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(
+            lambda r: _quantize_rows(w[r : r + _ROWS], bits, block_size, symmetric), starts
+        ))  # fmt: skip
     packed = np.concatenate([p[0] for p in parts])
     scales = np.concatenate([p[1] for p in parts])
     zero = None if symmetric else _pack_zero_points(np.concatenate([p[2] for p in parts]), bits)
     return BlockQuantized(packed, scales, zero, bits, block_size, w.shape[1])
+
+
+# Asymmetric blocks: the fraction of [min, max] the codes span, tried per block (1.0 =
+# plain min/max rounding, always a candidate, so the search is never worse than it).
+_SPANS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
 
 
 def _quantize_rows(
@@ -139,15 +154,50 @@ def _quantize_rows(
         idx = np.abs(x).argmax(axis=-1)[..., None]
         scale = np.take_along_axis(x, idx, axis=-1)[..., 0] / -mid
         zero = np.full(scale.shape, mid, dtype=np.float32)
+        q = _codes(x, scale, zero, qmax)
     else:
-        lo = np.minimum(x.min(axis=-1), 0.0)
-        hi = np.maximum(x.max(axis=-1), 0.0)
-        scale = (hi - lo) / qmax
-        zero = np.clip(np.round(-lo / np.where(scale == 0, 1.0, scale)), 0, qmax)
-    safe = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    q = np.clip(np.round(x / safe[..., None]) + zero[..., None], 0, qmax).astype(np.uint8)
+        scale, zero, q = _search_asymmetric(x, qmax)
     packed = q if bits == 8 else _pack_nibbles(q)
     return packed, scale.astype(np.float32), zero.astype(np.uint8)
+
+
+def _codes(x: F32Array, scale: F32Array, zero: F32Array, qmax: int) -> U8Array:
+    safe = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    return np.clip(np.round(x / safe[..., None]) + zero[..., None], 0, qmax).astype(np.uint8)
+
+
+def _search_asymmetric(x: F32Array, qmax: int) -> tuple[F32Array, F32Array, U8Array]:
+    """Per block, the (scale, zero point) of least squared error among narrowed spans.
+
+    Min/max rounding spends codes on a block's rare extremes; a narrower span clips
+    them but rounds the bulk finer (llama.cpp's K-quants search the same way). For each
+    span the codes are rounded, then the scale refitted to them by least squares with
+    the integer zero point fixed, as MatMulNBits requires: for codes d = q - zero the
+    best scale is <x, d> / <d, d>, leaving an error of <x, x> - <x, d>^2 / <d, d>.
+    """
+    lo = np.minimum(x.min(axis=-1), 0.0)  # widened to include 0: zero stays exact
+    hi = np.maximum(x.max(axis=-1), 0.0)
+    best_err = np.full(lo.shape, np.inf, dtype=np.float32)
+    best_fit = np.zeros(lo.shape, dtype=np.float32)
+    best_zero = np.zeros(lo.shape, dtype=np.float32)
+    for span in _SPANS:
+        scale = ((hi - lo) * np.float32(span / qmax)).astype(np.float32)
+        zero = np.clip(np.round(-lo / np.where(scale == 0, 1.0, scale)), 0, qmax)
+        d = _codes(x, scale, zero, qmax).astype(np.float32)
+        d -= zero[..., None]
+        xd = np.einsum("...k,...k->...", x, d)
+        dd = np.einsum("...k,...k->...", d, d)
+        # <x, x> is the same for every span: compare -<x, d>^2 / <d, d> alone
+        err = np.where(dd > 0, -(xd * xd) / np.where(dd > 0, dd, 1.0), 0.0)
+        take = err < best_err
+        best_err = np.where(take, err, best_err)
+        best_fit = np.where(take, np.where(dd > 0, xd / np.where(dd > 0, dd, 1.0), scale),
+                            best_fit)  # fmt: skip
+        best_zero = np.where(take, zero, best_zero)
+    # The chosen zero point with the refitted scale: round the codes once more. Within
+    # a chosen span the refit moves the scale little; the codes are recomputed so that
+    # they are exactly what the stored scale and zero point reproduce best.
+    return best_fit, best_zero, _codes(x, best_fit, best_zero, qmax)
 
 
 def dequantize_blocks(bq: BlockQuantized) -> F32Array:

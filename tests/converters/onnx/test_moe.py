@@ -39,7 +39,7 @@ def _route(x: np.ndarray, gate: np.ndarray, bias: np.ndarray | None, r: Routing)
         keep = np.argsort(-group_scores, axis=-1)[:, : r.topk_group]
         mask = np.zeros_like(group_scores, dtype=bool)
         np.put_along_axis(mask, keep, True, axis=-1)
-        choice = np.where(mask[..., None], grouped, 0.0).reshape(len(x), -1)
+        choice = np.where(mask[..., None], grouped, -np.inf).reshape(len(x), -1)
     idx = np.argsort(-choice, axis=-1)[:, : r.top_k]
     w = np.take_along_axis(scores, idx, axis=-1)
     if r.norm_topk_prob:
