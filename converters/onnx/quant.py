@@ -152,8 +152,8 @@ def _quantize_rows(
     if symmetric:
         mid = 1 << (bits - 1)
         idx = np.abs(x).argmax(axis=-1)[..., None]
-        scale = np.take_along_axis(x, idx, axis=-1)[..., 0] / -mid
-        zero = np.full(scale.shape, mid, dtype=np.float32)
+        scale: F32Array = (np.take_along_axis(x, idx, axis=-1)[..., 0] / -mid).astype(np.float32)
+        zero: F32Array = np.full(scale.shape, mid, dtype=np.float32)
         q = _codes(x, scale, zero, qmax)
     else:
         scale, zero, q = _search_asymmetric(x, qmax)
