@@ -11,6 +11,8 @@ norms). One decoder layer, with the residual stream in float32::
 
 ``pending`` is the previous block's output, not yet added to the residual:
 the add is fused into the next norm (SkipSimplifiedLayerNormalization).
+After the last block only the positions ``logits_to_keep`` asks for go on to
+the final norm and the vocab-wide head (``make_logits_to_keep``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 
+from edgeglm.backends.onnx import LOGITS_TO_KEEP
 from edgeglm.checkpoint.config import Config
 from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.converters.onnx.attention import (
@@ -152,15 +156,41 @@ class Family:
         for i in range(s.n_layer):
             residual, pending = self.make_layer(g, i, residual, pending)
         assert pending is not None
+        pending, residual = self.make_logits_to_keep(g, pending, residual)
         normed, _ = self.skip_norm(g, "/model/norm", pending, residual, "model.norm.weight")
         self.make_lm_head(g, normed)
 
-        g.add_output("logits", np.float32, ["batch_size", "sequence_length", s.vocab])
+        # sequence_length positions unless logits_to_keep asks for fewer
+        g.add_output("logits", np.float32, ["batch_size", "logits_length", s.vocab])
         present = ["batch_size", s.n_kv_head, "total_sequence_length", s.head_dim]
         for i in range(s.n_layer):
             g.add_output(PRESENT_KEY.format(i), self.prec.compute, present)
             g.add_output(PRESENT_VALUE.format(i), self.prec.compute, present)
         self.check_all_used()
+
+    def make_logits_to_keep(self, g: GraphBuilder, pending: str, residual: str) -> tuple[str, str]:
+        """The last ``logits_to_keep`` positions of the hidden state, 0 meaning all
+        (transformers' ``hidden_states[:, -logits_to_keep:]``): a prefill that
+        samples one token need not run the vocab-wide head on every prompt position.
+
+        The input has a default, an initializer of the same name (ONNX IR >= 4),
+        so a caller that does not feed it, onnxruntime-genai among them, gets
+        every position's logits, as genai_config.json's decoder expects::
+
+            logits_to_keep (int64 scalar, default 0) --> Neg --> Unsqueeze --> start
+            pending, residual --> Slice(start:, axis 1) --> final norm --> lm_head
+        """
+        name = "/model/logits_to_keep"
+        keep = g.add_input(LOGITS_TO_KEEP, np.int64, [])
+        # The default is 0-d like the input (g.weight stores arrays at least 1-d).
+        default = onnx.numpy_helper.from_array(np.array(0, dtype=np.int64), LOGITS_TO_KEEP)
+        g.initializers.append(default)
+        start = g.one("Unsqueeze", [g.one("Neg", [keep], name), g.const([0])], name)
+        # -0 = 0 keeps everything; a start before the first position clamps to it
+        end, axis = g.const([np.iinfo(np.int64).max]), g.const([1])
+        pending = g.one("Slice", [pending, start, end, axis], f"{name}/hidden")
+        residual = g.one("Slice", [residual, start, end, axis], f"{name}/residual")
+        return pending, residual
 
     def make_embedding(self, g: GraphBuilder, ids: str) -> str:
         s, fmt, name = self.spec, self.prec.embedding, "model.embed_tokens.weight"

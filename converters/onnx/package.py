@@ -87,6 +87,8 @@ def genai_config(src: Path, cfg: Config, spec: ModelSpec, eos: list[int]) -> dic
                 "filename": MODEL_FILE,
                 "head_size": spec.head_dim,
                 "hidden_size": spec.hidden,
+                # The graph's logits_to_keep input is left out: genai has no key for it,
+                # and its default (0, every position) gives the logits genai expects.
                 "inputs": {
                     "input_ids": "input_ids",
                     "attention_mask": "attention_mask",

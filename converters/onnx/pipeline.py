@@ -96,8 +96,11 @@ def convert(
     finally:
         ckpt.close()
     files = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
-    # rotary caches and shape constants live under /model/; they are not weights
-    weight_bytes = sum(_nbytes(t) for t in g.initializers if not t.name.startswith("/model/"))
+    # rotary caches and shape constants live under /model/, and an input's default
+    # (logits_to_keep's) is named as the input: none of them are weights
+    defaults = {i.name for i in g.inputs}
+    weight_bytes = sum(_nbytes(t) for t in g.initializers
+                       if not t.name.startswith("/model/") and t.name not in defaults)  # fmt: skip
     params = sum(ckpt.info(n).numel for n in fam.used)
     return ConvertResult(
         output=out_dir,

@@ -11,6 +11,11 @@ must name a regular file inside the model folder (no absolute paths, no
 another user's files. And ``onnxruntime-gpu`` lists CUDAExecutionProvider on
 machines without CUDA libraries, then silently runs on CPU; we report the
 provider the session actually got.
+
+Folders from EdgeGLM since logits_to_keep (transformers' name) take it as an
+optional input: generate() feeds 1 and gets one row of logits from prefill
+instead of one per prompt position; score() feeds 0 for all of them. Older
+folders, without the input, give every row and run as they always did.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ from edgeglm.hardware.runtimes import probe_onnxruntime
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 # OrtValue device names, for the KV cache buffers a provider reads in place.
 _DEVICES = {"CUDAExecutionProvider": "cuda"}
+# The optional int64 scalar input: logits for the last k positions only, 0 = all.
+# Not in genai_config.json (onnxruntime-genai's parser rejects unknown keys), so
+# found by this name; the converter's graph (converters/onnx/base.py) declares it.
+LOGITS_TO_KEEP = "logits_to_keep"
 
 
 # -- model files ------------------------------------------------------------------
@@ -127,6 +136,11 @@ def _check_decoder_io(proto: onnx.ModelProto, cfg: dict[str, Any], where: Path) 
             f"{where}: not a decoder with a KV cache as genai_config.json describes "
             f"it (missing {shown})"
         )
+    keep = next((i for i in proto.graph.input if i.name == LOGITS_TO_KEEP), None)
+    if keep is not None:  # optional; where present, a scalar as we feed it
+        t = keep.type.tensor_type
+        if t.elem_type != onnx.TensorProto.INT64 or len(t.shape.dim) != 0:
+            raise BackendError(f"{where}: input {LOGITS_TO_KEEP} is not an int64 scalar")
 
 
 # -- execution providers ------------------------------------------------------
@@ -141,6 +155,16 @@ def usable_providers() -> tuple[str, ...]:
 
 
 # -- the backend --------------------------------------------------------------------
+
+
+def session_options(n_threads: int | None = None) -> Any:
+    """The backend's ONNX Runtime session options (benchmarks profile with the same)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = n_threads or usable_threads()
+    so.log_severity_level = 3
+    return so
 
 
 class OnnxModel:
@@ -169,9 +193,7 @@ class OnnxModel:
         self.head_dim = int(dec["head_size"])
         self.context_length = min(int(m["context_length"]), n_ctx or 1 << 62)
         self.io = dec["inputs"] | dec["outputs"]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = n_threads or usable_threads()
-        so.log_severity_level = 3
+        so = session_options(n_threads)
         wanted = list(providers or [p for p in PREFERRED_PROVIDERS if p in usable_providers()])
         try:
             self.session = ort.InferenceSession(str(model_file), so, providers=wanted)
@@ -185,6 +207,11 @@ class OnnxModel:
         past = self.io["past_key_names"] % 0
         kv_type = next(i.type for i in self.session.get_inputs() if i.name == past)
         self.kv_dtype = np.float16 if kv_type == "tensor(float16)" else np.float32
+        # ORT lists an input with a default among the overridable initializers, not the
+        # inputs, and binds it only as an OrtValue (bind_cpu_input looks in the inputs)
+        takes = self.session.get_inputs() + self.session.get_overridable_initializers()
+        self.keeps_logits = any(i.name == LOGITS_TO_KEEP for i in takes)
+        self._last_only = ort.OrtValue.ortvalue_from_numpy(np.array(1, dtype=np.int64))
         try:
             self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         except Exception as e:  # tokenizers raises a bare Exception on bad files
@@ -222,6 +249,8 @@ class OnnxModel:
             self.io["input_ids"]: np.asarray([tokens], dtype=np.int64),
             self.io["attention_mask"]: np.ones((1, len(tokens)), dtype=np.int64),
         }
+        if self.keeps_logits:
+            feeds[LOGITS_TO_KEEP] = np.array(0, dtype=np.int64)  # all positions
         for i in range(self.n_layer):
             feeds[self.io["past_key_names"] % i] = empty
             feeds[self.io["past_value_names"] % i] = empty
@@ -298,10 +327,13 @@ class OnnxModel:
         ]
 
     def _step(self, tokens: list[int], past: int, cache: list[Any]) -> npt.NDArray[np.float32]:
-        """Run ``tokens`` after ``past`` cached ones; the cache is updated in place."""
+        """The next-token logits after ``tokens``, run after ``past`` cached ones;
+        the cache is updated in place."""
         io = self.session.io_binding()
         io.bind_cpu_input(self.io["input_ids"], np.asarray([tokens], dtype=np.int64))
         io.bind_cpu_input(self.io["attention_mask"], np.ones((1, past + len(tokens)), np.int64))
+        if self.keeps_logits:  # the last position only: no head over the whole prompt
+            io.bind_ortvalue_input(LOGITS_TO_KEEP, self._last_only)
         io.bind_output(self.io["logits"], "cpu")  # bound first: get_outputs()[0]
         for i in range(self.n_layer):
             for j, kind in enumerate(("key", "value")):

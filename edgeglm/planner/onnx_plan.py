@@ -9,7 +9,10 @@ full-context prefill:
   session's tensors (the parsed initializers and MatMulNBits' prepacked
   weights): runtime = 19 MiB + 0.47 x file bytes;
 - a prefill returns logits for every position, held twice (ORT's output and
-  the backend's copy);
+  the backend's copy); where the graph takes logits_to_keep (EdgeGLM's exports
+  since it) generate() gets the last row only, and one copy of every
+  position's stays in the estimate for score(), which also covers
+  generate()'s prefill activations (the table's second block);
 - the KV cache is the backend's own buffer, sized to the context.
 
 Estimated vs measured, full-context prefill:
@@ -19,6 +22,9 @@ Estimated vs measured, full-context prefill:
 | demo int4, 2040 tokens | 142.9 MiB | 155.5 MiB |
 | demo fp32, 1016 tokens | 123.6 MiB | 119.6 MiB |
 | synthetic 1.3 B int4, 1016 tokens | 1841 MiB | 1842 MiB |
+| with logits_to_keep: demo int4, 2040 tokens | 93.6 MiB | 95.5 MiB |
+| with logits_to_keep: demo fp32, 1016 tokens | 99.6 MiB | 91.1 MiB |
+| with logits_to_keep: synthetic 1.3 B int4, 1016 tokens | 1404 MiB | 1230 MiB |
 """
 
 from __future__ import annotations
@@ -89,16 +95,21 @@ def is_onnx_folder(path: Path) -> bool:
     return path.is_dir() and (path / "genai_config.json").is_file()
 
 
-def _kv_itemsize(model_file: Path) -> int:
+def _graph_io(model_file: Path) -> tuple[int, bool]:
+    """(KV cache bytes per element, whether the graph takes logits_to_keep)."""
     import onnx
+
+    from edgeglm.backends.onnx import LOGITS_TO_KEEP
 
     try:
         m = onnx.load(str(model_file), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: a file we cannot read
         raise CheckpointError(f"{model_file}: not a readable ONNX model ({e})") from e
+    keeps = any(inp.name == LOGITS_TO_KEEP for inp in m.graph.input)
     for inp in m.graph.input:
         if inp.name.startswith("past_key_values."):
-            return 2 if inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else 4
+            f16 = inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+            return (2 if f16 else 4), keeps
     raise CheckpointError(f"{model_file}: no past_key_values inputs; not an EdgeGLM/genai export")
 
 
@@ -125,12 +136,13 @@ def onnx_memory(folder: Path, n_ctx: int) -> OnnxMemory:
         for f in folder.iterdir()
         if f.suffix in (".onnx", ".data") or f.name.endswith(".onnx.data")
     )
-    kv = 2 * n_layer * n_kv * head * n_ctx * _kv_itemsize(model_file)
+    itemsize, keeps_logits = _graph_io(model_file)
+    kv = 2 * n_layer * n_kv * head * n_ctx * itemsize
     return OnnxMemory(
         weights=weights,
         runtime=int(RUNTIME_BASE + RUNTIME_PER_WEIGHT_BYTE * weights),
         kv_cache=kv,
-        logits=2 * n_ctx * vocab * 4,
+        logits=(1 if keeps_logits else 2) * n_ctx * vocab * 4,
         fixed=FIXED,
     )
 
@@ -174,7 +186,8 @@ def plan_onnx(folder: Path, hw: HardwareProfile, ctx: int | None = None) -> Onnx
         if ctx is None
         else f"asked for {ctx} (trained context: {trained})",
         "memory": "weights + ONNX Runtime's copies (measured 0.47x) + KV cache + "
-        "all-position logits of a full-context prefill",
+        "all-position logits of a full-context prefill (once where the graph "
+        "takes logits_to_keep: score()'s; twice without it)",
     }
     return OnnxPlan(
         str(folder), provider, threads, n_ctx, onnx_memory(folder, n_ctx), usable, reasons

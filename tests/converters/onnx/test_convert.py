@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from helpers import HF_FIXTURES, fixture_names, llama_probe, load_reference, write_safetensors
 
 from edgeglm.backends.isolated import run_isolated
-from edgeglm.backends.onnx import OnnxModel
+from edgeglm.backends.onnx import LOGITS_TO_KEEP, OnnxModel
 from edgeglm.checkpoint.hf import HFCheckpoint
 from edgeglm.converters.gguf.convert import convert as convert_gguf
 from edgeglm.converters.onnx import convert
@@ -112,6 +113,45 @@ def test_int8_is_an_order_of_magnitude_better_than_int4(name: str, onnx_model: M
     assert stat(kl8) < 0.01 and stat(kl8) * 10 < stat(kl4), (stat(kl8), stat(kl4))
 
 
+def _run_graph(folder: Path, ids: np.ndarray, keep: int | None) -> np.ndarray:
+    """The logits output of one run from an empty cache; ``keep`` None feeds no
+    logits_to_keep, as onnxruntime-genai does."""
+    dec = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    past = next(i for i in sess.get_inputs() if i.name == dec["inputs"]["past_key_names"] % 0)
+    empty = np.zeros((len(ids), dec["num_key_value_heads"], 0, dec["head_size"]),
+                     np.float16 if past.type == "tensor(float16)" else np.float32)  # fmt: skip
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    for i in range(dec["num_hidden_layers"]):
+        for kind in ("key", "value"):
+            feeds[dec["inputs"][f"past_{kind}_names"] % i] = empty
+    if keep is not None:
+        feeds[LOGITS_TO_KEEP] = np.array(keep, dtype=np.int64)
+    return np.asarray(sess.run(["logits"], feeds)[0])
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_logits_to_keep_gives_the_last_rows(name: str, onnx_model: ModelFor) -> None:
+    folder = onnx_model(name, "fp32")
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    (default,) = [t for t in graph.initializer if t.name == LOGITS_TO_KEEP]
+    assert onnx.numpy_helper.to_array(default).tolist() == 0  # an input with a default
+    tokens = load_reference(HF_FIXTURES / name)[0][:24]
+    ids = np.array([tokens, tokens[::-1]], dtype=np.int64)
+    full = _run_graph(folder, ids, None)  # not fed: every position, as before
+    assert full.shape == (2, 24, _vocab(name))
+    np.testing.assert_array_equal(_run_graph(folder, ids, 0), full)
+    np.testing.assert_array_equal(_run_graph(folder, ids, 99), full)  # transformers' [-99:]
+    for k in (1, 3):
+        last = _run_graph(folder, ids, k)
+        assert last.shape == (2, k, _vocab(name))
+        np.testing.assert_allclose(last, full[:, -k:], rtol=1e-5, atol=1e-5)
+
+
+def _vocab(name: str) -> int:
+    return int(json.loads((HF_FIXTURES / name / "config.json").read_text())["vocab_size"])
+
+
 @pytest.fixture(scope="module")
 def q4_0_kl(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], np.ndarray]:
     out = tmp_path_factory.mktemp("q4_0")
@@ -203,6 +243,10 @@ def test_output_folder_is_an_onnxruntime_genai_folder(onnx_model: ModelFor) -> N
         assert dec["inputs"]["past_key_names"] % i in inputs
         assert dec["outputs"]["present_value_names"] % i in outputs
     assert dec["outputs"]["logits"] in outputs
+    # logits_to_keep is not genai's to feed (no config key names it): it has a default
+    # (0: all positions), so genai's logits [batch, sequence_length, vocab] stay true
+    assert LOGITS_TO_KEEP in inputs and LOGITS_TO_KEEP not in json.dumps(cfg)
+    assert LOGITS_TO_KEEP in {t.name for t in graph.initializer}
     meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
     assert meta["edgeglm.architecture"] == "Glm4ForCausalLM" and meta["edgeglm.quant"] == "int4"
 

@@ -5,18 +5,21 @@ and the numpy sampler it uses."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from helpers import HF_FIXTURES, load_reference
 
 from edgeglm.backends.base import Backend, Chunk, Completion, SamplingParams
-from edgeglm.backends.onnx import OnnxModel, usable_providers
+from edgeglm.backends.onnx import LOGITS_TO_KEEP, OnnxModel, usable_providers
 from edgeglm.backends.sampling import Sampler, min_p, repeat_penalty, top_k, top_p
 from edgeglm.converters.onnx import convert
-from edgeglm.errors import UsageError
+from edgeglm.errors import BackendError, UsageError
 
 SRC = HF_FIXTURES / "glm4"
 
@@ -100,6 +103,68 @@ def test_chunked_prefill_and_decode_give_the_scored_logits(model: OnnxModel) -> 
     for a, b in ((0, 17), (17, 30), *((i, i + 1) for i in range(30, 40))):
         rows.append(model._step(tokens[a:b], a, cache))
     np.testing.assert_allclose(np.stack(rows), full[[16, 29, *range(30, 40)]], atol=2e-3)
+
+
+def _without_logits_to_keep(folder: Path, out: Path) -> Path:
+    """``folder`` as EdgeGLM wrote it before logits_to_keep: no such input, and
+    the final norm reads the whole hidden state again (the Slices unwired)."""
+    shutil.copytree(folder, out)
+    m = onnx.load(str(out / "model.onnx"))
+    g, ours = m.graph, "/model/logits_to_keep/"
+    sliced = {n.output[0]: n.input[0] for n in g.node if n.name.startswith(ours)}
+    kept = [n for n in g.node if not n.name.startswith(ours)]
+    for n in kept:
+        n.input[:] = [sliced.get(x, x) for x in n.input]
+    del g.node[:]
+    g.node.extend(kept)
+    (keep,) = [i for i in g.input if i.name == LOGITS_TO_KEEP]
+    g.input.remove(keep)
+    read = {x for n in kept for x in n.input}  # the default and the Slices' constants go
+    for t in [t for t in g.initializer if t.name not in read]:
+        g.initializer.remove(t)
+    g.output[0].type.tensor_type.shape.dim[1].dim_param = "sequence_length"
+    onnx.save(m, out / "model.onnx")
+    return out
+
+
+def test_generate_keeps_one_row_of_logits_and_decodes_as_before(model: OnnxModel) -> None:
+    assert model.keeps_logits  # a folder from this converter has the input
+    prompt = model.tokenize("def fibonacci(n):")
+    with_input = run(model, prompt, SamplingParams(max_tokens=20))[1].tokens
+    model.keeps_logits = False  # the same graph with the input not fed: every row
+    try:
+        without = run(model, prompt, SamplingParams(max_tokens=20))[1].tokens
+    finally:
+        model.keeps_logits = True
+    assert with_input == without
+
+
+def test_folders_without_logits_to_keep_still_run(
+    model: OnnxModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    old_folder = _without_logits_to_keep(model.folder, tmp_path_factory.mktemp("old") / "m")
+    graph = onnx.load(str(old_folder / "model.onnx")).graph
+    assert LOGITS_TO_KEEP not in {i.name for i in graph.input}
+    old = OnnxModel(old_folder, n_threads=1)
+    try:
+        assert not old.keeps_logits
+        tokens = load_reference(SRC)[0][:40]
+        np.testing.assert_allclose(old.score(tokens), model.score(tokens), rtol=1e-5, atol=1e-5)
+        prompt = model.tokenize("def fibonacci(n):")
+        params = SamplingParams(max_tokens=20)
+        assert run(old, prompt, params)[1].tokens == run(model, prompt, params)[1].tokens
+    finally:
+        old.close()
+
+
+def test_a_logits_to_keep_we_cannot_feed_is_refused(model: OnnxModel, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(model.folder, tmp_path / "m"))
+    m = onnx.load(str(out / "model.onnx"))
+    (keep,) = [i for i in m.graph.input if i.name == LOGITS_TO_KEEP]
+    keep.type.tensor_type.elem_type = onnx.TensorProto.INT32
+    onnx.save(m, out / "model.onnx")
+    with pytest.raises(BackendError, match="logits_to_keep is not an int64 scalar"):
+        OnnxModel(out, n_threads=1)
 
 
 def test_streaming_text_tokens_and_timings(model: OnnxModel) -> None:
