@@ -43,27 +43,6 @@ _F32 = WeightFormat.F32
 INDEXER = Precision("indexer", np.float32, _F32, _F32, _F32)
 
 
-def indexer_types(c: Config, n_layer: int) -> list[str]:
-    """Per layer "full" (own indexer) or "shared", as transformers' config derives it."""
-    types = c.get("indexer_types", default=None)
-    if types is None:
-        pattern = c.get("index_topk_pattern", default=None)
-        if pattern is not None:
-            types = [{"F": "full", "S": "shared"}[ch] for ch in pattern]
-        else:
-            freq = max(int(c.get("index_topk_freq", default=1)), 1)
-            offset = int(c.get("index_skip_topk_offset", default=2))
-            types = [
-                "full" if max(i - offset + 1, 0) % freq == 0 else "shared" for i in range(n_layer)
-            ]
-    types = [str(t) for t in types]
-    if len(types) < n_layer or set(types) - {"full", "shared"} or types[0] != "full":
-        raise CheckpointError(
-            f"{c.where}: indexer_types {types} (need 'full' first, then full/shared)"
-        )
-    return types[:n_layer]
-
-
 @register("GlmMoeDsaForCausalLM")
 class GlmMoeDsa(Mla):
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -72,7 +51,7 @@ class GlmMoeDsa(Mla):
         self.index_dim = int(c.need("index_head_dim"))
         self.index_heads = int(c.need("index_n_heads"))
         self.index_topk = int(c.need("index_topk"))
-        self.types = indexer_types(c, self.spec.n_layer)
+        self.types = c.indexer_types()  # as GlmMoeDsaConfig derives them
         layer_types = c.get("layer_types", default=None) or []
         if set(layer_types) - {"indexed_attention"}:
             raise UnsupportedArchitectureError(
