@@ -13,15 +13,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from gguf import GGUFReader
-from helpers import HF_FIXTURES, gguf_tensors, llama_probe, load_reference, write_safetensors
+from helpers import (
+    HF_FIXTURES,
+    edgeglm,
+    gguf_tensors,
+    llama_probe,
+    load_reference,
+    write_safetensors,
+)
 
 from edgeglm.backends.isolated import run_isolated
 from edgeglm.checkpoint.config import indexer_types, mlp_layer_types, model_type_of, with_defaults
@@ -173,15 +178,8 @@ def test_gguf_refuses_moe_then_dense_in_one_line(tmp_path: Path) -> None:
     ):
         convert_gguf(model, tmp_path / "m.gguf", "F32")
     assert not (tmp_path / "m.gguf").exists()
-    r = subprocess.run(
-        [sys.executable, "-m", "edgeglm", "convert", str(model), "-o", str(tmp_path / "o.gguf"),
-         "-q", "F32"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "400"},
-    )  # fmt: skip
+    r = edgeglm("convert", str(model), "-o", str(tmp_path / "o.gguf"), "-q", "F32",
+                cwd=tmp_path, env={**os.environ, "COLUMNS": "400"})  # fmt: skip
     assert r.returncode == ExitCode.BAD_CHECKPOINT, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert "has a dense layer after a MoE one" in r.stderr
